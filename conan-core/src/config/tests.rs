@@ -1,0 +1,213 @@
+use super::*;
+
+#[test]
+fn minimal_toml_gets_documented_defaults() {
+    let c = DeploymentConfig::from_toml_str(r#"name = "hello""#).unwrap();
+    assert_eq!(c.source, PathBuf::from("."));
+    assert_eq!(c.replicas, 1);
+    assert_eq!(c.stop.timeout, Duration::from_secs(5));
+    assert_eq!(c.stop.signal, StopSignal::Term);
+    assert_eq!(c.restart.backoff_initial, Duration::from_millis(100));
+    assert_eq!(c.restart.backoff_max, Duration::from_secs(30));
+    assert_eq!(c.restart.reset_after, Duration::from_secs(30));
+    assert_eq!(c.restart.max_restarts, 10);
+    assert_eq!(c.restart.window, Duration::from_secs(600));
+    assert_eq!(c.update.strategy, UpdateStrategy::BlueGreen);
+    assert!(c.update.auto_rollback);
+    assert_eq!(c, DeploymentConfig::new("hello"));
+}
+
+#[test]
+fn full_toml_parses() {
+    let text = r#"
+name = "api"
+source = "./app"
+provider = "docker"
+port = 8080
+start_command = "node server.js"
+replicas = 2
+requirements = ["health-checks", "blue-green"]
+
+[env]
+NODE_ENV = "production"
+
+[health_check]
+type = "http"
+path = "/health"
+interval = "250ms"
+timeout = "1s"
+failure_threshold = 2
+
+[restart]
+policy = "on-failure"
+max_restarts = 5
+window = "2m"
+
+[stop]
+signal = "SIGINT"
+timeout = "10s"
+
+[resources]
+memory = "512MiB"
+cpus = 0.5
+
+[update]
+strategy = "rolling"
+healthy_deadline = "30s"
+
+[labels]
+team = "web"
+
+[provider_options.docker]
+image = "node:20-slim"
+"#;
+    let c = DeploymentConfig::from_toml_str(text).unwrap();
+    assert_eq!(c.port, Some(8080));
+    assert_eq!(c.env.get("NODE_ENV"), Some("production"));
+    let h = c.health_check.as_ref().unwrap();
+    assert_eq!(h.interval, Duration::from_millis(250));
+    assert_eq!(h.http_path(), "/health");
+    assert_eq!(c.restart.policy, RestartMode::OnFailure);
+    assert_eq!(c.restart.window, Duration::from_secs(120));
+    assert_eq!(c.stop.signal, StopSignal::Int);
+    assert_eq!(c.resources.memory, Some(ByteSize::mib(512)));
+    assert_eq!(c.update.strategy, UpdateStrategy::Rolling);
+    assert_eq!(c.requirements.iter().count(), 2);
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct DockerOpts {
+        image: String,
+    }
+    let opts: Option<DockerOpts> = c.provider_options_for("docker").unwrap();
+    assert_eq!(opts.unwrap().image, "node:20-slim");
+    assert_eq!(
+        c.provider_options_for::<DockerOpts>("railway").unwrap(),
+        None
+    );
+
+    // TOML and JSON round trips preserve everything.
+    let again = DeploymentConfig::from_toml_str(&c.to_toml_string().unwrap()).unwrap();
+    assert_eq!(again, c);
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(DeploymentConfig::from_json_str(&json).unwrap(), c);
+}
+
+#[test]
+fn five_mistakes_are_all_reported_with_paths() {
+    let text = r#"
+name = "My_App"
+port = 0
+
+[env]
+1BAD = "x"
+
+[health_check]
+path = "health"
+failure_threshold = 0
+"#;
+    let err = DeploymentConfig::from_toml_str(text).unwrap_err();
+    let Error::InvalidConfig { problems } = &err else {
+        panic!("{err}")
+    };
+    let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "name",
+            "env.1BAD",
+            "port",
+            "health_check.path",
+            "health_check.failure_threshold"
+        ],
+        "{err}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.contains("health_check.path: must start with '/'"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn more_rules() {
+    let mut c = DeploymentConfig::new("ok");
+    c.replicas = 0;
+    c.restart.backoff_initial = Duration::ZERO;
+    c.restart.jitter = 2.0;
+    c.stop.timeout = Duration::ZERO;
+    c.update.healthy_deadline = Duration::ZERO;
+    c.start_command = Some("  ".into());
+    c.health_check = Some(HealthCheck::command(""));
+    c.resources.cpus = Some(-1.0);
+    let Err(Error::InvalidConfig { problems }) = c.validate() else {
+        panic!()
+    };
+    let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "replicas",
+        "restart.backoff_initial",
+        "restart.jitter",
+        "stop.timeout",
+        "update.healthy_deadline",
+        "start_command",
+        "health_check.command",
+        "resources.cpus",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn dns_label_rule() {
+    use super::validate::is_dns_label;
+    assert!(is_dns_label("a"));
+    assert!(is_dns_label("hello-world-2"));
+    assert!(is_dns_label(&"a".repeat(63)));
+    assert!(!is_dns_label(&"a".repeat(64)));
+    assert!(!is_dns_label(""));
+    assert!(!is_dns_label("-a"));
+    assert!(!is_dns_label("a-"));
+    assert!(!is_dns_label("Hello"));
+    assert!(!is_dns_label("a_b"));
+}
+
+#[test]
+fn unknown_fields_and_bad_durations_are_rejected() {
+    let err = DeploymentConfig::from_toml_str("name = \"a\"\nprot = 3000").unwrap_err();
+    assert!(err.to_string().contains("prot"), "{err}");
+    let err =
+        DeploymentConfig::from_toml_str("name = \"a\"\n[stop]\ntimeout = \"soon\"").unwrap_err();
+    assert!(err.to_string().contains("invalid duration"), "{err}");
+}
+
+#[test]
+fn debug_never_shows_env_values() {
+    let c = DeploymentConfig::builder("a")
+        .env("API_KEY", "s3cr3t-value")
+        .build()
+        .unwrap();
+    let shown = format!("{c:?}");
+    assert!(shown.contains("API_KEY"));
+    assert!(!shown.contains("s3cr3t-value"));
+    let err = DeploymentConfig::builder("A")
+        .env("API_KEY", "s3cr3t-value")
+        .build()
+        .unwrap_err();
+    assert!(!format!("{err:?} {err}").contains("s3cr3t-value"));
+}
+
+#[test]
+fn builder_reports_all_problems() {
+    let err = DeploymentConfig::builder("Bad Name")
+        .replicas(0)
+        .port(0)
+        .build()
+        .unwrap_err();
+    let Error::InvalidConfig { problems } = err else {
+        panic!()
+    };
+    assert_eq!(problems.len(), 3);
+}

@@ -1,0 +1,307 @@
+//! The one error type of Conan.
+//!
+//! Providers keep their own private error enums and map them into [`Error`]. Which errors
+//! are worth retrying is decided by [`Error::is_transient`], and only those are retried by the
+//! [`DeploymentManager`](crate::DeploymentManager):
+//!
+//! | variant | transient |
+//! |---|---|
+//! | [`Error::ProviderUnavailable`], [`Error::Timeout`], [`Error::Store`] with `transient` | yes |
+//! | [`Error::Provider`] with `transient: true` | yes |
+//! | everything else | no |
+//!
+//! No variant ever holds an env value: configs are referred to by deployment name only.
+
+use std::time::Duration;
+
+use crate::config::ConfigProblem;
+use crate::failure::FailureReport;
+use crate::status::StatusKind;
+
+/// A boxed error source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Conan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No deployment (or revision, operation, ...) with that id or name.
+    #[error("{what} '{id}' not found")]
+    NotFound {
+        /// What was looked for (`"deployment"`, `"revision"`).
+        what: &'static str,
+        /// The id or name asked for.
+        id: String,
+    },
+    /// A live deployment with that name exists already.
+    #[error("a deployment named '{name}' already exists")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// The config breaks one or more rules; every problem is listed.
+    #[error("invalid config: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidConfig {
+        /// Every problem, each with its field path.
+        problems: Vec<ConfigProblem>,
+    },
+    /// The status state machine forbids this transition.
+    #[error("illegal status transition from {from} to {to}")]
+    IllegalTransition {
+        /// Current status.
+        from: StatusKind,
+        /// Requested status.
+        to: StatusKind,
+    },
+    /// The port is taken.
+    #[error("port {port} is already in use{}", holder.map(|p| format!(" (by pid {p})")).unwrap_or_default())]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// The pid holding it, when it could be found.
+        holder: Option<u32>,
+    },
+    /// The provider rejected our credentials.
+    #[error("{provider}: not authenticated: {message}")]
+    Unauthenticated {
+        /// Provider name.
+        provider: String,
+        /// What the provider said, and how to log in.
+        message: String,
+    },
+    /// The provider cannot be reached right now (daemon down, network error). Transient.
+    #[error("{provider} is unavailable: {reason}")]
+    ProviderUnavailable {
+        /// Provider name.
+        provider: String,
+        /// Why, and how to fix it.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A deploy or update did not become healthy; the report says why.
+    #[error("deployment '{deployment}' failed its health gate: {failure}")]
+    HealthCheckFailed {
+        /// Deployment name.
+        deployment: String,
+        /// The failure bundle.
+        failure: Box<FailureReport>,
+    },
+    /// Building the artifact (image) failed.
+    #[error("build of '{deployment}' failed at {step}: {message}")]
+    BuildFailed {
+        /// Deployment name.
+        deployment: String,
+        /// The failing step (`"RUN npm ci"`).
+        step: String,
+        /// The step's output or error.
+        message: String,
+    },
+    /// An operation took longer than allowed. Transient.
+    #[error("{operation} timed out after {}", crate::time::format_duration(*after))]
+    Timeout {
+        /// What timed out.
+        operation: String,
+        /// After how long.
+        after: Duration,
+    },
+    /// The provider cannot do this.
+    #[error("{provider} does not support {operation}")]
+    NotSupported {
+        /// The operation.
+        operation: String,
+        /// Provider name.
+        provider: String,
+    },
+    /// No registered provider fits the deployment.
+    #[error("no provider fits: {reason}")]
+    NoProvider {
+        /// Why none fits (unknown name, missing capabilities).
+        reason: String,
+    },
+    /// The operation was cancelled before it finished.
+    #[error("{operation} was cancelled")]
+    Cancelled {
+        /// The operation.
+        operation: String,
+    },
+    /// The manager is shutting down and accepts no more operations.
+    #[error("the deployment manager is shut down")]
+    ShutDown,
+    /// The state store failed.
+    #[error("state store: {message}")]
+    Store {
+        /// What failed.
+        message: String,
+        /// Whether retrying may help (a busy database).
+        transient: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Any other provider failure.
+    #[error("{provider}: {message}")]
+    Provider {
+        /// Provider name.
+        provider: String,
+        /// What failed.
+        message: String,
+        /// Whether retrying may help.
+        transient: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same operation may succeed. The manager retries only these.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::ProviderUnavailable { .. } | Error::Timeout { .. } => true,
+            Error::Provider { transient, .. } | Error::Store { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// A deployment-not-found error.
+    #[must_use]
+    pub fn deployment_not_found(id: impl Into<String>) -> Self {
+        Error::NotFound {
+            what: "deployment",
+            id: id.into(),
+        }
+    }
+
+    /// A provider error without a source.
+    #[must_use]
+    pub fn provider(
+        provider: impl Into<String>,
+        message: impl Into<String>,
+        transient: bool,
+    ) -> Self {
+        Error::Provider {
+            provider: provider.into(),
+            message: message.into(),
+            transient,
+            source: None,
+        }
+    }
+
+    /// A provider error wrapping `source`.
+    #[must_use]
+    pub fn provider_with_source(
+        provider: impl Into<String>,
+        message: impl Into<String>,
+        transient: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Provider {
+            provider: provider.into(),
+            message: message.into(),
+            transient,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A store error.
+    #[must_use]
+    pub fn store(message: impl Into<String>, transient: bool, source: Option<BoxError>) -> Self {
+        Error::Store {
+            message: message.into(),
+            transient,
+            source,
+        }
+    }
+
+    /// The failure bundle carried by this error, if any.
+    #[must_use]
+    pub fn failure(&self) -> Option<&FailureReport> {
+        match self {
+            Error::HealthCheckFailed { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// A short machine-readable name of the variant (`"not_found"`), for JSON output.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::IllegalTransition { .. } => "illegal_transition",
+            Error::PortInUse { .. } => "port_in_use",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::ProviderUnavailable { .. } => "provider_unavailable",
+            Error::HealthCheckFailed { .. } => "health_check_failed",
+            Error::BuildFailed { .. } => "build_failed",
+            Error::Timeout { .. } => "timeout",
+            Error::NotSupported { .. } => "not_supported",
+            Error::NoProvider { .. } => "no_provider",
+            Error::Cancelled { .. } => "cancelled",
+            Error::ShutDown => "shut_down",
+            Error::Store { .. } => "store",
+            Error::Provider { .. } => "provider",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_classification() {
+        assert!(
+            Error::Timeout {
+                operation: "deploy".into(),
+                after: Duration::from_secs(1)
+            }
+            .is_transient()
+        );
+        assert!(
+            Error::ProviderUnavailable {
+                provider: "docker".into(),
+                reason: "down".into(),
+                source: None
+            }
+            .is_transient()
+        );
+        assert!(Error::provider("x", "flaky", true).is_transient());
+        assert!(!Error::provider("x", "broken", false).is_transient());
+        assert!(!Error::deployment_not_found("a").is_transient());
+        assert!(
+            !Error::PortInUse {
+                port: 80,
+                holder: None
+            }
+            .is_transient()
+        );
+    }
+
+    #[test]
+    fn invalid_config_lists_every_problem() {
+        let e = Error::InvalidConfig {
+            problems: vec![
+                ConfigProblem::new("name", "bad"),
+                ConfigProblem::new("port", "worse"),
+            ],
+        };
+        assert_eq!(e.to_string(), "invalid config: name: bad; port: worse");
+    }
+
+    #[test]
+    fn port_in_use_names_holder() {
+        let e = Error::PortInUse {
+            port: 3000,
+            holder: Some(42),
+        };
+        assert_eq!(e.to_string(), "port 3000 is already in use (by pid 42)");
+    }
+}

@@ -1,0 +1,475 @@
+//! Events: one typed [`Event`] enum on a broadcast channel.
+//!
+//! # Delivery guarantee
+//!
+//! Events are best-effort notifications, delivered in order to every subscriber through a
+//! bounded [`tokio::sync::broadcast`] channel. A subscriber that falls more than the channel
+//! capacity behind receives [`RecvError::Lagged(n)`](tokio::sync::broadcast::error::RecvError::Lagged)
+//! — it learns that it missed `n` events and continues with the oldest one still buffered.
+//! Nothing blocks on slow subscribers. The [`StateStore`](crate::StateStore) (deployments,
+//! revisions and the audit log) is the source of truth: a subscriber that lagged re-reads it.
+//!
+//! Events never carry env values: configs are referred to by deployment id only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::failure::{ExitStatus, FailureReport};
+use crate::id::{DeploymentId, OperationId, Revision};
+use crate::status::{DeploymentStatus, StatusKind};
+use crate::time::Timestamp;
+
+/// What kind of operation the manager runs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// First deploy of a new deployment.
+    Deploy,
+    /// Roll out a new revision.
+    Update,
+    /// Roll out an earlier revision's config as a new revision.
+    Rollback,
+    /// Start a stopped deployment.
+    Start,
+    /// Stop a running deployment.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Stop and delete everything.
+    Remove,
+}
+
+impl OperationKind {
+    /// The lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Deploy => "deploy",
+            OperationKind::Update => "update",
+            OperationKind::Rollback => "rollback",
+            OperationKind::Start => "start",
+            OperationKind::Stop => "stop",
+            OperationKind::Restart => "restart",
+            OperationKind::Remove => "remove",
+        }
+    }
+}
+
+impl std::fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A phase of a deploy, reported as [`Event::Progress`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Preparing (resolving the start command, allocating a port).
+    Preparing,
+    /// Building an artifact (image build step output).
+    Building,
+    /// Starting instances.
+    Starting,
+    /// Waiting for the health check to pass.
+    WaitingForHealth,
+    /// Switching traffic to the new revision.
+    Switching,
+    /// Stopping instances.
+    Stopping,
+    /// Cleaning up after a failure.
+    CleaningUp,
+}
+
+impl Phase {
+    /// A human label (`"waiting for health"`).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Preparing => "preparing",
+            Phase::Building => "building",
+            Phase::Starting => "starting",
+            Phase::WaitingForHealth => "waiting for health",
+            Phase::Switching => "switching",
+            Phase::Stopping => "stopping",
+            Phase::CleaningUp => "cleaning up",
+        }
+    }
+}
+
+/// How an operation ended.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Outcome {
+    /// It did what was asked.
+    Succeeded,
+    /// It failed (after retries, if the error was transient).
+    Failed {
+        /// The error, as displayed.
+        error: String,
+    },
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Whether this is `Succeeded`.
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Succeeded)
+    }
+}
+
+/// Everything that happens to deployments, as it happens.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum Event {
+    /// An operation entered the queue.
+    Queued {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The operation.
+        operation: OperationId,
+        /// Its kind.
+        kind: OperationKind,
+    },
+    /// An operation left the queue and runs.
+    Started {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The operation.
+        operation: OperationId,
+        /// Its kind.
+        kind: OperationKind,
+    },
+    /// A transient failure; the operation will run again after `delay`.
+    Retrying {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The operation.
+        operation: OperationId,
+        /// The attempt that failed (1 = the first try).
+        attempt: u32,
+        /// Wait before the next attempt, in milliseconds.
+        delay_ms: u64,
+        /// The transient error.
+        error: String,
+    },
+    /// An operation ended.
+    Finished {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The operation.
+        operation: OperationId,
+        /// Its kind.
+        kind: OperationKind,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// The deployment's status changed.
+    StatusChanged {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// Previous status.
+        from: StatusKind,
+        /// New status (a `Failed` carries its reason).
+        to: DeploymentStatus,
+        /// The revision serving (or being rolled out).
+        revision: Revision,
+    },
+    /// A provider reports what it is doing.
+    Progress {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The phase.
+        phase: Phase,
+        /// Detail (a build step, "GET /health answered 200").
+        message: String,
+    },
+    /// The health check passes (first time, or again after failing).
+    Healthy {
+        /// Deployment.
+        deployment: DeploymentId,
+    },
+    /// The health check fails `failure_threshold` times in a row.
+    Unhealthy {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// What the probe saw.
+        reason: String,
+    },
+    /// A crashed instance was restarted by the supervisor.
+    Restarted {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// Restart count within the current window (1 = first restart).
+        attempt: u32,
+        /// How the instance ended.
+        exit: ExitStatus,
+        /// The backoff waited before restarting, in milliseconds.
+        delay_ms: u64,
+    },
+    /// The deployment (or one revision of it) failed; the report carries reason, exit status
+    /// and the last log lines.
+    Failed {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The failure bundle.
+        failure: FailureReport,
+    },
+    /// An update failed and the previous revision kept (or took back) serving.
+    RolledBack {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The revision that failed.
+        failed: Revision,
+        /// The revision serving now.
+        serving: Revision,
+        /// Why.
+        reason: String,
+    },
+    /// A deployment started by an earlier manager process was adopted.
+    Recovered {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// Its status as found.
+        status: DeploymentStatus,
+    },
+    /// A deployment was removed.
+    Removed {
+        /// Deployment.
+        deployment: DeploymentId,
+    },
+}
+
+impl Event {
+    /// The deployment the event is about.
+    #[must_use]
+    pub fn deployment(&self) -> &DeploymentId {
+        match self {
+            Event::Queued { deployment, .. }
+            | Event::Started { deployment, .. }
+            | Event::Retrying { deployment, .. }
+            | Event::Finished { deployment, .. }
+            | Event::StatusChanged { deployment, .. }
+            | Event::Progress { deployment, .. }
+            | Event::Healthy { deployment }
+            | Event::Unhealthy { deployment, .. }
+            | Event::Restarted { deployment, .. }
+            | Event::Failed { deployment, .. }
+            | Event::RolledBack { deployment, .. }
+            | Event::Recovered { deployment, .. }
+            | Event::Removed { deployment } => deployment,
+        }
+    }
+}
+
+/// An [`Event`] with its sequence number and time.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Increases by one per event of a bus (gaps mean lag).
+    pub seq: u64,
+    /// When it was emitted.
+    pub at: Timestamp,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The broadcast channel events travel on.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<EventEnvelope>,
+    seq: Arc<AtomicU64>,
+}
+
+impl EventBus {
+    /// Default number of events buffered per subscriber before it lags.
+    pub const DEFAULT_CAPACITY: usize = 4096;
+
+    /// A bus buffering `capacity` events.
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            tx,
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Emits an event to every current subscriber (a no-op without subscribers).
+    pub fn emit(&self, event: Event) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = self.tx.send(EventEnvelope {
+            seq,
+            at: Timestamp::now(),
+            event,
+        });
+    }
+
+    /// A new subscriber; it sees events emitted from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+/// A status change a provider observed on its own (a crash loop gave up, an adopted
+/// process vanished). The manager applies it through the state machine and the store.
+#[derive(Clone, PartialEq, Debug)]
+pub struct StatusReport {
+    /// Deployment.
+    pub deployment: DeploymentId,
+    /// The status the provider observed.
+    pub status: DeploymentStatus,
+}
+
+/// What a provider uses to report progress and observations. Cheap to clone; a provider
+/// keeps a clone for its supervisors, which outlive the operation that started them.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    bus: EventBus,
+    reports: Option<mpsc::UnboundedSender<StatusReport>>,
+}
+
+impl EventSink {
+    /// A sink that emits on `bus` and sends status reports to `reports`.
+    #[must_use]
+    pub fn new(bus: EventBus, reports: Option<mpsc::UnboundedSender<StatusReport>>) -> Self {
+        Self { bus, reports }
+    }
+
+    /// A sink connected to nothing (events are dropped); for using a provider standalone.
+    #[must_use]
+    pub fn detached() -> Self {
+        Self::new(EventBus::new(1), None)
+    }
+
+    /// The bus this sink emits on.
+    #[must_use]
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// Emits any event.
+    pub fn emit(&self, event: Event) {
+        self.bus.emit(event);
+    }
+
+    /// Reports progress.
+    pub fn progress(&self, deployment: &DeploymentId, phase: Phase, message: impl Into<String>) {
+        self.emit(Event::Progress {
+            deployment: deployment.clone(),
+            phase,
+            message: message.into(),
+        });
+    }
+
+    /// Reports that the health check passes.
+    pub fn healthy(&self, deployment: &DeploymentId) {
+        self.emit(Event::Healthy {
+            deployment: deployment.clone(),
+        });
+    }
+
+    /// Reports that the health check fails.
+    pub fn unhealthy(&self, deployment: &DeploymentId, reason: impl Into<String>) {
+        self.emit(Event::Unhealthy {
+            deployment: deployment.clone(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Reports a supervisor restart.
+    pub fn restarted(
+        &self,
+        deployment: &DeploymentId,
+        attempt: u32,
+        exit: ExitStatus,
+        delay: Duration,
+    ) {
+        self.emit(Event::Restarted {
+            deployment: deployment.clone(),
+            attempt,
+            exit,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// Reports that a running deployment failed on its own (crash loop, vanished): emits
+    /// [`Event::Failed`] and asks the manager to move it to `Failed`.
+    pub fn failed(&self, deployment: &DeploymentId, failure: FailureReport) {
+        let reason = failure.reason.clone();
+        self.emit(Event::Failed {
+            deployment: deployment.clone(),
+            failure,
+        });
+        self.report(deployment, DeploymentStatus::Failed { reason });
+    }
+
+    /// Reports that a deployment's instances ended and will not be restarted (for example a
+    /// clean exit under `restart.policy = "on-failure"`): the manager moves it to `Stopped`.
+    pub fn exited(&self, deployment: &DeploymentId) {
+        self.report(deployment, DeploymentStatus::Stopped);
+    }
+
+    fn report(&self, deployment: &DeploymentId, status: DeploymentStatus) {
+        if let Some(tx) = &self.reports {
+            let _ = tx.send(StatusReport {
+                deployment: deployment.clone(),
+                status,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_get_events_in_order_and_lag_is_reported() {
+        let bus = EventBus::new(2);
+        let mut rx = bus.subscribe();
+        let id = DeploymentId::new("dep-1");
+        for _ in 0..5 {
+            bus.emit(Event::Healthy {
+                deployment: id.clone(),
+            });
+        }
+        match rx.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 3),
+            other => panic!("expected lag, got {other:?}"),
+        }
+        let next = rx.recv().await.unwrap();
+        assert_eq!(next.seq, 4);
+    }
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let e = Event::StatusChanged {
+            deployment: DeploymentId::new("dep-1"),
+            from: StatusKind::Deploying,
+            to: DeploymentStatus::Running,
+            revision: Revision(2),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "status_changed");
+        assert_eq!(json["to"]["state"], "running");
+    }
+}

@@ -1,0 +1,105 @@
+//! Failure bundles: what a user needs to see when a deploy or an instance fails.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::LogLine;
+
+/// How a process or container ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+    /// The end was not observed (an adopted process that vanished).
+    Unknown,
+}
+
+impl ExitStatus {
+    /// Whether this is a clean exit (code 0).
+    #[must_use]
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// Why a deploy, update or running instance failed, with the evidence: the exit status,
+/// what the health probe saw, and the last log lines (at most [`FailureReport::MAX_LOG_LINES`]).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, Default)]
+pub struct FailureReport {
+    /// One-line reason (`"health check GET /health answered 500 three times"`).
+    pub reason: String,
+    /// How the process ended, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// What the last health probe saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// The application's last log lines, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_logs: Vec<LogLine>,
+}
+
+impl FailureReport {
+    /// How many log lines a failure report carries at most.
+    pub const MAX_LOG_LINES: usize = 50;
+
+    /// A report with only a reason.
+    #[must_use]
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The same report with an exit status.
+    #[must_use]
+    pub fn with_exit(mut self, exit: ExitStatus) -> Self {
+        self.exit = Some(exit);
+        self
+    }
+
+    /// The same report with the probe's last observation.
+    #[must_use]
+    pub fn with_probe(mut self, probe: impl Into<String>) -> Self {
+        self.probe = Some(probe.into());
+        self
+    }
+
+    /// The same report with the last log lines (keeps the newest [`Self::MAX_LOG_LINES`]).
+    #[must_use]
+    pub fn with_logs(mut self, mut lines: Vec<LogLine>) -> Self {
+        if lines.len() > Self::MAX_LOG_LINES {
+            lines.drain(..lines.len() - Self::MAX_LOG_LINES);
+        }
+        self.last_logs = lines;
+        self
+    }
+}
+
+impl fmt::Display for FailureReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)?;
+        if let Some(exit) = self.exit {
+            write!(f, " ({exit})")?;
+        }
+        if let Some(probe) = &self.probe {
+            write!(f, "; last probe: {probe}")?;
+        }
+        Ok(())
+    }
+}
