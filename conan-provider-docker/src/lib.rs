@@ -1,0 +1,1 @@
+//! Conan's docker provider (work in progress).

@@ -1,0 +1,1 @@
+//! Conan's local provider (work in progress).
