@@ -54,6 +54,7 @@ pub mod provider;
 pub mod restart;
 pub mod secret;
 pub mod status;
+pub mod store;
 pub mod time;
 
 pub use capability::{Capabilities, Capability};
@@ -76,6 +77,7 @@ pub use provider::{
 pub use restart::{RestartDecision, RestartTracker};
 pub use secret::{Env, SecretString};
 pub use status::{DeploymentStatus, StatusKind};
+pub use store::{AuditAction, AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord, RevisionState, StateStore};
 pub use time::Timestamp;
 
 /// Re-exports for `use conan_core::prelude::*`.

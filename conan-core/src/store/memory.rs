@@ -1,0 +1,124 @@
+//! [`MemoryStore`]: state kept in process memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
+use crate::error::{Error, Result};
+use crate::id::{DeploymentId, Revision};
+
+#[derive(Default)]
+struct Inner {
+    deployments: HashMap<DeploymentId, DeploymentRecord>,
+    revisions: HashMap<DeploymentId, BTreeMap<Revision, RevisionRecord>>,
+    audit: Vec<AuditEntry>,
+}
+
+/// A [`StateStore`] in memory: fast, and gone with the process.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| Error::store("memory store lock poisoned", false, None))
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn save_deployment(&self, record: &DeploymentRecord) -> Result<()> {
+        self.lock()?
+            .deployments
+            .insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn delete_deployment(&self, id: &DeploymentId) -> Result<()> {
+        let mut inner = self.lock()?;
+        inner.deployments.remove(id);
+        inner.revisions.remove(id);
+        Ok(())
+    }
+
+    async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        let inner = self.lock()?;
+        let mut all: Vec<_> = inner.deployments.values().cloned().collect();
+        all.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(all)
+    }
+
+    async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
+        self.lock()?
+            .revisions
+            .entry(revision.deployment.clone())
+            .or_default()
+            .insert(revision.revision, revision.clone());
+        Ok(())
+    }
+
+    async fn revisions(&self, id: &DeploymentId) -> Result<Vec<RevisionRecord>> {
+        Ok(self
+            .lock()?
+            .revisions
+            .get(id)
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        let mut inner = self.lock()?;
+        for mut entry in entries {
+            entry.seq = inner.audit.len() as u64 + 1;
+            inner.audit.push(entry);
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let inner = self.lock()?;
+        let start = query.after_seq.map_or(0, |s| {
+            usize::try_from(s)
+                .unwrap_or(usize::MAX)
+                .min(inner.audit.len())
+        });
+        let matching = inner.audit[start..]
+            .iter()
+            .filter(|e| query.deployment.as_ref().is_none_or(|d| &e.deployment == d));
+        Ok(match query.limit {
+            Some(n) => matching.take(n).cloned().collect(),
+            None => matching.cloned().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conforms() {
+        crate::store::tests::store_round_trip(&MemoryStore::new()).await;
+    }
+}

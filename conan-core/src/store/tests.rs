@@ -1,0 +1,139 @@
+//! Behaviour every [`StateStore`] must show; run by each store's tests.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::event::{OperationKind, Outcome};
+
+pub(crate) fn sample(name: &str, n: u64) -> (DeploymentRecord, RevisionRecord) {
+    let id = DeploymentId::new(format!("dep-{name}"));
+    let config = Arc::new(
+        DeploymentConfig::builder(name)
+            .env("SECRET", "v")
+            .port(3000)
+            .build_unchecked(),
+    );
+    let now = Timestamp::from_unix_micros(1_000_000 * i64::try_from(n).unwrap_or(0));
+    let rev = RevisionRecord {
+        deployment: id.clone(),
+        revision: Revision(1),
+        config: config.clone(),
+        cause: OperationKind::Deploy,
+        source_revision: None,
+        state: RevisionState::Pending,
+        created_at: now,
+    };
+    let rec = DeploymentRecord {
+        id,
+        name: name.to_owned(),
+        provider: "memory".into(),
+        status: DeploymentStatus::Pending,
+        revision: Revision(1),
+        config,
+        runtime: None,
+        last_failure: None,
+        created_at: now,
+        updated_at: now,
+    };
+    (rec, rev)
+}
+
+/// Saves, reloads, updates and deletes; checks ordering and audit sequencing.
+pub(crate) async fn store_round_trip(store: &dyn StateStore) {
+    let (mut a, rev_a) = sample("alpha", 1);
+    let (b, rev_b) = sample("beta", 2);
+    store.save_revision(&rev_a).await.unwrap();
+    store.save_revision(&rev_b).await.unwrap();
+    store.save_deployment(&a).await.unwrap();
+    store.save_deployment(&b).await.unwrap();
+
+    a.status = DeploymentStatus::failed("boom");
+    a.runtime = Some(RuntimeInfo {
+        url: Some("http://127.0.0.1:1".into()),
+        ..RuntimeInfo::default()
+    });
+    store.save_deployment(&a).await.unwrap();
+
+    let all = store.load_deployments().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], a);
+    assert_eq!(all[1], b);
+    assert_eq!(all[0].config.env.get("SECRET"), Some("v"));
+
+    let mut rev2 = rev_a.clone();
+    rev2.revision = Revision(2);
+    rev2.cause = OperationKind::Rollback;
+    rev2.source_revision = Some(Revision(1));
+    store.save_revision(&rev2).await.unwrap();
+    rev2.state = RevisionState::Failed {
+        reason: "unhealthy".into(),
+    };
+    store.save_revision(&rev2).await.unwrap();
+    let revs = store.revisions(&a.id).await.unwrap();
+    assert_eq!(revs, vec![rev_a.clone(), rev2]);
+
+    store
+        .append_audit(vec![
+            AuditEntry::new(
+                a.id.clone(),
+                None,
+                AuditAction::Transition {
+                    from: StatusKind::Pending,
+                    to: StatusKind::Deploying,
+                },
+            ),
+            AuditEntry::new(
+                b.id.clone(),
+                Some(crate::id::OperationId(7)),
+                AuditAction::Operation {
+                    kind: OperationKind::Deploy,
+                    revision: Some(Revision(1)),
+                    attempts: 2,
+                    outcome: Outcome::Succeeded,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    store
+        .append_audit(vec![AuditEntry::new(
+            a.id.clone(),
+            None,
+            AuditAction::Transition {
+                from: StatusKind::Deploying,
+                to: StatusKind::Failed,
+            },
+        )])
+        .await
+        .unwrap();
+    let log = store.audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let only_a = store
+        .audit(&AuditQuery {
+            deployment: Some(a.id.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_a.len(), 2);
+    let after = store
+        .audit(&AuditQuery {
+            after_seq: Some(1),
+            limit: Some(1),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].seq, 2);
+    assert_eq!(after[0].operation, Some(crate::id::OperationId(7)));
+
+    store.delete_deployment(&a.id).await.unwrap();
+    assert_eq!(store.load_deployments().await.unwrap(), vec![b]);
+    assert!(store.revisions(&a.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.audit(&AuditQuery::default()).await.unwrap().len(),
+        3,
+        "audit log survives removal"
+    );
+}
