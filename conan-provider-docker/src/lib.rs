@@ -1,1 +1,125 @@
-//! Conan's docker provider (work in progress).
+//! Conan's Docker provider: builds and runs applications as containers on a Docker daemon,
+//! through [bollard](https://docs.rs/bollard).
+//!
+//! ```no_run
+//! # async fn demo() -> conan_core::Result<()> {
+//! use conan_provider_docker::DockerProvider;
+//! let docker = DockerProvider::builder()
+//!     .base_image("node:20-slim")
+//!     .build()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The model
+//!
+//! - **Connection**: `DOCKER_HOST` (`unix://`, `tcp://`) or the local socket; the API version
+//!   is negotiated with the daemon. A daemon that does not answer within the connect timeout
+//!   (5 s) is [`Error::ProviderUnavailable`](conan_core::Error::ProviderUnavailable) with a hint
+//!   how to start one; nothing ever hangs on a dead socket.
+//! - **Images** come from one of three sources, in this order: `provider_options.docker.image`
+//!   (an image on the daemon; never pulled), the project's `Dockerfile`, or a Dockerfile
+//!   generated for a Node.js project (see [`DockerProviderBuilder::base_image`]). Images are
+//!   tagged `conan/<name>:r<revision>` and labelled; the last
+//!   [`keep_images`](DockerProviderBuilder::keep_images) revisions are kept for rollback,
+//!   older ones are pruned after each successful deploy or update.
+//! - **Containers** carry the labels `conan.managed=true`, `conan.deployment=<id>`,
+//!   `conan.name`, `conan.revision`, `conan.replica` plus the config's own labels. The app's
+//!   port (config `port`, default 3000, also passed as `PORT`) is published on 127.0.0.1 on a
+//!   port the daemon picks, unless `provider_options.docker.host_port` fixes it. `init` is on so
+//!   signals reach the app; memory and CPU limits, the stop signal and timeout and the restart
+//!   policy are Docker's own (`always` maps to `unless-stopped`, so a stop sticks).
+//! - **Readiness**: a deploy returns once every container passes the health check through the
+//!   published port (and Docker's own `HEALTHCHECK` status when the image has one), within
+//!   `update.healthy_deadline`. On failure the error carries a
+//!   [`FailureReport`](conan_core::FailureReport) (exit code, last 50 log lines, last probe) and
+//!   the containers are removed.
+//! - **Updates**: `blue-green` starts the new containers beside the old ones and removes the
+//!   old ones once the new ones are healthy; `rolling` does that `max_parallel` replicas at a
+//!   time; `recreate` stops the old first. A failing new revision is removed and the old one
+//!   keeps serving (with `recreate` it is started again when `auto_rollback` is set). The
+//!   deployment's URL is the new container's published port: there is no proxy in front.
+//! - **Recovery**: containers outlive the process. [`recover`](conan_core::Provider::recover)
+//!   finds them by label and adopts them without restarting; a known deployment without
+//!   containers comes back `Failed` with the reason.
+//! - **Secrets**: env values go to the daemon only; they are never logged, nor part of an
+//!   error or `Debug` output.
+
+mod builder;
+mod container;
+mod context;
+mod error;
+mod health;
+mod image;
+mod labels;
+mod logs;
+mod metrics;
+mod node;
+mod options;
+mod provider;
+mod recover;
+mod rollout;
+mod state;
+
+pub use builder::DockerProviderBuilder;
+pub use labels::{
+    LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NAME, LABEL_PORT, LABEL_REPLICA, LABEL_REVISION,
+};
+pub use options::DockerOptions;
+
+use std::sync::Arc;
+
+/// The provider name, as written in `DeploymentConfig::provider` and `provider_options`.
+pub const PROVIDER_NAME: &str = "docker";
+
+/// The default base image of generated Dockerfiles.
+pub const DEFAULT_BASE_IMAGE: &str = "node:20-slim";
+
+/// The port an app listens on inside its container when the config names none.
+pub const DEFAULT_CONTAINER_PORT: u16 = 3000;
+
+/// Deploys applications as Docker containers. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct DockerProvider {
+    pub(crate) docker: bollard::Docker,
+    pub(crate) settings: Arc<builder::Settings>,
+    pub(crate) state: Arc<state::StateTable>,
+}
+
+impl std::fmt::Debug for DockerProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerProvider")
+            .field("host", &self.settings.host)
+            .field("base_image", &self.settings.base_image)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerProvider {
+    /// A builder with every default.
+    #[must_use]
+    pub fn builder() -> DockerProviderBuilder {
+        DockerProviderBuilder::default()
+    }
+
+    /// Connects with the settings of the environment: `DOCKER_HOST`, and
+    /// `CONAN_DOCKER_BASE_IMAGE` for the base image of generated Dockerfiles.
+    ///
+    /// # Errors
+    /// [`Error::ProviderUnavailable`](conan_core::Error::ProviderUnavailable) when no daemon answers.
+    pub async fn from_env() -> conan_core::Result<Self> {
+        DockerProviderBuilder::from_env().build().await
+    }
+
+    /// The underlying bollard client, for what this crate does not cover.
+    #[must_use]
+    pub fn client(&self) -> &bollard::Docker {
+        &self.docker
+    }
+
+    /// Where the daemon is (`unix:///var/run/docker.sock`).
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.settings.host
+    }
+}
