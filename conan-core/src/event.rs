@@ -337,6 +337,8 @@ pub struct StatusReport {
     pub deployment: DeploymentId,
     /// The status the provider observed.
     pub status: DeploymentStatus,
+    /// The failure bundle, for a `Failed` status.
+    pub failure: Option<FailureReport>,
 }
 
 /// What a provider uses to report progress and observations. Cheap to clone; a provider
@@ -417,22 +419,32 @@ impl EventSink {
         let reason = failure.reason.clone();
         self.emit(Event::Failed {
             deployment: deployment.clone(),
-            failure,
+            failure: failure.clone(),
         });
-        self.report(deployment, DeploymentStatus::Failed { reason });
+        self.report(
+            deployment,
+            DeploymentStatus::Failed { reason },
+            Some(failure),
+        );
     }
 
     /// Reports that a deployment's instances ended and will not be restarted (for example a
     /// clean exit under `restart.policy = "on-failure"`): the manager moves it to `Stopped`.
     pub fn exited(&self, deployment: &DeploymentId) {
-        self.report(deployment, DeploymentStatus::Stopped);
+        self.report(deployment, DeploymentStatus::Stopped, None);
     }
 
-    fn report(&self, deployment: &DeploymentId, status: DeploymentStatus) {
+    fn report(
+        &self,
+        deployment: &DeploymentId,
+        status: DeploymentStatus,
+        failure: Option<FailureReport>,
+    ) {
         if let Some(tx) = &self.reports {
             let _ = tx.send(StatusReport {
                 deployment: deployment.clone(),
                 status,
+                failure,
             });
         }
     }

@@ -50,11 +50,14 @@ pub mod event;
 pub mod failure;
 pub mod id;
 pub mod log;
+pub mod manager;
 pub mod provider;
 pub mod restart;
 pub mod secret;
 pub mod status;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 
 pub use capability::{Capabilities, Capability};
@@ -70,6 +73,10 @@ pub use event::{
 pub use failure::{ExitStatus, FailureReport};
 pub use id::{DeploymentId, OperationId, Revision};
 pub use log::{LogLevel, LogLine, LogQuery, LogStream, OutputStream};
+pub use manager::{
+    DeploymentManager, DeploymentManagerBuilder, OperationHandle, Priority, ProviderRegistry,
+    QueueStats, Request, RetryPolicy, SubmitOptions,
+};
 pub use provider::{
     DeploymentSpec, DynProvider, HealthReport, HealthStatus, InstanceInfo, Metrics,
     OperationContext, Provider, ProviderExt, RecoveredDeployment, RuntimeInfo,
@@ -77,7 +84,10 @@ pub use provider::{
 pub use restart::{RestartDecision, RestartTracker};
 pub use secret::{Env, SecretString};
 pub use status::{DeploymentStatus, StatusKind};
-pub use store::{AuditAction, AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord, RevisionState, StateStore};
+pub use store::{
+    AuditAction, AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord,
+    RevisionState, StateStore,
+};
 pub use time::Timestamp;
 
 /// Re-exports for `use conan_core::prelude::*`.

@@ -139,7 +139,11 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// A new entry (the store assigns `seq`).
     #[must_use]
-    pub fn new(deployment: DeploymentId, operation: Option<OperationId>, action: AuditAction) -> Self {
+    pub fn new(
+        deployment: DeploymentId,
+        operation: Option<OperationId>,
+        action: AuditAction,
+    ) -> Self {
         Self {
             seq: 0,
             at: Timestamp::now(),

@@ -1,0 +1,136 @@
+//! Requests to the manager and handles to follow them.
+
+use std::sync::Weak;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use super::scheduler::Priority;
+use crate::config::DeploymentConfig;
+use crate::error::{Error, Result};
+use crate::event::OperationKind;
+use crate::id::{DeploymentId, OperationId, Revision};
+use crate::store::DeploymentRecord;
+
+/// An operation to queue. `target` is a deployment id or name.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// Deploy a new deployment.
+    Deploy(DeploymentConfig),
+    /// Roll out a new config as a new revision.
+    Update {
+        /// Deployment id or name.
+        target: String,
+        /// The new config (same name).
+        config: DeploymentConfig,
+    },
+    /// Roll out an earlier revision's config as a new revision; `to: None` means the last
+    /// successful revision before the serving one.
+    Rollback {
+        /// Deployment id or name.
+        target: String,
+        /// Which revision's config.
+        to: Option<Revision>,
+    },
+    /// Start a stopped (or failed) deployment.
+    Start {
+        /// Deployment id or name.
+        target: String,
+    },
+    /// Stop a deployment.
+    Stop {
+        /// Deployment id or name.
+        target: String,
+    },
+    /// Stop, then start.
+    Restart {
+        /// Deployment id or name.
+        target: String,
+    },
+    /// Stop and delete.
+    Remove {
+        /// Deployment id or name.
+        target: String,
+    },
+}
+
+impl Request {
+    /// The kind of operation.
+    #[must_use]
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Request::Deploy(_) => OperationKind::Deploy,
+            Request::Update { .. } => OperationKind::Update,
+            Request::Rollback { .. } => OperationKind::Rollback,
+            Request::Start { .. } => OperationKind::Start,
+            Request::Stop { .. } => OperationKind::Stop,
+            Request::Restart { .. } => OperationKind::Restart,
+            Request::Remove { .. } => OperationKind::Remove,
+        }
+    }
+}
+
+/// Options of one submission.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// Queue priority when providers are saturated.
+    pub priority: Priority,
+}
+
+impl SubmitOptions {
+    /// Options with a priority.
+    #[must_use]
+    pub fn priority(priority: Priority) -> Self {
+        Self { priority }
+    }
+}
+
+/// A queued or running operation. Dropping the handle does not cancel the operation.
+#[derive(Debug)]
+pub struct OperationHandle {
+    pub(super) id: OperationId,
+    pub(super) deployment: DeploymentId,
+    pub(super) kind: OperationKind,
+    pub(super) cancel: CancellationToken,
+    pub(super) rx: oneshot::Receiver<Result<DeploymentRecord>>,
+    pub(super) manager: Weak<Inner>,
+}
+
+impl OperationHandle {
+    /// The operation's id.
+    #[must_use]
+    pub fn id(&self) -> OperationId {
+        self.id
+    }
+
+    /// The deployment it acts on.
+    #[must_use]
+    pub fn deployment(&self) -> &DeploymentId {
+        &self.deployment
+    }
+
+    /// What it does.
+    #[must_use]
+    pub fn kind(&self) -> OperationKind {
+        self.kind
+    }
+
+    /// Cancels it: a queued operation is dropped from the queue and answers
+    /// [`Error::Cancelled`]; a running one sees its context's token cancelled, stops retrying,
+    /// and the provider cleans up what it started.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+        if let Some(inner) = self.manager.upgrade() {
+            inner.cancel_queued(self.id);
+        }
+    }
+
+    /// Waits for the outcome: the deployment's record after the operation.
+    ///
+    /// # Errors
+    /// The operation's error, or [`Error::ShutDown`] if the manager went away first.
+    pub async fn wait(self) -> Result<DeploymentRecord> {
+        self.rx.await.unwrap_or(Err(Error::ShutDown))
+    }
+}

@@ -1,0 +1,726 @@
+//! [`DeploymentManager`]: queues operations, serializes them per deployment, limits them
+//! per provider, retries transient failures, moves the status state machine, keeps revision
+//! history and the audit log, and emits events.
+//!
+//! # Guarantees
+//!
+//! - **One operation per deployment at a time.** Operations on the same deployment run in
+//!   the order they were submitted; operations on different deployments run concurrently,
+//!   up to each provider's concurrency limit (default 16), highest [`Priority`] first.
+//! - **Retries only for transient errors** ([`Error::is_transient`]), with exponential
+//!   backoff and jitter ([`RetryPolicy`]: 3 retries, 1 s, ×2, 10 s cap by default).
+//!   Permanent errors fail the operation at once.
+//! - **Every status change goes through the state machine** ([`crate::status::transition`]),
+//!   is written to the [`StateStore`] (with an audit entry) before the event is emitted.
+//! - **Failed updates keep the old revision.** When an update fails and the provider still
+//!   reports the deployment running, the deployment returns to `Running` on its previous
+//!   revision and [`Event::RolledBack`] is emitted.
+//! - **Revisions.** Each deploy, update and rollback creates a revision; `rollback` rolls
+//!   an earlier revision's config out as a new one.
+//!
+//! # Status changes a provider reports
+//!
+//! A provider's supervisor may find a deployment failed on its own (crash loop). It reports
+//! this through its [`EventSink`](crate::EventSink); the manager queues the change as an
+//! internal high-priority operation on that deployment, so it is serialized with user
+//! operations like everything else.
+
+mod handle;
+mod ops;
+mod registry;
+mod retry;
+mod scheduler;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use handle::{OperationHandle, Request, SubmitOptions};
+pub use registry::ProviderRegistry;
+pub use retry::RetryPolicy;
+pub use scheduler::{Priority, QueueStats};
+
+use crate::config::{ConfigProblem, DeploymentConfig};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBus, EventEnvelope, EventSink, OperationKind, StatusReport};
+use crate::id::{DeploymentId, OperationId, Revision};
+use crate::log::{LogQuery, LogStream};
+use crate::provider::{DynProvider, HealthReport, Metrics, Provider};
+use crate::status::DeploymentStatus;
+use crate::store::{
+    AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord, StateStore,
+};
+use crate::time::Timestamp;
+use scheduler::{Queued, Scheduler};
+
+/// Default number of operations that run at once per provider.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// Builds a [`DeploymentManager`].
+#[must_use]
+pub struct DeploymentManagerBuilder {
+    registry: ProviderRegistry,
+    limits: Vec<(String, usize)>,
+    concurrency: usize,
+    store: Option<Arc<dyn StateStore>>,
+    retry: RetryPolicy,
+    event_capacity: usize,
+}
+
+impl std::fmt::Debug for DeploymentManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentManagerBuilder")
+            .field("registry", &self.registry)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeploymentManagerBuilder {
+    fn new() -> Self {
+        Self {
+            registry: ProviderRegistry::new(),
+            limits: Vec::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            store: None,
+            retry: RetryPolicy::default(),
+            event_capacity: EventBus::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Registers a provider (the first registered is the default).
+    pub fn provider(self, provider: impl Provider) -> Self {
+        self.provider_arc(Arc::new(provider))
+    }
+
+    /// Registers a shared provider.
+    pub fn provider_arc(mut self, provider: Arc<DynProvider>) -> Self {
+        self.registry.register(provider);
+        self
+    }
+
+    /// Registers a provider with its own concurrency limit.
+    pub fn provider_with_limit(mut self, provider: Arc<DynProvider>, limit: usize) -> Self {
+        self.limits.push((provider.name().to_owned(), limit));
+        self.registry.register(provider);
+        self
+    }
+
+    /// The provider used when a config names none and requires nothing.
+    pub fn default_provider(mut self, name: impl Into<String>) -> Self {
+        self.registry.set_default(name);
+        self
+    }
+
+    /// The concurrency limit of providers without their own (default 16).
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
+    /// The state store (default: a fresh [`MemoryStore`]).
+    pub fn store(self, store: impl StateStore) -> Self {
+        self.store_arc(Arc::new(store))
+    }
+
+    /// A shared state store.
+    pub fn store_arc(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The retry policy for transient errors.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Events buffered per subscriber before it lags (default 4096).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// Loads the store and starts the manager. Must run inside a Tokio runtime.
+    ///
+    /// Deployments found in the store are loaded as they were; call
+    /// [`DeploymentManager::recover`] to reconcile them with what the providers run.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn build(self) -> Result<DeploymentManager> {
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let bus = EventBus::new(self.event_capacity);
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let mut scheduler = Scheduler::new(self.concurrency);
+        for (name, limit) in self.limits {
+            scheduler.set_limit(name.into(), limit);
+        }
+        let mut state = State::default();
+        for record in store.load_deployments().await? {
+            let latest = store
+                .revisions(&record.id)
+                .await?
+                .last()
+                .map_or(record.revision, |r| r.revision.max(record.revision));
+            state.insert(record, latest);
+        }
+        let inner = Arc::new(Inner {
+            registry: self.registry,
+            store,
+            sink: EventSink::new(bus.clone(), Some(reports_tx)),
+            bus,
+            retry: self.retry,
+            state: Mutex::new(state),
+            scheduler: Mutex::new(scheduler),
+            next_op: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            idle: Notify::new(),
+        });
+        tokio::spawn(forward_reports(Arc::downgrade(&inner), reports_rx));
+        Ok(DeploymentManager { inner })
+    }
+}
+
+async fn forward_reports(
+    inner: std::sync::Weak<Inner>,
+    mut rx: mpsc::UnboundedReceiver<StatusReport>,
+) {
+    while let Some(report) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { break };
+        if let Err(e) = inner.submit_job(
+            ops::Target::Id(report.deployment.clone()),
+            ops::JobKind::Observe(report.status, report.failure),
+            SubmitOptions::priority(Priority::High),
+        ) {
+            tracing::debug!(deployment = %report.deployment, error = %e, "provider status report dropped");
+        }
+    }
+}
+
+/// Deploys and supervises deployments through registered providers. Cheap to clone.
+///
+/// ```
+/// use conan_core::{DeploymentConfig, DeploymentManager, DeploymentStatus};
+/// use conan_core::testing::MemoryProvider;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> conan_core::Result<()> {
+/// let manager = DeploymentManager::builder().provider(MemoryProvider::new()).build().await?;
+/// let record = manager.deploy(DeploymentConfig::builder("hello").build()?).await?;
+/// assert_eq!(record.status, DeploymentStatus::Running);
+/// manager.stop("hello").await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DeploymentManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DeploymentManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentManager")
+            .field("providers", &self.inner.registry.names())
+            .field("queue", &self.queue_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    deployments: HashMap<DeploymentId, Entry>,
+    names: HashMap<String, DeploymentId>,
+}
+
+pub(crate) struct Entry {
+    record: DeploymentRecord,
+    latest: Revision,
+    provider: Arc<str>,
+}
+
+impl State {
+    fn insert(&mut self, record: DeploymentRecord, latest: Revision) {
+        self.names.insert(record.name.clone(), record.id.clone());
+        let provider: Arc<str> = record.provider.as_str().into();
+        self.deployments.insert(
+            record.id.clone(),
+            Entry {
+                record,
+                latest,
+                provider,
+            },
+        );
+    }
+
+    fn resolve(&self, target: &ops::Target) -> Result<&DeploymentId> {
+        match target {
+            ops::Target::Id(id) => self
+                .deployments
+                .get_key_value(id)
+                .map(|(k, _)| k)
+                .ok_or_else(|| Error::deployment_not_found(id.as_str())),
+            ops::Target::Ref(s) => {
+                if let Some((k, _)) = self
+                    .deployments
+                    .get_key_value(&DeploymentId::new(s.as_str()))
+                {
+                    Ok(k)
+                } else {
+                    self.names
+                        .get(s)
+                        .ok_or_else(|| Error::deployment_not_found(s.as_str()))
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &DeploymentId) {
+        if let Some(entry) = self.deployments.remove(id)
+            && self.names.get(&entry.record.name) == Some(id)
+        {
+            self.names.remove(&entry.record.name);
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    registry: ProviderRegistry,
+    store: Arc<dyn StateStore>,
+    bus: EventBus,
+    sink: EventSink,
+    retry: RetryPolicy,
+    state: Mutex<State>,
+    scheduler: Mutex<Scheduler<ops::Job>>,
+    next_op: AtomicU64,
+    closed: AtomicBool,
+    idle: Notify,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-updated (every update is a
+        // single insert/assign), so a poisoned lock is safe to keep using.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn scheduler(&self) -> MutexGuard<'_, Scheduler<ops::Job>> {
+        self.scheduler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn submit_job(
+        self: &Arc<Self>,
+        target: ops::Target,
+        kind: ops::JobKind,
+        opts: SubmitOptions,
+    ) -> Result<OperationHandle> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        let (deployment, provider) = {
+            let mut state = self.state();
+            match (&kind, target) {
+                (ops::JobKind::Deploy(config), _) => {
+                    let provider = self.registry.resolve(config)?;
+                    if state.names.contains_key(&config.name) {
+                        return Err(Error::AlreadyExists {
+                            name: config.name.clone(),
+                        });
+                    }
+                    let id = DeploymentId::generate();
+                    let now = Timestamp::now();
+                    state.insert(
+                        DeploymentRecord {
+                            id: id.clone(),
+                            name: config.name.clone(),
+                            provider: provider.name().to_owned(),
+                            status: DeploymentStatus::Pending,
+                            revision: Revision::FIRST,
+                            config: config.clone(),
+                            runtime: None,
+                            last_failure: None,
+                            created_at: now,
+                            updated_at: now,
+                        },
+                        Revision::FIRST,
+                    );
+                    let provider = state.deployments.get(&id).map(|e| e.provider.clone());
+                    (id, provider)
+                }
+                (_, target) => {
+                    let id = state.resolve(&target)?.clone();
+                    let entry = state.deployments.get(&id);
+                    if let (ops::JobKind::Update(config), Some(entry)) = (&kind, entry) {
+                        check_update(&entry.record, config)?;
+                    }
+                    (id, entry.map(|e| e.provider.clone()))
+                }
+            }
+        };
+        let provider = provider.ok_or_else(|| Error::deployment_not_found(deployment.as_str()))?;
+        let op = OperationId(self.next_op.fetch_add(1, Ordering::Relaxed));
+        let cancel = CancellationToken::new();
+        let (tx, rx) = oneshot::channel();
+        let op_kind = kind.operation_kind();
+        if let Some(k) = op_kind {
+            self.bus.emit(Event::Queued {
+                deployment: deployment.clone(),
+                operation: op,
+                kind: k,
+            });
+        }
+        let job = ops::Job {
+            kind,
+            cancel: cancel.clone(),
+            reply: Some(tx),
+        };
+        let started = self.scheduler().submit(Queued::new(
+            op,
+            deployment.clone(),
+            provider,
+            opts.priority,
+            job,
+        ));
+        self.spawn_all(started);
+        Ok(OperationHandle {
+            id: op,
+            deployment,
+            kind: op_kind.unwrap_or(OperationKind::Update),
+            cancel,
+            rx,
+            manager: Arc::downgrade(self),
+        })
+    }
+
+    fn spawn_all(self: &Arc<Self>, jobs: Vec<Queued<ops::Job>>) {
+        for job in jobs {
+            let inner = self.clone();
+            tokio::spawn(async move { inner.run(job).await });
+        }
+    }
+
+    fn cancel_queued(self: &Arc<Self>, op: OperationId) {
+        let Some((mut job, started)) = self.scheduler().cancel(op) else {
+            return;
+        };
+        self.spawn_all(started);
+        if matches!(job.job.kind, ops::JobKind::Deploy(_)) {
+            // It never ran: the deployment never existed.
+            let mut state = self.state();
+            if state
+                .deployments
+                .get(&job.deployment)
+                .is_some_and(|e| e.record.status == DeploymentStatus::Pending)
+            {
+                state.remove(&job.deployment);
+            }
+        }
+        if let Some(reply) = job.job.reply.take() {
+            let _ = reply.send(Err(Error::Cancelled {
+                operation: job.job.kind.name().to_owned(),
+            }));
+        }
+        self.notify_if_idle();
+    }
+
+    fn notify_if_idle(&self) {
+        let stats = self.scheduler().stats();
+        if stats.pending == 0 && stats.processing == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+fn check_update(current: &DeploymentRecord, config: &DeploymentConfig) -> Result<()> {
+    let mut problems = Vec::new();
+    if config.name != current.name {
+        problems.push(ConfigProblem::new(
+            "name",
+            format!(
+                "an update cannot rename deployment '{}' (got '{}')",
+                current.name, config.name
+            ),
+        ));
+    }
+    if let Some(p) = &config.provider
+        && p != &current.provider
+    {
+        problems.push(ConfigProblem::new(
+            "provider",
+            format!(
+                "an update cannot move '{}' from provider '{}' to '{p}'",
+                current.name, current.provider
+            ),
+        ));
+    }
+    if let Err(Error::InvalidConfig { problems: more }) = config.validate() {
+        problems.extend(more);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig { problems })
+    }
+}
+
+impl DeploymentManager {
+    /// A builder.
+    pub fn builder() -> DeploymentManagerBuilder {
+        DeploymentManagerBuilder::new()
+    }
+
+    /// Queues `request` and returns a handle to follow or cancel it.
+    ///
+    /// # Errors
+    /// Synchronous rejections: an invalid config, an unknown deployment, a name in use, no
+    /// fitting provider, or a manager that is shut down.
+    pub fn submit(&self, request: Request, options: SubmitOptions) -> Result<OperationHandle> {
+        let (target, kind) = match request {
+            Request::Deploy(config) => {
+                config.validate()?;
+                (
+                    ops::Target::Ref(String::new()),
+                    ops::JobKind::Deploy(Arc::new(config)),
+                )
+            }
+            Request::Update { target, config } => (
+                ops::Target::Ref(target),
+                ops::JobKind::Update(Arc::new(config)),
+            ),
+            Request::Rollback { target, to } => {
+                (ops::Target::Ref(target), ops::JobKind::Rollback(to))
+            }
+            Request::Start { target } => (ops::Target::Ref(target), ops::JobKind::Start),
+            Request::Stop { target } => (ops::Target::Ref(target), ops::JobKind::Stop),
+            Request::Restart { target } => (ops::Target::Ref(target), ops::JobKind::Restart),
+            Request::Remove { target } => (ops::Target::Ref(target), ops::JobKind::Remove),
+        };
+        self.inner.submit_job(target, kind, options)
+    }
+
+    async fn run(&self, request: Request) -> Result<DeploymentRecord> {
+        self.submit(request, SubmitOptions::default())?.wait().await
+    }
+
+    /// Deploys a new deployment and waits until it is `Running` (or failed).
+    ///
+    /// # Errors
+    /// Rejections of [`submit`](Self::submit), or the deploy's error (the deployment is then
+    /// `Failed`, with the failure bundle in its record).
+    pub async fn deploy(&self, config: DeploymentConfig) -> Result<DeploymentRecord> {
+        self.run(Request::Deploy(config)).await
+    }
+
+    /// Rolls out `config` as a new revision of `target` (id or name) and waits.
+    ///
+    /// # Errors
+    /// The update's error; when the old revision kept serving, the deployment is `Running`
+    /// on it.
+    pub async fn update(&self, target: &str, config: DeploymentConfig) -> Result<DeploymentRecord> {
+        self.run(Request::Update {
+            target: target.to_owned(),
+            config,
+        })
+        .await
+    }
+
+    /// Rolls out revision `to`'s config (default: the last successful revision before the
+    /// serving one) as a new revision, and waits.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown revision, or the update's error.
+    pub async fn rollback(&self, target: &str, to: Option<Revision>) -> Result<DeploymentRecord> {
+        self.run(Request::Rollback {
+            target: target.to_owned(),
+            to,
+        })
+        .await
+    }
+
+    /// Starts a stopped or failed deployment and waits.
+    ///
+    /// # Errors
+    /// The provider's error.
+    pub async fn start(&self, target: &str) -> Result<DeploymentRecord> {
+        self.run(Request::Start {
+            target: target.to_owned(),
+        })
+        .await
+    }
+
+    /// Stops a deployment and waits (a no-op when already stopped).
+    ///
+    /// # Errors
+    /// The provider's error.
+    pub async fn stop(&self, target: &str) -> Result<DeploymentRecord> {
+        self.run(Request::Stop {
+            target: target.to_owned(),
+        })
+        .await
+    }
+
+    /// Stops and starts a deployment and waits.
+    ///
+    /// # Errors
+    /// The provider's error.
+    pub async fn restart(&self, target: &str) -> Result<DeploymentRecord> {
+        self.run(Request::Restart {
+            target: target.to_owned(),
+        })
+        .await
+    }
+
+    /// Stops and deletes a deployment and waits; its audit entries stay.
+    ///
+    /// # Errors
+    /// The provider's error.
+    pub async fn remove(&self, target: &str) -> Result<DeploymentRecord> {
+        self.run(Request::Remove {
+            target: target.to_owned(),
+        })
+        .await
+    }
+
+    /// The deployment `target` (id or name) as the manager knows it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn get(&self, target: &str) -> Result<DeploymentRecord> {
+        let state = self.inner.state();
+        let id = state.resolve(&ops::Target::Ref(target.to_owned()))?;
+        state
+            .deployments
+            .get(id)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| Error::deployment_not_found(target))
+    }
+
+    /// Every deployment, oldest first.
+    #[must_use]
+    pub fn list(&self) -> Vec<DeploymentRecord> {
+        let mut all: Vec<_> = self
+            .inner
+            .state()
+            .deployments
+            .values()
+            .map(|e| e.record.clone())
+            .collect();
+        all.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        all
+    }
+
+    /// The revision history of a deployment, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a store error.
+    pub async fn history(&self, target: &str) -> Result<Vec<RevisionRecord>> {
+        let id = self.get(target)?.id;
+        self.inner.store.revisions(&id).await
+    }
+
+    /// The audit log.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.inner.store.audit(query).await
+    }
+
+    fn provider_of(&self, target: &str) -> Result<(DeploymentId, Arc<DynProvider>)> {
+        let record = self.get(target)?;
+        let provider = self.inner.provider(&record.provider)?;
+        Ok((record.id, provider))
+    }
+
+    /// Log lines of a deployment (see [`LogQuery`]; `follow` keeps the stream open).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or the provider's error.
+    pub async fn logs(&self, target: &str, query: &LogQuery) -> Result<LogStream> {
+        let (id, provider) = self.provider_of(target)?;
+        provider.logs(&id, query).await
+    }
+
+    /// Current resource usage of a deployment.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or the provider's error.
+    pub async fn metrics(&self, target: &str) -> Result<Metrics> {
+        let (id, provider) = self.provider_of(target)?;
+        provider.metrics(&id).await
+    }
+
+    /// The latest health observation of a deployment.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or the provider's error.
+    pub async fn health(&self, target: &str) -> Result<HealthReport> {
+        let (id, provider) = self.provider_of(target)?;
+        provider.health(&id).await
+    }
+
+    /// A subscription to events from now on (see [`crate::event`] for the guarantee).
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
+        self.inner.bus.subscribe()
+    }
+
+    /// The event sink providers get; use it to drive a provider directly with the same bus.
+    #[must_use]
+    pub fn event_sink(&self) -> EventSink {
+        self.inner.sink.clone()
+    }
+
+    /// Queue counters.
+    #[must_use]
+    pub fn queue_stats(&self) -> QueueStats {
+        self.inner.scheduler().stats()
+    }
+
+    /// The registered providers.
+    #[must_use]
+    pub fn registry(&self) -> &ProviderRegistry {
+        &self.inner.registry
+    }
+
+    /// Reconciles the loaded deployments with what the providers run (after a restart of
+    /// the managing process): adopted deployments stay or become `Running`; deployments
+    /// that vanished become `Failed` with a reason. Returns the deployments whose record
+    /// changed or was confirmed running.
+    ///
+    /// # Errors
+    /// A provider or store error (other providers are still reconciled).
+    pub async fn recover(&self) -> Result<Vec<DeploymentRecord>> {
+        ops::recover(&self.inner).await
+    }
+
+    /// Refuses new operations, then waits until every queued and running one has finished.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let stats = self.queue_stats();
+            if stats.pending == 0 && stats.processing == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

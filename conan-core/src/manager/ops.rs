@@ -1,0 +1,740 @@
+//! What each operation does: status transitions around provider calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use super::scheduler::Queued;
+use crate::config::DeploymentConfig;
+use crate::error::{Error, Result};
+use crate::event::{Event, OperationKind, Outcome};
+use crate::failure::FailureReport;
+use crate::id::{DeploymentId, OperationId, Revision};
+use crate::provider::{DeploymentSpec, DynProvider, OperationContext, RuntimeInfo};
+use crate::status::{DeploymentStatus, StatusKind, is_allowed};
+use crate::store::{AuditAction, AuditEntry, DeploymentRecord, RevisionRecord, RevisionState};
+use crate::time::Timestamp;
+
+pub(crate) enum Target {
+    Id(DeploymentId),
+    Ref(String),
+}
+
+pub(crate) enum JobKind {
+    Deploy(Arc<DeploymentConfig>),
+    Update(Arc<DeploymentConfig>),
+    Rollback(Option<Revision>),
+    Start,
+    Stop,
+    Restart,
+    Remove,
+    /// A status change a provider observed on its own.
+    Observe(DeploymentStatus, Option<FailureReport>),
+}
+
+impl JobKind {
+    pub(crate) fn operation_kind(&self) -> Option<OperationKind> {
+        Some(match self {
+            JobKind::Deploy(_) => OperationKind::Deploy,
+            JobKind::Update(_) => OperationKind::Update,
+            JobKind::Rollback(_) => OperationKind::Rollback,
+            JobKind::Start => OperationKind::Start,
+            JobKind::Stop => OperationKind::Stop,
+            JobKind::Restart => OperationKind::Restart,
+            JobKind::Remove => OperationKind::Remove,
+            JobKind::Observe(..) => return None,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.operation_kind()
+            .map_or("status report", OperationKind::as_str)
+    }
+}
+
+pub(crate) struct Job {
+    pub kind: JobKind,
+    pub cancel: CancellationToken,
+    pub reply: Option<oneshot::Sender<Result<DeploymentRecord>>>,
+}
+
+/// Releases the scheduler slot even if the operation panics.
+struct SlotGuard {
+    inner: Arc<Inner>,
+    deployment: DeploymentId,
+    provider: Arc<str>,
+    success: bool,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let started = self
+            .inner
+            .scheduler()
+            .finish(&self.deployment, &self.provider, self.success);
+        if !started.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            self.inner.spawn_all(started);
+        }
+        self.inner.notify_if_idle();
+    }
+}
+
+/// One operation in progress: who, what, and how many attempts it took.
+struct Op<'a> {
+    inner: &'a Arc<Inner>,
+    id: OperationId,
+    deployment: DeploymentId,
+    cancel: CancellationToken,
+    attempts: u32,
+}
+
+impl Inner {
+    pub(crate) fn provider(&self, name: &str) -> Result<Arc<DynProvider>> {
+        self.registry
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoProvider {
+                reason: format!(
+                    "deployment uses provider '{name}', which is not registered (registered: {})",
+                    self.registry.names().join(", ")
+                ),
+            })
+    }
+
+    pub(crate) async fn run(self: Arc<Self>, queued: Queued<Job>) {
+        let Queued {
+            op,
+            deployment,
+            provider,
+            mut job,
+            ..
+        } = queued;
+        let mut guard = SlotGuard {
+            inner: self.clone(),
+            deployment: deployment.clone(),
+            provider,
+            success: false,
+        };
+        let kind = job.kind.operation_kind();
+        if let Some(kind) = kind {
+            self.bus.emit(Event::Started {
+                deployment: deployment.clone(),
+                operation: op,
+                kind,
+            });
+        }
+        let mut ctx = Op {
+            inner: &self,
+            id: op,
+            deployment: deployment.clone(),
+            cancel: job.cancel.clone(),
+            attempts: 0,
+        };
+        let result = if job.cancel.is_cancelled() {
+            Err(Error::Cancelled {
+                operation: job.kind.name().to_owned(),
+            })
+        } else {
+            ctx.execute(&job.kind).await
+        };
+        if let Some(kind) = kind {
+            let outcome = match &result {
+                Ok(_) => Outcome::Succeeded,
+                Err(Error::Cancelled { .. }) => Outcome::Cancelled,
+                Err(e) => Outcome::Failed {
+                    error: e.to_string(),
+                },
+            };
+            let revision = result.as_ref().ok().map(|r| r.revision);
+            let entry = AuditEntry::new(
+                deployment.clone(),
+                Some(op),
+                AuditAction::Operation {
+                    kind,
+                    revision,
+                    attempts: ctx.attempts.max(1),
+                    outcome: outcome.clone(),
+                },
+            );
+            if let Err(e) = self.store.append_audit(vec![entry]).await {
+                tracing::warn!(%deployment, error = %e, "could not write the audit log");
+            }
+            self.bus.emit(Event::Finished {
+                deployment: deployment.clone(),
+                operation: op,
+                kind,
+                outcome,
+            });
+        }
+        // Release the slot before answering, so a caller that saw its result also sees the
+        // queue counters include it.
+        guard.success = result.is_ok();
+        drop(guard);
+        if let Some(reply) = job.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Op<'_> {
+    fn snapshot(&self) -> Result<(DeploymentRecord, Revision)> {
+        let state = self.inner.state();
+        state
+            .deployments
+            .get(&self.deployment)
+            .map(|e| (e.record.clone(), e.latest))
+            .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))
+    }
+
+    fn context(&self) -> OperationContext {
+        OperationContext {
+            cancel: self.cancel.clone(),
+            events: self.inner.sink.clone(),
+        }
+    }
+
+    /// Moves the deployment to `to` through the state machine, persists it with an audit
+    /// entry, then emits the event.
+    async fn transition(
+        &self,
+        to: DeploymentStatus,
+        update: impl FnOnce(&mut DeploymentRecord),
+    ) -> Result<DeploymentRecord> {
+        let (record, from) = {
+            let mut state = self.inner.state();
+            let entry = state
+                .deployments
+                .get_mut(&self.deployment)
+                .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))?;
+            let from = entry.record.status.kind();
+            crate::status::transition(from, to.kind())?;
+            entry.record.status = to;
+            entry.record.updated_at = Timestamp::now();
+            update(&mut entry.record);
+            (entry.record.clone(), from)
+        };
+        self.inner.store.save_deployment(&record).await?;
+        self.inner
+            .store
+            .append_audit(vec![AuditEntry::new(
+                self.deployment.clone(),
+                Some(self.id),
+                AuditAction::Transition {
+                    from,
+                    to: record.status.kind(),
+                },
+            )])
+            .await?;
+        self.inner.bus.emit(Event::StatusChanged {
+            deployment: self.deployment.clone(),
+            from,
+            to: record.status.clone(),
+            revision: record.revision,
+        });
+        Ok(record)
+    }
+
+    /// Calls the provider with retries of transient errors.
+    async fn call<T, F, Fut>(&mut self, f: F) -> Result<T>
+    where
+        F: Fn(OperationContext) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let ctx = self.context();
+        let bus = self.inner.bus.clone();
+        let deployment = self.deployment.clone();
+        let op = self.id;
+        let (result, attempts) = self
+            .inner
+            .retry
+            .run(
+                &self.cancel,
+                || f(ctx.clone()),
+                |attempt, delay: Duration, error| {
+                    tracing::debug!(%deployment, attempt, ?delay, %error, "retrying transient error");
+                    bus.emit(Event::Retrying {
+                        deployment: deployment.clone(),
+                        operation: op,
+                        attempt,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        error: error.to_string(),
+                    });
+                },
+            )
+            .await;
+        self.attempts += attempts;
+        result
+    }
+
+    async fn fail(&self, error: &Error) -> Result<DeploymentRecord> {
+        let failure = error
+            .failure()
+            .cloned()
+            .unwrap_or_else(|| FailureReport::new(error.to_string()));
+        let record = self
+            .transition(DeploymentStatus::failed(error.to_string()), |r| {
+                r.last_failure = Some(failure.clone());
+            })
+            .await?;
+        self.inner.bus.emit(Event::Failed {
+            deployment: self.deployment.clone(),
+            failure,
+        });
+        Ok(record)
+    }
+
+    async fn save_revision(&self, revision: RevisionRecord) -> Result<()> {
+        self.inner.store.save_revision(&revision).await
+    }
+
+    async fn execute(&mut self, kind: &JobKind) -> Result<DeploymentRecord> {
+        match kind {
+            JobKind::Deploy(_) => self.deploy().await,
+            JobKind::Update(config) => {
+                self.update(config.clone(), OperationKind::Update, None)
+                    .await
+            }
+            JobKind::Rollback(to) => self.rollback(*to).await,
+            JobKind::Start => self.start().await,
+            JobKind::Stop => self.stop().await,
+            JobKind::Restart => self.restart().await,
+            JobKind::Remove => self.remove().await,
+            JobKind::Observe(status, failure) => {
+                self.observe(status.clone(), failure.clone()).await
+            }
+        }
+    }
+
+    async fn deploy(&mut self) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        let provider = self.inner.provider(&record.provider)?;
+        let mut revision = RevisionRecord {
+            deployment: record.id.clone(),
+            revision: record.revision,
+            config: record.config.clone(),
+            cause: OperationKind::Deploy,
+            source_revision: None,
+            state: RevisionState::Pending,
+            created_at: record.created_at,
+        };
+        self.save_revision(revision.clone()).await?;
+        self.inner.store.save_deployment(&record).await?;
+        self.transition(DeploymentStatus::Deploying, |_| {}).await?;
+        let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
+        match self
+            .call(|ctx| {
+                let (p, spec) = (provider.clone(), spec.clone());
+                async move { p.deploy(&ctx, &spec).await }
+            })
+            .await
+        {
+            Ok(runtime) => {
+                revision.state = RevisionState::Succeeded;
+                self.save_revision(revision).await?;
+                self.transition(DeploymentStatus::Running, |r| r.runtime = Some(runtime))
+                    .await
+            }
+            Err(e) => {
+                revision.state = RevisionState::Failed {
+                    reason: e.to_string(),
+                };
+                self.save_revision(revision).await?;
+                self.fail(&e).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback(&mut self, to: Option<Revision>) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        let history = self.inner.store.revisions(&record.id).await?;
+        let source = match to {
+            Some(to) => {
+                history
+                    .iter()
+                    .find(|r| r.revision == to)
+                    .ok_or_else(|| Error::NotFound {
+                        what: "revision",
+                        id: format!("{} of {}", to, record.name),
+                    })?
+            }
+            None => history
+                .iter()
+                .rev()
+                .find(|r| r.revision < record.revision && r.state == RevisionState::Succeeded)
+                .ok_or_else(|| Error::NotFound {
+                    what: "revision",
+                    id: format!(
+                        "successful revision before {} of {}",
+                        record.revision, record.name
+                    ),
+                })?,
+        };
+        self.update(
+            source.config.clone(),
+            OperationKind::Rollback,
+            Some(source.revision),
+        )
+        .await
+    }
+
+    async fn update(
+        &mut self,
+        config: Arc<DeploymentConfig>,
+        cause: OperationKind,
+        source_revision: Option<Revision>,
+    ) -> Result<DeploymentRecord> {
+        let (record, latest) = self.snapshot()?;
+        let provider = self.inner.provider(&record.provider)?;
+        let from = record.status.kind();
+        let new_rev = latest.next();
+        if let Some(entry) = self.inner.state().deployments.get_mut(&self.deployment) {
+            entry.latest = new_rev;
+        }
+        let mut revision = RevisionRecord {
+            deployment: record.id.clone(),
+            revision: new_rev,
+            config: config.clone(),
+            cause,
+            source_revision,
+            state: RevisionState::Pending,
+            created_at: Timestamp::now(),
+        };
+        self.save_revision(revision.clone()).await?;
+        self.transition(DeploymentStatus::Updating, |_| {}).await?;
+        let spec = DeploymentSpec::new(record.id.clone(), new_rev, config.clone());
+        let result = if from == StatusKind::Running {
+            self.call(|ctx| {
+                let (p, spec) = (provider.clone(), spec.clone());
+                async move { p.update(&ctx, &spec).await }
+            })
+            .await
+        } else {
+            // Nothing runs (stopped or failed): start the new revision directly.
+            self.call(|ctx| {
+                let (p, spec) = (provider.clone(), spec.clone());
+                async move { p.start(&ctx, &spec).await }
+            })
+            .await
+        };
+        match result {
+            Ok(runtime) => {
+                revision.state = RevisionState::Succeeded;
+                self.save_revision(revision).await?;
+                self.transition(DeploymentStatus::Running, |r| {
+                    r.revision = new_rev;
+                    r.config = config;
+                    r.runtime = Some(runtime);
+                })
+                .await
+            }
+            Err(e) => {
+                revision.state = RevisionState::Failed {
+                    reason: e.to_string(),
+                };
+                self.save_revision(revision).await?;
+                let still_serving = from == StatusKind::Running
+                    && matches!(
+                        provider.status(&record.id).await,
+                        Ok(DeploymentStatus::Running)
+                    );
+                if still_serving {
+                    let failure = e
+                        .failure()
+                        .cloned()
+                        .unwrap_or_else(|| FailureReport::new(e.to_string()));
+                    self.transition(DeploymentStatus::Running, |r| {
+                        r.last_failure = Some(failure.clone())
+                    })
+                    .await?;
+                    self.inner.bus.emit(Event::Failed {
+                        deployment: record.id.clone(),
+                        failure,
+                    });
+                    self.inner.bus.emit(Event::RolledBack {
+                        deployment: record.id.clone(),
+                        failed: new_rev,
+                        serving: record.revision,
+                        reason: e.to_string(),
+                    });
+                } else {
+                    self.fail(&e).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&mut self) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        if record.status.is_running() {
+            return Ok(record);
+        }
+        self.start_from(record).await
+    }
+
+    async fn start_from(&mut self, record: DeploymentRecord) -> Result<DeploymentRecord> {
+        let provider = self.inner.provider(&record.provider)?;
+        self.transition(DeploymentStatus::Deploying, |_| {}).await?;
+        let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
+        match self
+            .call(|ctx| {
+                let (p, spec) = (provider.clone(), spec.clone());
+                async move { p.start(&ctx, &spec).await }
+            })
+            .await
+        {
+            Ok(runtime) => {
+                self.transition(DeploymentStatus::Running, |r| r.runtime = Some(runtime))
+                    .await
+            }
+            Err(e) => {
+                self.fail(&e).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&mut self) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        if record.status.kind() == StatusKind::Stopped {
+            return Ok(record);
+        }
+        self.stop_from(record).await
+    }
+
+    async fn stop_from(&mut self, record: DeploymentRecord) -> Result<DeploymentRecord> {
+        let provider = self.inner.provider(&record.provider)?;
+        self.transition(DeploymentStatus::Stopping, |_| {}).await?;
+        let id = record.id.clone();
+        match self
+            .call(|ctx| {
+                let (p, id) = (provider.clone(), id.clone());
+                async move { p.stop(&ctx, &id).await }
+            })
+            .await
+        {
+            Ok(()) => {
+                self.transition(DeploymentStatus::Stopped, |r| r.runtime = None)
+                    .await
+            }
+            Err(e) => {
+                self.fail(&e).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn restart(&mut self) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        let record = match record.status.kind() {
+            StatusKind::Running => self.stop_from(record).await?,
+            _ => record,
+        };
+        self.start_from(record).await
+    }
+
+    async fn remove(&mut self) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        let provider = self.inner.provider(&record.provider)?;
+        self.transition(DeploymentStatus::Removing, |_| {}).await?;
+        let id = record.id.clone();
+        let never_deployed = record.status.kind() == StatusKind::Pending;
+        let result = if never_deployed {
+            Ok(())
+        } else {
+            match self
+                .call(|ctx| {
+                    let (p, id) = (provider.clone(), id.clone());
+                    async move { p.remove(&ctx, &id).await }
+                })
+                .await
+            {
+                Err(Error::NotFound { .. }) => Ok(()),
+                other => other,
+            }
+        };
+        if let Err(e) = result {
+            self.fail(&e).await?;
+            return Err(e);
+        }
+        let record = self
+            .transition(DeploymentStatus::Removed, |r| r.runtime = None)
+            .await?;
+        self.inner.state().remove(&id);
+        self.inner.store.delete_deployment(&id).await?;
+        self.inner.bus.emit(Event::Removed { deployment: id });
+        Ok(record)
+    }
+
+    async fn observe(
+        &mut self,
+        status: DeploymentStatus,
+        failure: Option<FailureReport>,
+    ) -> Result<DeploymentRecord> {
+        let (record, _) = self.snapshot()?;
+        let from = record.status.kind();
+        if from == status.kind() || !is_allowed(from, status.kind()) {
+            tracing::debug!(deployment = %record.id, %from, to = %status, "ignoring provider status report");
+            return Ok(record);
+        }
+        self.transition(status, |r| {
+            if failure.is_some() {
+                r.last_failure = failure;
+            }
+            if !r.status.is_running() {
+                r.runtime = None;
+            }
+        })
+        .await
+    }
+}
+
+/// See [`super::DeploymentManager::recover`].
+pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<DeploymentRecord>> {
+    let mut changed = Vec::new();
+    let mut first_error = None;
+    for provider in inner.registry.iter() {
+        let known: Vec<DeploymentSpec> = {
+            let state = inner.state();
+            state
+                .deployments
+                .values()
+                .filter(|e| &*e.provider == provider.name())
+                .map(|e| {
+                    DeploymentSpec::new(
+                        e.record.id.clone(),
+                        e.record.revision,
+                        e.record.config.clone(),
+                    )
+                })
+                .collect()
+        };
+        if known.is_empty() {
+            continue;
+        }
+        let ctx = OperationContext::new(inner.sink.clone());
+        let found = match provider.recover(&ctx, &known).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(provider = provider.name(), error = %e, "recovery failed");
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        for spec in &known {
+            let found = found.iter().find(|f| f.id == spec.id);
+            let (status, runtime, failure, revision) = match found {
+                Some(f) => (
+                    f.status.clone(),
+                    Some(f.runtime.clone()),
+                    f.failure.clone(),
+                    f.revision,
+                ),
+                None => (
+                    DeploymentStatus::failed("not found by its provider after a manager restart"),
+                    None,
+                    None,
+                    spec.revision,
+                ),
+            };
+            match reconcile(inner, &spec.id, status, runtime, failure, revision).await {
+                Ok(Some(record)) => {
+                    inner.bus.emit(Event::Recovered {
+                        deployment: record.id.clone(),
+                        status: record.status.clone(),
+                    });
+                    changed.push(record);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) if changed.is_empty() => Err(e),
+        _ => Ok(changed),
+    }
+}
+
+/// Brings one loaded record in line with what its provider found, through legal transitions
+/// only: a state left mid-operation goes through `Failed` ("interrupted") first.
+async fn reconcile(
+    inner: &Arc<Inner>,
+    id: &DeploymentId,
+    found: DeploymentStatus,
+    runtime: Option<RuntimeInfo>,
+    failure: Option<FailureReport>,
+    revision: Revision,
+) -> Result<Option<DeploymentRecord>> {
+    let op = Op {
+        inner,
+        id: OperationId(0),
+        deployment: id.clone(),
+        cancel: CancellationToken::new(),
+        attempts: 0,
+    };
+    let (record, _) = op.snapshot()?;
+    let from = record.status.kind();
+    let target = found.kind();
+    // A deployment stopped on purpose stays stopped even if nothing is found.
+    if from == StatusKind::Stopped && target == StatusKind::Failed {
+        return Ok(None);
+    }
+    if from == target {
+        if target == StatusKind::Running {
+            let record = op
+                .transition_same(|r| {
+                    r.runtime = runtime;
+                    r.revision = revision.max(r.revision);
+                })
+                .await?;
+            return Ok(Some(record));
+        }
+        return Ok(None);
+    }
+    if !is_allowed(from, target) {
+        op.transition(
+            DeploymentStatus::failed(format!("{from} was interrupted by a manager restart")),
+            |_| {},
+        )
+        .await?;
+    }
+    let record = op
+        .transition(found, |r| {
+            if runtime.is_some() {
+                r.runtime = runtime;
+            }
+            if failure.is_some() {
+                r.last_failure = failure;
+            }
+        })
+        .await?;
+    Ok(Some(record))
+}
+
+impl Op<'_> {
+    /// Updates the record without a status change (recovery refreshing runtime info).
+    async fn transition_same(
+        &self,
+        update: impl FnOnce(&mut DeploymentRecord),
+    ) -> Result<DeploymentRecord> {
+        let record = {
+            let mut state = self.inner.state();
+            let entry = state
+                .deployments
+                .get_mut(&self.deployment)
+                .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))?;
+            update(&mut entry.record);
+            entry.record.updated_at = Timestamp::now();
+            entry.record.clone()
+        };
+        self.inner.store.save_deployment(&record).await?;
+        Ok(record)
+    }
+}
