@@ -1,1 +1,142 @@
-//! Conan's local provider (work in progress).
+//! # conan-provider-local
+//!
+//! Conan's local provider runs Node.js apps as supervised local processes — what PM2 does,
+//! without its daemon, its orphaned children or its lost log lines.
+//!
+//! ```no_run
+//! # async fn demo() -> conan_core::Result<()> {
+//! use conan_core::prelude::*;
+//! use conan_provider_local::LocalProvider;
+//!
+//! let provider = LocalProvider::builder().state_dir("/tmp/conan-state").build()?;
+//! let config = DeploymentConfig::builder("hello").build()?;
+//! let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
+//! let runtime = provider.deploy(&OperationContext::detached(), &spec).await?;
+//! println!("serving at {:?}", runtime.url);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Model
+//!
+//! - **Start command**: see [`command`](crate#start-command) — `start_command` via `sh -c`,
+//!   else `package.json` `scripts.start` (with `node_modules/.bin` on `PATH`), else `main`,
+//!   else `server.js` / `index.js` / `app.js`; the error lists what was tried.
+//! - **Environment**: an allowlist of the manager's variables, the config's env, `PORT`,
+//!   `HOST`, `CONAN_DEPLOYMENT_ID` and the tree marker `CONAN_INSTANCE` (details on
+//!   [`DEFAULT_INHERITED_ENV`]).
+//! - **Ports**: an explicit port must be free ([`Error::PortInUse`](conan_core::Error::PortInUse)
+//!   names the holder's pid when `/proc` shows it); otherwise one is allocated from
+//!   [`port_range`](LocalProviderBuilder::port_range), reserved process-wide and checked
+//!   with a bind.
+//! - **Process tree**: each instance is its own process group. Stop sends the configured
+//!   signal to the group and to every process found by ancestry or by the
+//!   `CONAN_INSTANCE` marker in its environment (which reaches grandchildren that moved to
+//!   a new session), waits `stop.timeout`, SIGKILLs, and returns when none is left. The
+//!   same kill runs after a crash (before restarting) and after a failed deploy.
+//! - **Readiness gate**: `deploy` returns once the HTTP check answers 2xx (or the TCP
+//!   connect succeeds, or — without a check — the process stayed up `restart.min_uptime`),
+//!   probing after 1 ms and backing off ×1.5 to at most min(interval, 250 ms), until
+//!   `update.healthy_deadline`. On failure the error carries a failure bundle (exit status,
+//!   last probe, last 50 log lines) and nothing is left running. `command` checks are not
+//!   run by this provider yet: they count as "process alive".
+//! - **Supervision**: restarts follow [`conan_core::RestartTracker`]; each is an
+//!   [`Event::Restarted`](conan_core::Event::Restarted); a crash loop reports
+//!   `Failed` through the event sink. Once running, the health check runs every
+//!   `interval` and reports `healthy` / `unhealthy` events (it does not restart the app).
+//! - **Logs**: see the [`logs`] module: the app writes to spool files, Conan tails them —
+//!   lossless up to `process.exit()`, recorded even while no manager runs.
+//! - **Updates**: `recreate` stops then starts; `blue-green` (and `rolling`, which is the
+//!   same with one replica) starts the new revision on a new port beside the old one and
+//!   switches once it is ready; a failed new revision is discarded and the old one keeps
+//!   serving untouched. With an explicit port that the new revision keeps, blue-green is
+//!   impossible without a proxy and falls back to recreate (with `auto_rollback`, the old
+//!   revision is started again when the new one fails).
+//! - **Adoption**: apps outlive the manager (even SIGKILL). State lives in
+//!   `<state_dir>/deployments/<id>/`; [`Provider::recover`](conan_core::Provider::recover)
+//!   adopts an instance only when its pid's start time (`/proc/PID/stat`) matches the
+//!   recorded one, so a recycled pid is never adopted. An adopted process's exit status
+//!   cannot be observed (it is not our child): it is reported as `Unknown`.
+//! - **Replicas** and **resource limits** are not supported: one instance per deployment.
+
+mod command;
+mod deployment;
+mod instance;
+mod lifecycle;
+pub mod logs;
+mod metrics;
+mod ports;
+mod probe;
+mod procfs;
+mod provider;
+mod settings;
+mod state;
+mod supervisor;
+mod tree;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+pub use settings::{DEFAULT_INHERITED_ENV, LocalProviderBuilder, LocalSettings};
+
+use lifecycle::Inner;
+use ports::PortAllocator;
+
+/// The local process provider. Use it as `Arc<dyn Provider>` or directly.
+///
+/// Dropping it stops supervising (and tailing) but leaves the apps running, so a later
+/// provider on the same state directory can adopt them; call `stop` or `remove` to end them.
+#[derive(Debug)]
+pub struct LocalProvider {
+    inner: Arc<Inner>,
+}
+
+impl LocalProvider {
+    /// A builder with the defaults.
+    pub fn builder() -> LocalProviderBuilder {
+        LocalProviderBuilder::default()
+    }
+
+    fn from_settings(settings: LocalSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ports: PortAllocator::new(settings.port_range.clone()),
+                settings,
+                deployments: Mutex::new(HashMap::new()),
+                counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The provider's settings.
+    #[must_use]
+    pub fn settings(&self) -> &LocalSettings {
+        &self.inner.settings
+    }
+}
+
+impl Drop for LocalProvider {
+    fn drop(&mut self) {
+        let deployments = self
+            .inner
+            .deployments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for dep in deployments.values() {
+            if let Some(inst) = dep.current() {
+                inst.capture.detach();
+                if let Some(h) = inst
+                    .supervisor
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                {
+                    h.abort();
+                }
+                if let Some(p) = inst.port {
+                    self.inner.ports.release(p);
+                }
+            }
+        }
+    }
+}

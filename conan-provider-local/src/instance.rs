@@ -1,0 +1,193 @@
+//! One running instance: its process (a child, or an adopted pid), its spool files and
+//! capture, its port, and how to spawn it again after a crash.
+//!
+//! # Environment
+//!
+//! An app gets, in this order (later wins):
+//! 1. from the manager's environment only `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`,
+//!    `LANG`, `LANGUAGE`, `TZ`, `TMPDIR`, `TERM`, every `LC_*` and every `NODE_*` variable,
+//!    plus names added with [`inherit_env`](crate::LocalProviderBuilder::inherit_env)
+//!    (or everything with [`inherit_all_env`](crate::LocalProviderBuilder::inherit_all_env));
+//! 2. the config's `env`;
+//! 3. `PORT` and `HOST` for the assigned port, `CONAN_DEPLOYMENT_ID`, and
+//!    `CONAN_INSTANCE` (the marker that ties every descendant to the instance);
+//! 4. `node_modules/.bin` (and the configured node's directory) first on `PATH` when the
+//!    command runs through `sh -c`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conan_core::{DeploymentSpec, ExitStatus, Revision, Timestamp};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::Launch;
+use crate::logs::Capture;
+use crate::procfs;
+use crate::settings::{DEFAULT_INHERITED_ENV, LocalSettings};
+use crate::state::PersistedInstance;
+use crate::tree::TreeRef;
+
+/// A process of an instance.
+#[derive(Debug)]
+pub(crate) enum Proc {
+    /// Started by this manager: waited on (and reaped) directly.
+    Child(tokio::process::Child),
+    /// Started by an earlier manager: watched through `/proc`.
+    Adopted { pid: u32, start_time: u64 },
+}
+
+impl Proc {
+    /// Waits for the process to end. Cancel safe.
+    pub async fn wait(&mut self) -> ExitStatus {
+        match self {
+            Proc::Child(child) => match child.wait().await {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (status.code(), status.signal()) {
+                        (Some(c), _) => ExitStatus::Code(c),
+                        (None, Some(s)) => ExitStatus::Signal(s),
+                        _ => ExitStatus::Unknown,
+                    }
+                }
+                Err(_) => ExitStatus::Unknown,
+            },
+            Proc::Adopted { pid, start_time } => {
+                while procfs::is_alive(*pid, Some(*start_time)) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ExitStatus::Unknown
+            }
+        }
+    }
+}
+
+/// One instance of a deployment.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub key: String,
+    pub revision: Revision,
+    pub port: Option<u16>,
+    pub dir: PathBuf,
+    pub deployment: String,
+    pub pid: AtomicU32,
+    pub start_time: AtomicU64,
+    pub started_at: Mutex<(Timestamp, tokio::time::Instant)>,
+    /// Set before a deliberate stop: the supervisor then never restarts.
+    pub stopping: AtomicBool,
+    pub capture: Arc<Capture>,
+    pub supervisor: Mutex<Option<JoinHandle<()>>>,
+    pub cancel: CancellationToken,
+}
+
+impl Instance {
+    /// `CONAN_INSTANCE=<deployment>/<key>`.
+    pub fn marker(&self) -> String {
+        format!("CONAN_INSTANCE={}/{}", self.deployment, self.key)
+    }
+
+    /// The process tree of the instance.
+    pub fn tree(&self) -> TreeRef {
+        let pid = self.pid.load(Ordering::Acquire);
+        TreeRef {
+            leader: (pid != 0).then_some(pid),
+            marker: self.marker(),
+        }
+    }
+
+    pub fn started_at(&self) -> (Timestamp, tokio::time::Instant) {
+        *self
+            .started_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn persisted(&self) -> PersistedInstance {
+        PersistedInstance {
+            key: self.key.clone(),
+            pid: self.pid.load(Ordering::Acquire),
+            start_time: self.start_time.load(Ordering::Acquire),
+            port: self.port,
+            revision: self.revision.0,
+            started_at_micros: self.started_at().0.as_unix_micros(),
+        }
+    }
+
+    fn set_process(&self, pid: u32, start_time: u64) {
+        self.pid.store(pid, Ordering::Release);
+        self.start_time.store(start_time, Ordering::Release);
+        *self
+            .started_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (Timestamp::now(), tokio::time::Instant::now());
+    }
+
+    /// Spawns the instance's process (first start or restart).
+    pub fn spawn(
+        &self,
+        settings: &LocalSettings,
+        launch: &Launch,
+        spec: &DeploymentSpec,
+        source: &Path,
+    ) -> std::io::Result<Proc> {
+        let (stdout, stderr) = Capture::open_for_app(&self.dir)?;
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .current_dir(source)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .kill_on_drop(false);
+        for (k, v) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            let inherit = settings.inherit_all_env
+                || DEFAULT_INHERITED_ENV.contains(&name.as_ref())
+                || name.starts_with("LC_")
+                || name.starts_with("NODE_")
+                || settings.inherit_env.iter().any(|n| *n == name);
+            if inherit && !name.starts_with("CONAN_") {
+                cmd.env(&k, &v);
+            }
+        }
+        for (k, v) in spec.config.env.iter() {
+            cmd.env(k, v);
+        }
+        if let Some(port) = self.port {
+            cmd.env("PORT", port.to_string());
+        }
+        cmd.env("HOST", &settings.host)
+            .env("CONAN_DEPLOYMENT_ID", spec.id.as_str())
+            .env(
+                "CONAN_INSTANCE",
+                format!("{}/{}", self.deployment, self.key),
+            );
+        if !launch.path_prepend.is_empty() {
+            let base = spec
+                .config
+                .env
+                .get("PATH")
+                .map(std::ffi::OsString::from)
+                .or_else(|| std::env::var_os("PATH"))
+                .unwrap_or_default();
+            let paths = launch
+                .path_prepend
+                .iter()
+                .cloned()
+                .chain(std::env::split_paths(&base));
+            if let Ok(joined) = std::env::join_paths(paths) {
+                cmd.env("PATH", joined);
+            }
+        }
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
+        self.set_process(pid, start_time);
+        Ok(Proc::Child(child))
+    }
+}

@@ -1,0 +1,297 @@
+//! Starting an instance behind the readiness gate, and stopping one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use conan_core::{
+    DeploymentSpec, Error, ExitStatus, FailureReport, OperationContext, Phase, Result,
+};
+use tokio::time::{Instant, sleep_until};
+
+use crate::command;
+use crate::deployment::Deployment;
+use crate::instance::{Instance, Proc};
+use crate::logs::Capture;
+use crate::ports::PortAllocator;
+use crate::probe::{Probe, readiness_delay};
+use crate::settings::LocalSettings;
+use crate::supervisor;
+use crate::tree::signal_of;
+
+/// The provider's shared state.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub settings: LocalSettings,
+    pub ports: PortAllocator,
+    pub deployments: Mutex<HashMap<conan_core::DeploymentId, Arc<Deployment>>>,
+    pub counter: AtomicU64,
+}
+
+/// Which port a new instance gets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PortChoice {
+    /// The config's port, or an allocated one.
+    FromConfig,
+    /// Always a fresh allocated port (blue-green beside a running revision).
+    Fresh,
+}
+
+pub(crate) fn provider_err(message: impl Into<String>, e: std::io::Error) -> Error {
+    Error::provider_with_source("local", message, false, e)
+}
+
+impl Inner {
+    pub fn deployment(&self, id: &conan_core::DeploymentId) -> Result<Arc<Deployment>> {
+        self.deployments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::deployment_not_found(id.as_str()))
+    }
+
+    pub fn source_of(spec: &DeploymentSpec) -> PathBuf {
+        let s = &spec.config.source;
+        std::fs::canonicalize(s).unwrap_or_else(|_| s.clone())
+    }
+
+    /// Starts a new instance of `spec` and waits for its readiness gate. On success the
+    /// instance is supervised; on failure nothing of it is left running and the error
+    /// carries the failure bundle.
+    pub async fn launch(
+        self: &Arc<Self>,
+        ctx: &OperationContext,
+        dep: &Arc<Deployment>,
+        spec: &DeploymentSpec,
+        choice: PortChoice,
+    ) -> Result<Arc<Instance>> {
+        let source = Self::source_of(spec);
+        let launch = command::resolve(&spec.config, &source, &self.settings.node_path)?;
+        ctx.check_cancelled("deploy")?;
+        ctx.events.progress(
+            &spec.id,
+            Phase::Preparing,
+            format!("start command: {}", launch.description),
+        );
+        let port = match (choice, spec.config.port) {
+            (PortChoice::FromConfig, Some(p)) => {
+                self.ports.reserve(p)?;
+                p
+            }
+            _ => self.ports.allocate()?,
+        };
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let key = format!(
+            "r{}-{}-{}",
+            spec.revision.0,
+            conan_core::Timestamp::now().as_unix_micros(),
+            n
+        );
+        let dir = dep.dir.join("instances").join(&key);
+        let created = std::fs::create_dir_all(&dir)
+            .map_err(|e| provider_err(format!("cannot create {}", dir.display()), e))
+            .and_then(|()| {
+                Capture::start(&dir, Arc::clone(&dep.logs), String::new())
+                    .map_err(|e| provider_err("cannot start log capture", e))
+            });
+        let capture = match created {
+            Ok(c) => c,
+            Err(e) => {
+                self.ports.release(port);
+                return Err(e);
+            }
+        };
+        let inst = Arc::new(Instance {
+            key,
+            revision: spec.revision,
+            port: Some(port),
+            dir,
+            deployment: spec.id.as_str().to_owned(),
+            pid: 0.into(),
+            start_time: 0.into(),
+            started_at: Mutex::new((conan_core::Timestamp::now(), Instant::now())),
+            stopping: false.into(),
+            capture,
+            supervisor: Mutex::new(None),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        });
+        ctx.events.progress(
+            &spec.id,
+            Phase::Starting,
+            format!("starting on port {port}"),
+        );
+        let mut proc = match inst.spawn(&self.settings, &launch, spec, &source) {
+            Ok(p) => p,
+            Err(e) => {
+                inst.capture.finish();
+                self.ports.release(port);
+                return Err(provider_err(
+                    format!("cannot start {}", launch.program.display()),
+                    e,
+                ));
+            }
+        };
+        ctx.events
+            .progress(&spec.id, Phase::WaitingForHealth, "waiting for readiness");
+        if let Err(failure) = self.gate(ctx, dep, &inst, &mut proc, spec).await {
+            ctx.events
+                .progress(&spec.id, Phase::CleaningUp, failure.reason.clone());
+            let failure = self.discard(dep, &inst, proc, failure).await;
+            return Err(Error::HealthCheckFailed {
+                deployment: spec.config.name.clone(),
+                failure: Box::new(failure),
+            });
+        }
+        supervisor::start(
+            Arc::clone(self),
+            Arc::clone(dep),
+            Arc::clone(&inst),
+            proc,
+            launch,
+            spec.clone(),
+            source,
+            ctx.events.clone(),
+        );
+        Ok(inst)
+    }
+
+    /// The readiness gate: the probe passes before the process exits and before
+    /// `update.healthy_deadline`.
+    async fn gate(
+        &self,
+        ctx: &OperationContext,
+        dep: &Deployment,
+        inst: &Instance,
+        proc: &mut Proc,
+        spec: &DeploymentSpec,
+    ) -> std::result::Result<(), FailureReport> {
+        let config = &spec.config;
+        let deadline = Instant::now() + config.update.healthy_deadline;
+        let probe = Probe::for_check(config.health_check.as_ref(), &self.settings.host, inst.port);
+        let (interval, limit) = config.health_check.as_ref().map_or(
+            (config.restart.min_uptime, config.restart.min_uptime),
+            |h| (h.interval, h.timeout),
+        );
+        if matches!(probe, Probe::Alive) {
+            let until = (Instant::now() + config.restart.min_uptime).min(deadline);
+            tokio::select! {
+                exit = proc.wait() => return Err(exited(exit, config.restart.min_uptime)),
+                () = sleep_until(until) => {}
+                () = ctx.cancel.cancelled() => return Err(FailureReport::new("deploy cancelled")),
+            }
+            dep.logs.system(format!(
+                "[conan] process up for {}, ready",
+                conan_core::time::format_duration(config.restart.min_uptime)
+            ));
+            return Ok(());
+        }
+        let mut last = None;
+        let mut n = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining < std::time::Duration::from_millis(1) && n > 0 {
+                return Err(self.deadline_failure(config, last));
+            }
+            let result = tokio::select! {
+                exit = proc.wait() => {
+                    let mut f = exited(exit, config.restart.min_uptime);
+                    f.probe = last;
+                    return Err(f);
+                }
+                r = probe.run(limit.min(remaining)) => r,
+                () = ctx.cancel.cancelled() => return Err(FailureReport::new("deploy cancelled")),
+            };
+            if result.ok {
+                ctx.events
+                    .progress(&spec.id, Phase::WaitingForHealth, result.detail);
+                return Ok(());
+            }
+            last = Some(result.detail);
+            if Instant::now() >= deadline {
+                return Err(self.deadline_failure(config, last));
+            }
+            let wake = (Instant::now() + readiness_delay(n, interval)).min(deadline);
+            n += 1;
+            tokio::select! {
+                exit = proc.wait() => {
+                    let mut f = exited(exit, config.restart.min_uptime);
+                    f.probe = last;
+                    return Err(f);
+                }
+                () = sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn deadline_failure(
+        &self,
+        config: &conan_core::DeploymentConfig,
+        last: Option<String>,
+    ) -> FailureReport {
+        let mut f = FailureReport::new(format!(
+            "not ready within the healthy deadline of {}",
+            conan_core::time::format_duration(config.update.healthy_deadline)
+        ));
+        f.probe = last;
+        f
+    }
+
+    /// Kills what is left of a failed instance, reaps it, and completes the failure report
+    /// with its exit status and last log lines.
+    async fn discard(
+        &self,
+        dep: &Deployment,
+        inst: &Instance,
+        mut proc: Proc,
+        mut failure: FailureReport,
+    ) -> FailureReport {
+        inst.stopping.store(true, Ordering::Release);
+        inst.tree().kill_all().await;
+        let exit = proc.wait().await;
+        if failure.exit.is_none() {
+            failure.exit = Some(exit);
+        }
+        inst.capture.finish();
+        if let Some(p) = inst.port {
+            self.ports.release(p);
+        }
+        failure.with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES))
+    }
+
+    /// Stops an instance: the configured signal to the whole tree, SIGKILL after the
+    /// timeout, and returns once no process of it is left and its output is captured.
+    pub async fn stop_instance(&self, dep: &Deployment, inst: &Instance, spec: &DeploymentSpec) {
+        inst.stopping.store(true, Ordering::Release);
+        inst.cancel.cancel();
+        let signal = signal_of(spec.config.stop.signal);
+        let killed = inst
+            .tree()
+            .terminate(signal, spec.config.stop.timeout)
+            .await;
+        let handle = inst
+            .supervisor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        inst.capture.finish();
+        if killed {
+            dep.logs.system(format!(
+                "[conan] instance did not exit within {} of {}; killed",
+                conan_core::time::format_duration(spec.config.stop.timeout),
+                spec.config.stop.signal
+            ));
+        }
+        if let Some(p) = inst.port {
+            self.ports.release(p);
+        }
+    }
+}
+
+fn exited(exit: ExitStatus, _min_uptime: std::time::Duration) -> FailureReport {
+    FailureReport::new(format!("the process exited before it was ready ({exit})")).with_exit(exit)
+}

@@ -1,0 +1,320 @@
+//! Tailing an instance's spool files into the log store.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conan_core::{LogLine, OutputStream, Timestamp};
+use nix::fcntl::{FallocateFlags, fallocate};
+
+use super::{LogStore, MAX_LINE_BYTES, SPLIT_MARKER};
+
+const READ_CHUNK: usize = 256 * 1024;
+const PUNCH_EVERY: u64 = 4 * 1024 * 1024;
+
+struct Spool {
+    file: File,
+    stream: OutputStream,
+    offset: u64,
+    punched: u64,
+    partial: Vec<u8>,
+}
+
+impl Spool {
+    /// Reads everything available; returns whether anything was read.
+    fn read(&mut self, buf: &mut [u8], out: &mut Vec<LogLine>, source: &str) -> io::Result<bool> {
+        let mut any = false;
+        loop {
+            let n = self.file.read_at(buf, self.offset)?;
+            if n == 0 {
+                return Ok(any);
+            }
+            any = true;
+            self.offset += n as u64;
+            let now = Timestamp::now();
+            let mut rest = &buf[..n];
+            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                let (line, tail) = rest.split_at(nl);
+                rest = &tail[1..];
+                if self.partial.is_empty() {
+                    push_line(out, now, self.stream, line, source);
+                } else {
+                    self.partial.extend_from_slice(line);
+                    let whole = std::mem::take(&mut self.partial);
+                    push_line(out, now, self.stream, &whole, source);
+                }
+            }
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > MAX_LINE_BYTES {
+                // Emit the whole pieces now so an endless line never stalls capture.
+                let cut = char_boundary(&self.partial, MAX_LINE_BYTES);
+                let piece: Vec<u8> = self.partial.drain(..cut).collect();
+                out.push(split_piece(now, self.stream, &piece, source));
+            }
+            if n < buf.len() {
+                return Ok(any);
+            }
+        }
+    }
+
+    fn flush_partial(&mut self, out: &mut Vec<LogLine>, source: &str) {
+        if !self.partial.is_empty() {
+            let whole = std::mem::take(&mut self.partial);
+            push_line(out, Timestamp::now(), self.stream, &whole, source);
+        }
+    }
+
+    fn punch(&mut self) {
+        let upto = self.offset - self.offset % 4096;
+        if upto >= self.punched + PUNCH_EVERY {
+            let (Ok(off), Ok(len)) = (
+                i64::try_from(self.punched),
+                i64::try_from(upto - self.punched),
+            ) else {
+                return;
+            };
+            let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            if let Err(e) = fallocate(&self.file, flags, off, len) {
+                tracing::debug!(error = %e, "cannot punch a hole in the log spool");
+            }
+            self.punched = upto;
+        }
+    }
+}
+
+fn char_boundary(bytes: &[u8], max: usize) -> usize {
+    let mut cut = max.min(bytes.len());
+    while cut > 0 && cut < bytes.len() && (bytes[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    if cut == 0 { max.min(bytes.len()) } else { cut }
+}
+
+fn make_line(ts: Timestamp, stream: OutputStream, text: String, source: &str) -> LogLine {
+    let line = LogLine::at(ts, stream, text);
+    if source.is_empty() {
+        line
+    } else {
+        line.with_source(source)
+    }
+}
+
+fn split_piece(ts: Timestamp, stream: OutputStream, piece: &[u8], source: &str) -> LogLine {
+    let mut text = String::from_utf8_lossy(piece).into_owned();
+    text.push_str(SPLIT_MARKER);
+    make_line(ts, stream, text, source)
+}
+
+/// Turns one raw line into one or more log lines (split at 64 KiB with a marker).
+fn push_line(
+    out: &mut Vec<LogLine>,
+    ts: Timestamp,
+    stream: OutputStream,
+    raw: &[u8],
+    source: &str,
+) {
+    let mut raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    while raw.len() > MAX_LINE_BYTES {
+        let cut = char_boundary(raw, MAX_LINE_BYTES);
+        out.push(split_piece(ts, stream, &raw[..cut], source));
+        raw = &raw[cut..];
+    }
+    let text = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    };
+    out.push(make_line(ts, stream, text, source));
+}
+
+struct CaptureState {
+    spools: Vec<Spool>,
+    offsets: File,
+    buf: Vec<u8>,
+    source: String,
+}
+
+/// The capture of one instance: its spool files, a tailer thread, and the persisted offsets.
+pub(crate) struct Capture {
+    state: Mutex<CaptureState>,
+    store: Arc<LogStore>,
+    stop: AtomicBool,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").field("dir", &self.dir).finish()
+    }
+}
+
+impl Capture {
+    /// The spool paths of an instance directory: (stdout, stderr).
+    pub fn spool_paths(dir: &Path) -> (PathBuf, PathBuf) {
+        (dir.join("stdout.spool"), dir.join("stderr.spool"))
+    }
+
+    /// Opens (creating) the spools of `dir` for the app to write: `O_APPEND`.
+    pub fn open_for_app(dir: &Path) -> io::Result<(File, File)> {
+        let (out, err) = Self::spool_paths(dir);
+        let open = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
+        Ok((open(&out)?, open(&err)?))
+    }
+
+    /// Starts capturing `dir`'s spools into `store`, resuming at the persisted offsets.
+    pub fn start(dir: &Path, store: Arc<LogStore>, source: String) -> io::Result<Arc<Self>> {
+        let (out, err) = Self::spool_paths(dir);
+        let offsets = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join("offsets"))?;
+        let mut saved = [0u8; 16];
+        let got = offsets.read_at(&mut saved, 0).unwrap_or(0);
+        let (o1, o2) = if got == 16 {
+            let (a, b) = saved.split_at(8);
+            (
+                u64::from_le_bytes(a.try_into().unwrap_or([0; 8])),
+                u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+            )
+        } else {
+            (0, 0)
+        };
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(p)
+        };
+        let spool = |file, stream, offset| Spool {
+            file,
+            stream,
+            offset,
+            punched: 0,
+            partial: Vec::new(),
+        };
+        let capture = Arc::new(Self {
+            state: Mutex::new(CaptureState {
+                spools: vec![
+                    spool(open(&out)?, OutputStream::Stdout, o1),
+                    spool(open(&err)?, OutputStream::Stderr, o2),
+                ],
+                offsets,
+                buf: vec![0; READ_CHUNK],
+                source,
+            }),
+            store,
+            stop: AtomicBool::new(false),
+            dir: dir.to_path_buf(),
+        });
+        let tailer = Arc::clone(&capture);
+        std::thread::Builder::new()
+            .name("conan-log-tail".into())
+            .spawn(move || tailer.run())?;
+        Ok(capture)
+    }
+
+    fn run(&self) {
+        let mut idle = Duration::from_millis(1);
+        while !self.stop.load(Ordering::Acquire) {
+            if self.poll() {
+                idle = Duration::from_millis(1);
+            } else {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(25));
+            }
+        }
+    }
+
+    /// Reads whatever the app wrote so far into the store; true when something was read.
+    pub fn poll(&self) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.poll_locked(&mut state, false)
+    }
+
+    fn poll_locked(&self, state: &mut CaptureState, final_flush: bool) -> bool {
+        let CaptureState {
+            spools,
+            offsets,
+            buf,
+            source,
+        } = state;
+        let mut lines = Vec::new();
+        let mut any = false;
+        for spool in spools.iter_mut() {
+            match spool.read(buf, &mut lines, source) {
+                Ok(read) => any |= read,
+                Err(e) => tracing::warn!(error = %e, "reading a log spool failed"),
+            }
+            if final_flush {
+                spool.flush_partial(&mut lines, source);
+            }
+        }
+        if !lines.is_empty() {
+            self.store.append(lines);
+        }
+        if any {
+            let mut saved = [0u8; 16];
+            saved[..8].copy_from_slice(&spools[0].offset.to_le_bytes());
+            saved[8..].copy_from_slice(&spools[1].offset.to_le_bytes());
+            if let Err(e) = offsets.write_at(&saved, 0) {
+                tracing::warn!(error = %e, "persisting log offsets failed");
+            }
+            for spool in spools.iter_mut() {
+                spool.punch();
+            }
+        }
+        any
+    }
+
+    /// Reads everything left, including a last unterminated line, and stops the tailer.
+    /// Call once the instance's processes are gone.
+    pub fn finish(&self) {
+        self.stop.store(true, Ordering::Release);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.poll_locked(&mut state, true);
+    }
+
+    /// Stops the tailer without the final flush (the processes keep running: a provider
+    /// being dropped, or handing over to a later manager).
+    pub fn detach(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_split_with_a_marker() {
+        let mut out = Vec::new();
+        let raw = vec![b'x'; MAX_LINE_BYTES * 2 + 10];
+        push_line(&mut out, Timestamp::now(), OutputStream::Stdout, &raw, "1");
+        assert_eq!(out.len(), 3);
+        assert!(out[0].message.ends_with(SPLIT_MARKER));
+        assert!(out[1].message.ends_with(SPLIT_MARKER));
+        assert_eq!(out[2].message.len(), 10);
+    }
+
+    #[test]
+    fn splitting_respects_utf8() {
+        let mut raw = vec![b'a'; MAX_LINE_BYTES - 1];
+        raw.extend_from_slice("é and more".as_bytes());
+        let mut out = Vec::new();
+        push_line(&mut out, Timestamp::now(), OutputStream::Stdout, &raw, "1");
+        assert_eq!(out.len(), 2);
+        assert!(out[1].message.starts_with('é'));
+    }
+}

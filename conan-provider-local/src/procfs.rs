@@ -1,0 +1,169 @@
+//! Reading `/proc`: process start times (so a recycled pid is never mistaken for ours),
+//! process groups, parents, the marker variable in a process's environment, and which pid
+//! holds a listening TCP port.
+
+use std::collections::HashMap;
+use std::fs;
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    /// `Z` for a zombie (dead, not yet reaped).
+    pub state: char,
+    /// Clock ticks after boot at which the process started (field 22): with the pid it
+    /// identifies a process for the lifetime of the machine.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Whether the process has exited (a zombie counts as gone).
+    pub fn is_dead(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+/// Parses the text of `/proc/PID/stat`. The command name (field 2) may contain spaces and
+/// parentheses, so fields are counted after the last `)`.
+pub(crate) fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        pid,
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The stat of `pid`, if it exists.
+pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+/// Whether `pid` is alive (not a zombie) and, when given, started at `start_time`.
+pub(crate) fn is_alive(pid: u32, start_time: Option<u64>) -> bool {
+    stat(pid).is_some_and(|s| !s.is_dead() && start_time.is_none_or(|t| t == s.start_time))
+}
+
+/// Every process's stat.
+pub(crate) fn all() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// Whether the environment `pid` was started with contains exactly `entry` (`KEY=value`).
+pub(crate) fn environ_has(pid: u32, entry: &str) -> bool {
+    fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// The live processes that belong to a tree: members of process group `pgid`, descendants
+/// of `root` (by parent links), and any process whose environment carries `marker` (which
+/// finds grandchildren that moved to a new session and whose parent already exited).
+pub(crate) fn tree_members(pgid: Option<u32>, root: Option<u32>, marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let procs = all();
+    let parents: HashMap<u32, u32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
+    let descends = |mut pid: u32| -> bool {
+        let Some(root) = root else { return false };
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parents.get(&pid) {
+                Some(&pp) if pp > 1 => pid = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    procs
+        .iter()
+        .filter(|p| !p.is_dead() && p.pid != me)
+        .filter(|p| {
+            pgid.is_some_and(|g| p.pgid == g) || descends(p.pid) || environ_has(p.pid, marker)
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The pid of a process listening on TCP `port` (IPv4 or IPv6), found through
+/// `/proc/net/tcp*` (the socket inode) and `/proc/*/fd` (who holds that inode).
+pub(crate) fn port_holder(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let dir = fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_the_name() {
+        let text = "42 (my (odd) app) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
+        let s = parse_stat(42, text).unwrap();
+        assert_eq!(
+            (s.ppid, s.pgid, s.state, s.start_time),
+            (1, 42, 'S', 123456)
+        );
+    }
+
+    #[test]
+    fn our_own_process_is_alive_with_its_start_time() {
+        let me = std::process::id();
+        let s = stat(me).unwrap();
+        assert!(is_alive(me, Some(s.start_time)));
+        assert!(!is_alive(me, Some(s.start_time + 1)));
+    }
+}

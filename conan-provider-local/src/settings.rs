@@ -1,0 +1,154 @@
+//! [`LocalProvider`](crate::LocalProvider)'s configuration and its builder.
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use conan_core::{Error, Result};
+
+/// Environment variables an app inherits from the manager by default (besides the ones
+/// starting with `LC_` and `NODE_`); see [`LocalProviderBuilder::inherit_env`].
+pub const DEFAULT_INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// Settings of a local provider (see [`LocalProviderBuilder`]).
+#[derive(Clone, Debug)]
+pub struct LocalSettings {
+    /// Where deployment state, spools and log files live.
+    pub state_dir: PathBuf,
+    /// Ports allocated to deployments without an explicit port.
+    pub port_range: RangeInclusive<u16>,
+    /// The node binary (looked up on `PATH` when not a path).
+    pub node_path: PathBuf,
+    /// The value of `HOST` given to apps, and the address probed.
+    pub host: String,
+    /// In-memory log buffer per deployment, in bytes.
+    pub log_memory_bytes: usize,
+    /// Size at which the log file rotates.
+    pub log_file_max_bytes: u64,
+    /// Log files kept (current + rotated).
+    pub log_files: u32,
+    /// Extra variable names inherited from the manager's environment.
+    pub inherit_env: Vec<String>,
+    /// Inherit the manager's whole environment (PM2's behaviour) instead of the allowlist.
+    pub inherit_all_env: bool,
+}
+
+/// Builds a [`LocalProvider`](crate::LocalProvider).
+///
+/// ```no_run
+/// # fn main() -> conan_core::Result<()> {
+/// let provider = conan_provider_local::LocalProvider::builder()
+///     .state_dir("/var/lib/conan/local")
+///     .port_range(41000..=41999)
+///     .node_path("/usr/bin/node")
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct LocalProviderBuilder {
+    settings: LocalSettings,
+}
+
+impl Default for LocalProviderBuilder {
+    fn default() -> Self {
+        let state_dir = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("conan/local");
+        Self {
+            settings: LocalSettings {
+                state_dir,
+                port_range: 40000..=44999,
+                node_path: PathBuf::from("node"),
+                host: "127.0.0.1".into(),
+                log_memory_bytes: 8 * 1024 * 1024,
+                log_file_max_bytes: 10 * 1024 * 1024,
+                log_files: 5,
+                inherit_env: Vec::new(),
+                inherit_all_env: false,
+            },
+        }
+    }
+}
+
+impl LocalProviderBuilder {
+    /// The state directory (default `$XDG_STATE_HOME/conan/local`, else
+    /// `~/.local/state/conan/local`). Two managers sharing it adopt each other's apps.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.settings.state_dir = dir.into();
+        self
+    }
+
+    /// Ports to allocate from (default 40000–44999).
+    pub fn port_range(mut self, range: RangeInclusive<u16>) -> Self {
+        self.settings.port_range = range;
+        self
+    }
+
+    /// The node binary (default `node` on `PATH`).
+    pub fn node_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.node_path = path.into();
+        self
+    }
+
+    /// The `HOST` apps are told to listen on (default `127.0.0.1`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.settings.host = host.into();
+        self
+    }
+
+    /// The in-memory log buffer per deployment (default 8 MiB).
+    pub fn log_memory_bytes(mut self, bytes: usize) -> Self {
+        self.settings.log_memory_bytes = bytes;
+        self
+    }
+
+    /// The log file rotation: size per file and number of files (default 10 MB × 5).
+    pub fn log_rotation(mut self, max_bytes: u64, files: u32) -> Self {
+        self.settings.log_file_max_bytes = max_bytes;
+        self.settings.log_files = files.max(1);
+        self
+    }
+
+    /// Also pass this variable of the manager's environment to apps.
+    pub fn inherit_env(mut self, name: impl Into<String>) -> Self {
+        self.settings.inherit_env.push(name.into());
+        self
+    }
+
+    /// Pass the manager's whole environment to apps (PM2 does this; it leaks the
+    /// manager's secrets into every app, hence not the default).
+    pub fn inherit_all_env(mut self, yes: bool) -> Self {
+        self.settings.inherit_all_env = yes;
+        self
+    }
+
+    /// Builds the provider, creating the state directory.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty port range; [`Error::Provider`] when the state
+    /// directory cannot be created.
+    pub fn build(self) -> Result<crate::LocalProvider> {
+        let s = self.settings;
+        if s.port_range.is_empty() {
+            return Err(Error::InvalidConfig {
+                problems: vec![conan_core::ConfigProblem::new(
+                    "port_range",
+                    "the port range is empty",
+                )],
+            });
+        }
+        std::fs::create_dir_all(s.state_dir.join("deployments")).map_err(|e| {
+            Error::provider_with_source(
+                "local",
+                format!("cannot create state directory {}", s.state_dir.display()),
+                false,
+                e,
+            )
+        })?;
+        Ok(crate::LocalProvider::from_settings(s))
+    }
+}
