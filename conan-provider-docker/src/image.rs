@@ -317,7 +317,8 @@ pub(crate) async fn remove_all(docker: &Docker, name: &str) {
     }
 }
 
-async fn remove_tag(docker: &Docker, tag: &str) {
+/// Removes one tag (the image goes with its last tag). Best effort: failures are logged.
+pub(crate) async fn remove_tag(docker: &Docker, tag: &str) {
     let options = RemoveImageOptionsBuilder::new().force(false).build();
     match docker.remove_image(tag, Some(options), None).await {
         Ok(_) => tracing::debug!(image = tag, "removed image"),

@@ -148,9 +148,14 @@ impl Provider for DockerProvider {
         self.ensure_network(&options).await?;
         let artifact = Artifact::from(&prepared);
         let replicas: Vec<u32> = (0..spec.config.replicas.max(1)).collect();
-        let instances = self
-            .launch(ctx, spec, &options, &artifact, &replicas)
-            .await?;
+        let instances = match self.launch(ctx, spec, &options, &artifact, &replicas).await {
+            Ok(i) => i,
+            Err(e) => {
+                // A revision that never ran leaves no image behind either.
+                image::remove_tag(&self.docker, &prepared.tag).await;
+                return Err(e);
+            }
+        };
         let mut tracked = Tracked::new(
             spec.clone(),
             options,
@@ -202,7 +207,17 @@ impl Provider for DockerProvider {
                 old,
                 previous.as_ref().map(|(s, o, a)| (s, o, a)),
             )
-            .await?;
+            .await;
+        let instances = match instances {
+            Ok(i) => i,
+            Err(e) => {
+                // The failed revision's image is not kept (unless it is the serving one).
+                if tracked.as_ref().is_none_or(|t| t.image != prepared.tag) {
+                    image::remove_tag(&self.docker, &prepared.tag).await;
+                }
+                return Err(e);
+            }
+        };
         let mut next = Tracked::new(
             spec.clone(),
             options,

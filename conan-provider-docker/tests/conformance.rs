@@ -41,5 +41,9 @@ async fn docker_provider_passes_the_conformance_suite() {
     let harness = ConformanceHarness::new(move |name| ok(name, false))
         .with_failing_config(move |name| make(name, true));
     conformance::run_all(provider, &harness).await;
-    assert!(scope.containers().is_empty(), "the suite leaves nothing behind: {:?}", scope.containers());
+    assert!(
+        scope.containers().is_empty(),
+        "the suite leaves nothing behind: {:?}",
+        scope.containers()
+    );
 }

@@ -136,6 +136,14 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
         warn.iter()
             .any(|l| l.level == LogLevel::Warn && l.message.contains("sample warning"))
     );
+    let build = provider
+        .logs_vec(&spec.id, &LogQuery::all().stream(OutputStream::System))
+        .await
+        .unwrap();
+    assert!(
+        build.iter().any(|l| l.message.contains("COPY")),
+        "build output is part of the deployment's logs: {build:?}"
+    );
     let tail = provider
         .logs_vec(&spec.id, &LogQuery::tail(1).stream(OutputStream::Stdout))
         .await
@@ -222,6 +230,10 @@ async fn dockerfile_project_with_its_own_healthcheck() {
     let config = scope
         .config(&scope.name("df"), &dir)
         .env("APP_REVISION", "df")
+        // A command check runs inside the container (docker exec).
+        .health_check(conan_core::HealthCheck::command(
+            "wget -q -O /dev/null http://127.0.0.1:3000/health",
+        ))
         .build()
         .unwrap();
     let spec = spec(config);
@@ -345,6 +357,11 @@ async fn container_exiting_at_once_fails_with_a_bundle_and_is_removed() {
         scope.containers().is_empty(),
         "nothing left: {:?}",
         scope.containers()
+    );
+    assert!(
+        scope.images().is_empty(),
+        "no image tag left: {:?}",
+        scope.images()
     );
 }
 

@@ -209,3 +209,65 @@ async fn a_new_provider_recovers_running_containers_by_label() {
     second.remove(&ctx, &alive.id).await.unwrap();
     assert!(scope.containers().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_rolls_back_and_networks_are_created_when_missing() {
+    let provider = provider().await;
+    let mut scope = Scope::new("recreate");
+    let name = scope.name("rc");
+    let network = format!("{}-net", scope.tag);
+    let ctx = OperationContext::detached();
+    let with_network = |builder: conan_core::DeploymentConfigBuilder, dir: &std::path::Path| {
+        builder.provider_options(
+            "docker",
+            conan_provider_docker::DockerOptions {
+                image: Some(BASE_IMAGE.to_owned()),
+                volumes: vec![format!("{}:/app:ro", dir.display())],
+                network: Some(network.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    let dir = scope.node_app();
+    let base = |rev: &str| {
+        scope
+            .config(&name, &dir)
+            .start_command("node server.js")
+            .env("APP_REVISION", rev)
+            .strategy(UpdateStrategy::Recreate)
+    };
+    let v1 = spec(with_network(base("one"), &dir).build().unwrap());
+    let r1 = provider.deploy(&ctx, &v1).await.expect("deploy");
+    let id = &r1.instances[0].id;
+    assert!(
+        inspect(id, "{{json .NetworkSettings.Networks}}").contains(&network),
+        "attached to the created network"
+    );
+    assert_eq!(revision_at(r1.url.as_deref().unwrap()).await, "one");
+
+    let v2 = next(
+        &v1,
+        with_network(base("two").env("CRASH", "1"), &dir)
+            .build()
+            .unwrap(),
+    );
+    let err = provider.update(&ctx, &v2).await.unwrap_err();
+    assert!(err.failure().is_some(), "{err:?}");
+    assert_eq!(
+        provider.status(&v1.id).await.unwrap(),
+        DeploymentStatus::Running
+    );
+    let containers = scope.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let back = inspect(
+        &containers[0],
+        "{{(index (index .NetworkSettings.Ports \"3000/tcp\") 0).HostPort}}",
+    );
+    assert_eq!(
+        revision_at(&format!("http://127.0.0.1:{back}")).await,
+        "one",
+        "auto rollback started the previous revision again"
+    );
+    provider.remove(&ctx, &v1.id).await.unwrap();
+    assert!(scope.containers().is_empty());
+}

@@ -192,6 +192,19 @@ impl Drop for Scope {
             args.extend(images.iter().map(String::as_str));
             let _ = Command::new("docker").args(&args).output();
         }
+        // Networks a test names after its tag.
+        let networks = docker_lines(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={}", self.tag),
+        ]);
+        if !networks.is_empty() {
+            let mut args = vec!["network", "rm"];
+            args.extend(networks.iter().map(String::as_str));
+            let _ = Command::new("docker").args(&args).output();
+        }
     }
 }
 
