@@ -13,6 +13,13 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
 fi
 [ -x "$node_bin" ] || { echo "make-node-image: $node_bin not found" >&2; exit 1; }
 busybox="$(command -v busybox || true)"
+if { [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; } && [ ! -x /bin/busybox ] \
+    && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "make-node-image: installing busybox-static" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
+    busybox="$(command -v busybox || true)"
+fi
 if [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
     # Not there, or not static: Debian's busybox-static has what we need.
     if [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; then
