@@ -1,0 +1,189 @@
+//! [`SqliteStore`]: state kept in one SQLite file (feature `sqlite`).
+//!
+//! # Model
+//!
+//! One connection, owned by a dedicated thread. Every [`StateStore`] call is sent to that
+//! thread and awaited, so the async runtime never blocks on SQLite. The thread takes all
+//! calls queued at that moment and runs them in one transaction (group commit), then answers
+//! them: a few hundred small writes cost one commit instead of a few hundred. Reads go through
+//! the same thread, so a read sees every write whose call returned before it was made.
+//!
+//! # Guarantees
+//!
+//! - Each call is atomic: `append_audit` with several entries and `delete_deployment` run
+//!   under a savepoint, so a failing call leaves no trace and does not undo the other calls
+//!   committed with it.
+//! - A call returns `Ok` only after its transaction committed. The file is in WAL mode with
+//!   `synchronous=NORMAL`: a committed write survives a crash of the process; a power loss or
+//!   OS crash may lose the last commits.
+//! - A call whose caller stops waiting (a dropped future) still runs. Dropping the store waits
+//!   until every queued call ran and the connection closed, so nothing queued is lost; that
+//!   wait blocks the dropping thread (usually for well under a millisecond).
+//! - Several processes may open the same file: each sees what the others committed. Writes
+//!   of different processes take turns on SQLite's lock; a lock held longer than the busy
+//!   timeout (5 s) gives a transient [`Error::Store`](crate::Error::Store), which the manager
+//!   retries.
+//! - Audit `seq` numbers are assigned by SQLite (`AUTOINCREMENT`): increasing, never reused,
+//!   shared by every process writing the file.
+//!
+//! # Layout
+//!
+//! Tables `deployments`, `revisions` and `audit`; timestamps are Unix microseconds (the
+//! precision of [`Timestamp`](crate::time::Timestamp)), structured values are JSON text.
+//! Deployment rows do not hold a config: a record's config is that of its revision, read with
+//! a join, so save the revision before the deployment that points at it. The schema version
+//! lives in `PRAGMA user_version`; a file written by a newer schema is refused, not guessed at.
+//! The audit log is indexed only by `seq`: appends stay cheap, and a query for one deployment
+//! scans the log from `after_seq` until it has `limit` entries (fine for the CLI's history
+//! view; pass `after_seq` to page through a large log).
+//! Env values are stored in the clear in the revisions' configs: protect the file like any
+//! secret store (the CLI keeps it in the user's state directory).
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use self::rows::{AuditFilter, AuditRow, DeploymentRow, RevisionRow};
+use self::writer::Writer;
+use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
+use crate::error::Result;
+use crate::id::DeploymentId;
+
+/// A durable [`StateStore`] on one SQLite file in WAL mode.
+///
+/// ```no_run
+/// # async fn example() -> conan_core::Result<()> {
+/// use conan_core::store::{SqliteStore, StateStore};
+///
+/// let store = SqliteStore::open("/var/lib/conan/state.db")?;
+/// for deployment in store.load_deployments().await? {
+///     println!("{} is {:?}", deployment.name, deployment.status);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct SqliteStore {
+    writer: Writer,
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens the store in the file at `path`, creating the file and the schema if missing
+    /// (the directory must exist).
+    ///
+    /// This does blocking file IO; call it at startup, or from `spawn_blocking` inside a
+    /// running async task that must not stall.
+    ///
+    /// # Errors
+    /// [`Error::Store`](crate::Error::Store) when the file cannot be opened, is not a SQLite
+    /// database, was written by a newer schema version, or stays locked by another process
+    /// longer than the busy timeout (transient).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let conn = schema::open_file(path)?;
+        tracing::debug!(path = %path.display(), "sqlite store: opened");
+        Ok(Self {
+            writer: Writer::spawn(conn)?,
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// A private in-memory database, gone when the store is dropped (for tests).
+    ///
+    /// # Errors
+    /// [`Error::Store`](crate::Error::Store) when SQLite or the writer thread cannot start.
+    pub fn open_in_memory() -> Result<Self> {
+        Ok(Self {
+            writer: Writer::spawn(schema::open_memory()?)?,
+            path: None,
+        })
+    }
+
+    /// The file this store writes, or `None` in memory.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field(
+                "path",
+                &self
+                    .path
+                    .as_deref()
+                    .map_or_else(|| ":memory:".into(), Path::to_string_lossy),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn save_deployment(&self, record: &DeploymentRecord) -> Result<()> {
+        let row = DeploymentRow::encode(record)?;
+        self.writer
+            .call(true, move |conn| rows::save_deployment(conn, &row))
+            .await
+    }
+
+    async fn delete_deployment(&self, id: &DeploymentId) -> Result<()> {
+        let id = id.as_str().to_owned();
+        self.writer
+            .call(true, move |conn| rows::delete_deployment(conn, &id))
+            .await
+    }
+
+    async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        let rows = self.writer.call(false, rows::load_deployments).await?;
+        rows.into_iter().map(DeploymentRow::decode).collect()
+    }
+
+    async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
+        let row = RevisionRow::encode(revision)?;
+        self.writer
+            .call(true, move |conn| rows::save_revision(conn, &row))
+            .await
+    }
+
+    async fn revisions(&self, id: &DeploymentId) -> Result<Vec<RevisionRecord>> {
+        let id = id.as_str().to_owned();
+        let rows = self
+            .writer
+            .call(false, move |conn| rows::revisions(conn, &id))
+            .await?;
+        rows.into_iter().map(RevisionRow::decode).collect()
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows = entries
+            .iter()
+            .map(AuditRow::encode)
+            .collect::<Result<Vec<_>>>()?;
+        self.writer
+            .call(true, move |conn| rows::append_audit(conn, &rows))
+            .await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let filter = AuditFilter::new(query);
+        let rows = self
+            .writer
+            .call(false, move |conn| rows::audit(conn, &filter))
+            .await?;
+        rows.into_iter().map(AuditRow::decode).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+
+use super::*;
+use crate::event::{OperationKind, Outcome};
+use crate::failure::FailureReport;
+use crate::id::{OperationId, Revision};
+use crate::provider::RuntimeInfo;
+use crate::status::{DeploymentStatus, StatusKind};
+use crate::store::tests::sample;
+use crate::store::{AuditAction, RevisionState};
+use crate::time::Timestamp;
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    (dir, path)
+}
+
+/// Stores keep microseconds; entries made with `Timestamp::now()` carry nanoseconds.
+fn entry(deployment: &DeploymentId, op: Option<u64>, action: AuditAction) -> AuditEntry {
+    let mut e = AuditEntry::new(deployment.clone(), op.map(OperationId), action);
+    e.at = Timestamp::from_unix_micros(e.at.as_unix_micros());
+    e
+}
+
+fn transition(from: StatusKind, to: StatusKind) -> AuditAction {
+    AuditAction::Transition { from, to }
+}
+
+/// Writes `n` deployments (each at revision 2, with failure and runtime details) and two
+/// audit entries per deployment; returns what was written, audit `seq`s filled in.
+async fn fill(
+    store: &SqliteStore,
+    n: u64,
+) -> (Vec<DeploymentRecord>, Vec<RevisionRecord>, Vec<AuditEntry>) {
+    let (mut records, mut revisions, mut log) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let (mut rec, rev1) = sample(&format!("app-{i}"), i + 1);
+        let mut rev2 = rev1.clone();
+        rev2.revision = Revision(2);
+        rev2.cause = OperationKind::Update;
+        rev2.config = Arc::new(
+            crate::config::DeploymentConfig::builder(&rec.name)
+                .port(4000)
+                .build_unchecked(),
+        );
+        rev2.state = RevisionState::Succeeded;
+        rec.revision = Revision(2);
+        rec.config = rev2.config.clone();
+        rec.status = DeploymentStatus::failed("crashed");
+        rec.last_failure = Some(FailureReport::new("exit 1"));
+        rec.runtime = Some(RuntimeInfo {
+            url: Some(format!("http://127.0.0.1:{}", 4000 + i)),
+            ..RuntimeInfo::default()
+        });
+        store.save_revision(&rev1).await.unwrap();
+        store.save_revision(&rev2).await.unwrap();
+        store.save_deployment(&rec).await.unwrap();
+        let entries = vec![
+            entry(
+                &rec.id,
+                Some(i),
+                transition(StatusKind::Running, StatusKind::Failed),
+            ),
+            entry(
+                &rec.id,
+                Some(i),
+                AuditAction::Operation {
+                    kind: OperationKind::Update,
+                    revision: Some(Revision(2)),
+                    attempts: 1,
+                    outcome: Outcome::Succeeded,
+                },
+            ),
+        ];
+        store.append_audit(entries.clone()).await.unwrap();
+        log.extend(entries);
+        records.push(rec);
+        revisions.extend([rev1, rev2]);
+    }
+    for (seq, e) in log.iter_mut().enumerate() {
+        e.seq = seq as u64 + 1;
+    }
+    (records, revisions, log)
+}
+
+async fn assert_holds(
+    store: &SqliteStore,
+    records: &[DeploymentRecord],
+    revisions: &[RevisionRecord],
+    log: &[AuditEntry],
+) {
+    assert_eq!(store.load_deployments().await.unwrap(), records);
+    for rec in records {
+        let expected: Vec<_> = revisions
+            .iter()
+            .filter(|r| r.deployment == rec.id)
+            .cloned()
+            .collect();
+        assert_eq!(store.revisions(&rec.id).await.unwrap(), expected);
+    }
+    assert_eq!(store.audit(&AuditQuery::default()).await.unwrap(), log);
+}
+
+#[tokio::test]
+async fn conforms_in_memory() {
+    crate::store::tests::store_round_trip(&SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn conforms_on_file() {
+    let (_dir, path) = temp_db();
+    crate::store::tests::store_round_trip(&SqliteStore::open(&path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn reopening_the_file_restores_everything() {
+    let (_dir, path) = temp_db();
+    let first = SqliteStore::open(&path).unwrap();
+    let (records, revisions, log) = fill(&first, 5).await;
+    drop(first);
+
+    let second = SqliteStore::open(&path).unwrap();
+    assert_holds(&second, &records, &revisions, &log).await;
+    // The config comes from the revision the record points at, not the first one.
+    assert_eq!(
+        second.load_deployments().await.unwrap()[0].config.port,
+        Some(4000)
+    );
+    // Numbering continues after the restored entries.
+    second
+        .append_audit(vec![entry(
+            &records[0].id,
+            None,
+            transition(StatusKind::Failed, StatusKind::Stopped),
+        )])
+        .await
+        .unwrap();
+    let after = second
+        .audit(&AuditQuery {
+            after_seq: Some(log.len() as u64),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![log.len() as u64 + 1]
+    );
+}
+
+#[tokio::test]
+async fn a_second_open_store_sees_committed_writes() {
+    let (_dir, path) = temp_db();
+    let a = SqliteStore::open(&path).unwrap();
+    let b = SqliteStore::open(&path).unwrap();
+    let (records, revisions, mut log) = fill(&a, 3).await;
+    assert_holds(&b, &records, &revisions, &log).await;
+
+    // And the other way round, with one audit sequence shared by both.
+    let mut e = entry(
+        &records[1].id,
+        Some(9),
+        transition(StatusKind::Failed, StatusKind::Stopping),
+    );
+    b.append_audit(vec![e.clone()]).await.unwrap();
+    b.delete_deployment(&records[2].id).await.unwrap();
+    e.seq = log.len() as u64 + 1;
+    log.push(e);
+    let remaining: Vec<_> = revisions
+        .iter()
+        .filter(|r| r.deployment != records[2].id)
+        .cloned()
+        .collect();
+    assert_holds(&a, &records[..2], &remaining, &log).await;
+}
+
+#[tokio::test]
+async fn dropping_the_store_completes_pending_writes() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    let (rec, rev) = sample("pending", 1);
+    store.save_revision(&rev).await.unwrap();
+    // Each call is polled once (which queues it) and then abandoned, the way a cancelled
+    // caller would; the store is dropped right after.
+    for i in 0..500 {
+        let mut rec = rec.clone();
+        rec.updated_at = Timestamp::from_unix_micros(i);
+        let _ = store.save_deployment(&rec).now_or_never();
+        let _ = store
+            .append_audit(vec![entry(
+                &rec.id,
+                Some(i as u64),
+                transition(StatusKind::Pending, StatusKind::Deploying),
+            )])
+            .now_or_never();
+    }
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let loaded = store.load_deployments().await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(
+        loaded[0].updated_at,
+        Timestamp::from_unix_micros(499),
+        "the last write won"
+    );
+    let log = store.audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(log.len(), 500);
+    assert_eq!(
+        log.last().unwrap().operation,
+        Some(OperationId(499)),
+        "in submission order"
+    );
+}
+
+#[tokio::test]
+async fn audit_filters_combine() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (records, _, log) = fill(&store, 4).await;
+    let of = |d: usize| {
+        log.iter()
+            .filter(|e| e.deployment == records[d].id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let query = |deployment: Option<usize>, after_seq, limit| AuditQuery {
+        deployment: deployment.map(|d| records[d].id.clone()),
+        after_seq,
+        limit,
+    };
+
+    assert_eq!(
+        store.audit(&query(Some(2), None, None)).await.unwrap(),
+        of(2)
+    );
+    assert_eq!(
+        store.audit(&query(Some(2), Some(5), None)).await.unwrap(),
+        of(2)[1..]
+    );
+    assert_eq!(
+        store
+            .audit(&query(Some(3), Some(0), Some(1)))
+            .await
+            .unwrap(),
+        of(3)[..1]
+    );
+    assert_eq!(
+        store.audit(&query(None, Some(3), Some(2))).await.unwrap(),
+        log[3..5]
+    );
+    assert_eq!(store.audit(&query(None, None, Some(0))).await.unwrap(), []);
+    assert_eq!(
+        store
+            .audit(&query(None, Some(u64::MAX), None))
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        store
+            .audit(&query(None, None, Some(usize::MAX)))
+            .await
+            .unwrap(),
+        log
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_without_its_revision_fails_to_load() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (rec, _) = sample("orphan", 1);
+    store.save_deployment(&rec).await.unwrap();
+    let err = store.load_deployments().await.unwrap_err();
+    assert!(err.to_string().contains("dep-orphan"), "{err}");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn concurrent_callers_get_distinct_increasing_seqs() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let (rec, _) = sample("busy", 1);
+    let tasks: Vec<_> = (0..100u64)
+        .map(|t| {
+            let (store, id) = (store.clone(), rec.id.clone());
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let batch = vec![
+                        entry(
+                            &id,
+                            Some(t * 100 + i),
+                            transition(StatusKind::Pending, StatusKind::Deploying)
+                        );
+                        2
+                    ];
+                    store.append_audit(batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let log = store.audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=2000).collect::<Vec<_>>()
+    );
+    // The two entries of one call are adjacent.
+    assert!(
+        log.chunks(2)
+            .all(|pair| pair[0].operation == pair[1].operation)
+    );
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let (_dir, path) = temp_db();
+    drop(SqliteStore::open(&path).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn opening_in_a_missing_directory_fails() {
+    let (dir, _) = temp_db();
+    let err = SqliteStore::open(dir.path().join("missing/state.db")).unwrap_err();
+    assert_eq!(err.code(), "store");
+}
+
+#[test]
+fn busy_and_locked_are_transient() {
+    let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    assert!(schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_BUSY)).is_transient());
+    assert!(schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_LOCKED)).is_transient());
+    assert!(!schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_CORRUPT)).is_transient());
+    assert!(!schema::sql_error("x", rusqlite::Error::QueryReturnedNoRows).is_transient());
+}
+
+/// `cargo test --release -p conan-core --features sqlite -- --ignored --nocapture sqlite_throughput`
+#[test]
+#[ignore = "throughput measurement; run in release"]
+fn sqlite_throughput() {
+    const TASKS: u64 = 1000;
+    const ROUNDS: u64 = 100;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dir, path) = temp_db();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let elapsed = runtime.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (mut rec, rev) = sample(&format!("app-{t}"), t);
+                    store.save_revision(&rev).await.unwrap();
+                    for i in 0..ROUNDS {
+                        rec.status = if i % 2 == 0 {
+                            DeploymentStatus::Running
+                        } else {
+                            DeploymentStatus::Stopped
+                        };
+                        rec.updated_at = Timestamp::now();
+                        store.save_deployment(&rec).await.unwrap();
+                        let action = transition(StatusKind::Deploying, StatusKind::Running);
+                        store
+                            .append_audit(vec![AuditEntry::new(
+                                rec.id.clone(),
+                                Some(OperationId(i)),
+                                action,
+                            )])
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        start.elapsed()
+    });
+    let pairs = (TASKS * ROUNDS) as f64;
+    eprintln!(
+        "sqlite_throughput: {TASKS} tasks x {ROUNDS} (save_deployment + append_audit) in {elapsed:?}: \
+         {:.0} pairs/s, {:.0} writes/s",
+        pairs / elapsed.as_secs_f64(),
+        2.0 * pairs / elapsed.as_secs_f64()
+    );
+}
