@@ -364,6 +364,8 @@ impl LocalProvider {
             }));
         };
         let inst_dir = dep.dir.join("instances").join(&pi.key);
+        std::fs::create_dir_all(&inst_dir)
+            .map_err(|e| provider_err(format!("cannot create {}", inst_dir.display()), e))?;
         let capture = Capture::start(&inst_dir, Arc::clone(&dep.logs), String::new())
             .map_err(|e| provider_err("cannot resume log capture", e))?;
         let started = Timestamp::from_unix_micros(pi.started_at_micros);

@@ -1,0 +1,172 @@
+//! Deployments outlive the manager: a manager process killed with SIGKILL, a new provider
+//! adopting the same pid (verified by start time) with no log line lost, and a recycled pid
+//! never adopted.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use conan_core::prelude::*;
+use conan_provider_local::LocalProvider;
+
+const PORTS: std::ops::RangeInclusive<u16> = 43500..=43999;
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn manager_spec(id: &str, name: &str) -> DeploymentSpec {
+    DeploymentSpec::new(DeploymentId::new(id), Revision(1), config(name, "hello"))
+}
+
+/// Not a test on its own: the body of the child "manager" process that the adoption test
+/// starts (it re-executes this test binary). Without the variables it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_manager() {
+    let (Ok(state), Ok(id), Ok(name)) = (
+        std::env::var("ADOPT_TEST_STATE"),
+        std::env::var("ADOPT_TEST_ID"),
+        std::env::var("ADOPT_TEST_NAME"),
+    ) else {
+        return;
+    };
+    let p = LocalProvider::builder()
+        .state_dir(state)
+        .port_range(PORTS)
+        .build()
+        .unwrap();
+    let info = p
+        .deploy(&OperationContext::detached(), &manager_spec(&id, &name))
+        .await
+        .unwrap();
+    println!("READY {} {}", info.instances[0].id, info.port().unwrap());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_killed_with_sigkill_is_adopted_with_the_same_pid_and_no_lost_lines() {
+    let state = tempfile::tempdir().unwrap();
+    let id = format!("dep-adopt-{}", fastrand::u32(..));
+    let name = unique("adopt");
+    let _g = Guard(vec![id.clone()]);
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_manager",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ADOPT_TEST_STATE", state.path())
+        .env("ADOPT_TEST_ID", &id)
+        .env("ADOPT_TEST_NAME", &name)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let (pid, port) = loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child manager ended early"
+        );
+        if let Some(at) = line.find("READY ") {
+            let rest = line[at + 6..].trim();
+            let mut it = rest.split(' ');
+            break (
+                it.next().unwrap().to_owned(),
+                it.next().unwrap().parse::<u16>().unwrap(),
+            );
+        }
+    };
+    // SIGKILL the manager: the app keeps running and its output keeps being recorded.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert!(alive(pid.parse().unwrap()), "the app outlives its manager");
+    for i in 0..5 {
+        assert_eq!(get(port, &format!("/while-orphaned-{i}")).await, Some(200));
+    }
+
+    let p = std::sync::Arc::new(
+        LocalProvider::builder()
+            .state_dir(state.path())
+            .port_range(PORTS)
+            .build()
+            .unwrap(),
+    );
+    let ctx = OperationContext::detached();
+    let spec = manager_spec(&id, &name);
+    let found = p.recover(&ctx, std::slice::from_ref(&spec)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].status, DeploymentStatus::Running);
+    assert_eq!(found[0].runtime.instances[0].id, pid, "same pid adopted");
+    assert_eq!(found[0].runtime.port(), Some(port));
+
+    assert_eq!(get(port, "/after-adoption").await, Some(200));
+    let lines = logs(&p, &spec.id).await;
+    let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.starts_with("hello listening"))
+            .count(),
+        1,
+        "{messages:?}"
+    );
+    for i in 0..5 {
+        let want = format!("GET /while-orphaned-{i}");
+        assert_eq!(
+            messages.iter().filter(|m| **m == want).count(),
+            1,
+            "{want}: {messages:?}"
+        );
+    }
+    assert!(messages.contains(&"GET /after-adoption"));
+
+    // The adopted instance is supervised and stopped as before.
+    p.stop(&ctx, &spec.id).await.unwrap();
+    assert!(marked(&id).is_empty());
+    assert!(!alive(pid.parse().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycled_pid_is_never_adopted() {
+    let state = tempfile::tempdir().unwrap();
+    // A live process that is not ours, recorded with another start time.
+    let mut stranger = Command::new("sleep").arg("30").spawn().unwrap();
+    let id = format!("dep-recycled-{}", fastrand::u32(..));
+    let dir = state.path().join("deployments").join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = serde_json::json!({
+        "id": id, "revision": 1, "stopped": false,
+        "instance": { "key": "r1-x", "pid": stranger.id(), "start_time": 1, "port": 43990,
+                      "revision": 1, "started_at_micros": 0 }
+    });
+    std::fs::write(dir.join("state.json"), saved.to_string()).unwrap();
+    let p = LocalProvider::builder()
+        .state_dir(state.path())
+        .port_range(PORTS)
+        .build()
+        .unwrap();
+    let spec = manager_spec(&id, "recycled");
+    let found = p
+        .recover(&OperationContext::detached(), std::slice::from_ref(&spec))
+        .await
+        .unwrap();
+    assert!(
+        matches!(found[0].status, DeploymentStatus::Failed { .. }),
+        "{found:?}"
+    );
+    assert!(found[0].failure.is_some());
+    assert!(alive(stranger.id()), "a stranger's process is left alone");
+    stranger.kill().unwrap();
+    let _ = stranger.wait();
+}
