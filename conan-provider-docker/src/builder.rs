@@ -156,6 +156,8 @@ impl DockerProviderBuilder {
         let local = host.starts_with("unix://")
             || host.contains("://127.0.0.1")
             || host.contains("://localhost");
+        let state = Arc::new(crate::state::StateTable::default());
+        let supervisor = crate::supervise::spawn(docker.clone(), Arc::clone(&state));
         Ok(DockerProvider {
             docker,
             settings: Arc::new(Settings {
@@ -166,7 +168,8 @@ impl DockerProviderBuilder {
                 probe_interval: self.probe_interval,
                 local,
             }),
-            state: Arc::new(crate::state::StateTable::default()),
+            state,
+            _supervisor: Arc::new(supervisor),
         })
     }
 }

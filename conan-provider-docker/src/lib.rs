@@ -39,6 +39,10 @@
 //!   time; `recreate` stops the old first. A failing new revision is removed and the old one
 //!   keeps serving (with `recreate` it is started again when `auto_rollback` is set). The
 //!   deployment's URL is the new container's published port: there is no proxy in front.
+//! - **Supervision** is Docker's restart policy; a watcher on the daemon's event stream turns
+//!   a container death into `Restarted` events, or into a `Failed` report (with the bundle)
+//!   when Docker leaves the deployment down. Docker's own backoff applies; the policy's
+//!   `window`, `jitter` and `reset_after` are not used.
 //! - **Recovery**: containers outlive the process. [`recover`](conan_core::Provider::recover)
 //!   finds them by label and adopts them without restarting; a known deployment without
 //!   containers comes back `Failed` with the reason.
@@ -60,6 +64,7 @@ mod provider;
 mod recover;
 mod rollout;
 mod state;
+mod supervise;
 
 pub use builder::DockerProviderBuilder;
 pub use labels::{
@@ -84,6 +89,8 @@ pub struct DockerProvider {
     pub(crate) docker: bollard::Docker,
     pub(crate) settings: Arc<builder::Settings>,
     pub(crate) state: Arc<state::StateTable>,
+    /// Keeps the Docker event watcher alive while any clone lives.
+    pub(crate) _supervisor: Arc<supervise::Supervisor>,
 }
 
 impl std::fmt::Debug for DockerProvider {

@@ -100,6 +100,145 @@ impl DockerProvider {
     }
 }
 
+impl DockerProvider {
+    async fn update_inner(
+        &self,
+        ctx: &OperationContext,
+        spec: &DeploymentSpec,
+    ) -> Result<RuntimeInfo> {
+        ctx.check_cancelled("update")?;
+        let (tracked, containers) = self.containers_or_not_found(&spec.id).await?;
+        let options = rollout::options_of(spec)?;
+        let old = self.running_instances(&containers).await?;
+        let prepared =
+            image::prepare(&self.docker, &self.settings.base_image, ctx, spec, &options).await?;
+        ctx.check_cancelled("update")?;
+        self.ensure_network(&options).await?;
+        let artifact = Artifact::from(&prepared);
+        let previous = tracked.as_ref().map(|t| {
+            (
+                t.spec.clone(),
+                t.options.clone(),
+                Artifact {
+                    image: t.image.clone(),
+                    command: t.command.clone(),
+                },
+            )
+        });
+        let instances = self
+            .roll_out(
+                ctx,
+                spec,
+                &options,
+                &artifact,
+                old,
+                previous.as_ref().map(|(s, o, a)| (s, o, a)),
+            )
+            .await;
+        let instances = match instances {
+            Ok(i) => i,
+            Err(e) => {
+                // The failed revision's image is not kept (unless it is the serving one).
+                if tracked.as_ref().is_none_or(|t| t.image != prepared.tag) {
+                    image::remove_tag(&self.docker, &prepared.tag).await;
+                }
+                return Err(e);
+            }
+        };
+        let mut next = Tracked::new(
+            spec.clone(),
+            options,
+            prepared.tag.clone(),
+            prepared.command,
+        );
+        if let Some(t) = tracked {
+            next.build_log = t.build_log;
+            next.previous = Some((t.spec, t.image, t.command));
+        }
+        next.push_build_log(prepared.build_log);
+        next.sink = Some(ctx.events.clone());
+        self.record_and_prune(next).await;
+        ctx.events.healthy(&spec.id);
+        Ok(rollout::runtime(
+            &self.settings.bind_address,
+            &prepared.tag,
+            &instances,
+        ))
+    }
+}
+
+impl DockerProvider {
+    async fn start_inner(
+        &self,
+        ctx: &OperationContext,
+        spec: &DeploymentSpec,
+    ) -> Result<RuntimeInfo> {
+        ctx.check_cancelled("start")?;
+        let options = rollout::options_of(spec)?;
+        let containers = container::list_deployment(&self.docker, spec.id.as_str()).await?;
+        let tracked = self.state.get(&spec.id);
+        let running = self.running_instances(&containers).await?;
+        if !running.is_empty() && running.iter().all(|i| i.revision == spec.revision) {
+            // Already running: starting is idempotent.
+            self.state.update(&spec.id, |t| t.stopped = false);
+            let image = tracked.map(|t| t.image).unwrap_or_default();
+            return Ok(rollout::runtime(
+                &self.settings.bind_address,
+                &image,
+                &running,
+            ));
+        }
+        // Containers of a stop are removed and recreated: the config may have changed
+        // (env, limits) and a fresh container is what a deploy would make.
+        let ids: Vec<String> = containers.iter().filter_map(|c| c.id.clone()).collect();
+        futures::future::join_all(
+            ids.iter()
+                .map(|id| container::remove_force(&self.docker, id)),
+        )
+        .await;
+        let tag = crate::labels::image_tag(spec);
+        let artifact = match &tracked {
+            Some(t)
+                if t.spec.revision == spec.revision
+                    && self.docker.inspect_image(&tag).await.is_ok() =>
+            {
+                Artifact {
+                    image: t.image.clone(),
+                    command: t.command.clone(),
+                }
+            }
+            _ => {
+                let prepared =
+                    image::prepare(&self.docker, &self.settings.base_image, ctx, spec, &options)
+                        .await?;
+                Artifact::from(&prepared)
+            }
+        };
+        self.ensure_network(&options).await?;
+        let replicas: Vec<u32> = (0..spec.config.replicas.max(1)).collect();
+        let instances = self
+            .launch(ctx, spec, &options, &artifact, &replicas)
+            .await?;
+        let mut next = Tracked::new(
+            spec.clone(),
+            options,
+            artifact.image.clone(),
+            artifact.command.clone(),
+        );
+        if let Some(t) = tracked {
+            next.build_log = t.build_log;
+            next.previous = t.previous;
+        }
+        next.sink = Some(ctx.events.clone());
+        self.state.insert(next);
+        Ok(rollout::runtime(
+            &self.settings.bind_address,
+            &artifact.image,
+            &instances,
+        ))
+    }
+}
+
 #[async_trait]
 impl Provider for DockerProvider {
     fn name(&self) -> &str {
@@ -163,6 +302,7 @@ impl Provider for DockerProvider {
             prepared.command,
         );
         tracked.push_build_log(prepared.build_log);
+        tracked.sink = Some(ctx.events.clone());
         tracked.health = HealthReport {
             status: HealthStatus::Healthy,
             checked_at: Some(Timestamp::now()),
@@ -179,128 +319,18 @@ impl Provider for DockerProvider {
     }
 
     async fn update(&self, ctx: &OperationContext, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
-        ctx.check_cancelled("update")?;
-        let (tracked, containers) = self.containers_or_not_found(&spec.id).await?;
-        let options = rollout::options_of(spec)?;
-        let old = self.running_instances(&containers).await?;
-        let prepared =
-            image::prepare(&self.docker, &self.settings.base_image, ctx, spec, &options).await?;
-        ctx.check_cancelled("update")?;
-        self.ensure_network(&options).await?;
-        let artifact = Artifact::from(&prepared);
-        let previous = tracked.as_ref().map(|t| {
-            (
-                t.spec.clone(),
-                t.options.clone(),
-                Artifact {
-                    image: t.image.clone(),
-                    command: t.command.clone(),
-                },
-            )
-        });
-        let instances = self
-            .roll_out(
-                ctx,
-                spec,
-                &options,
-                &artifact,
-                old,
-                previous.as_ref().map(|(s, o, a)| (s, o, a)),
-            )
-            .await;
-        let instances = match instances {
-            Ok(i) => i,
-            Err(e) => {
-                // The failed revision's image is not kept (unless it is the serving one).
-                if tracked.as_ref().is_none_or(|t| t.image != prepared.tag) {
-                    image::remove_tag(&self.docker, &prepared.tag).await;
-                }
-                return Err(e);
-            }
-        };
-        let mut next = Tracked::new(
-            spec.clone(),
-            options,
-            prepared.tag.clone(),
-            prepared.command,
-        );
-        if let Some(t) = tracked {
-            next.build_log = t.build_log;
-            next.previous = Some((t.spec, t.image, t.command));
-        }
-        next.push_build_log(prepared.build_log);
-        self.record_and_prune(next).await;
-        ctx.events.healthy(&spec.id);
-        Ok(rollout::runtime(
-            &self.settings.bind_address,
-            &prepared.tag,
-            &instances,
-        ))
+        // Containers die on purpose during a rollout: the supervisor looks away meanwhile.
+        self.state.update(&spec.id, |t| t.busy = true);
+        let result = self.update_inner(ctx, spec).await;
+        self.state.update(&spec.id, |t| t.busy = false);
+        result
     }
 
     async fn start(&self, ctx: &OperationContext, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
-        ctx.check_cancelled("start")?;
-        let options = rollout::options_of(spec)?;
-        let containers = container::list_deployment(&self.docker, spec.id.as_str()).await?;
-        let tracked = self.state.get(&spec.id);
-        let running = self.running_instances(&containers).await?;
-        if !running.is_empty() && running.iter().all(|i| i.revision == spec.revision) {
-            // Already running: starting is idempotent.
-            self.state.update(&spec.id, |t| t.stopped = false);
-            let image = tracked.map(|t| t.image).unwrap_or_default();
-            return Ok(rollout::runtime(
-                &self.settings.bind_address,
-                &image,
-                &running,
-            ));
-        }
-        // Containers of a stop are removed and recreated: the config may have changed
-        // (env, limits) and a fresh container is what a deploy would make.
-        let ids: Vec<String> = containers.iter().filter_map(|c| c.id.clone()).collect();
-        futures::future::join_all(
-            ids.iter()
-                .map(|id| container::remove_force(&self.docker, id)),
-        )
-        .await;
-        let tag = crate::labels::image_tag(spec);
-        let artifact = match &tracked {
-            Some(t)
-                if t.spec.revision == spec.revision
-                    && self.docker.inspect_image(&tag).await.is_ok() =>
-            {
-                Artifact {
-                    image: t.image.clone(),
-                    command: t.command.clone(),
-                }
-            }
-            _ => {
-                let prepared =
-                    image::prepare(&self.docker, &self.settings.base_image, ctx, spec, &options)
-                        .await?;
-                Artifact::from(&prepared)
-            }
-        };
-        self.ensure_network(&options).await?;
-        let replicas: Vec<u32> = (0..spec.config.replicas.max(1)).collect();
-        let instances = self
-            .launch(ctx, spec, &options, &artifact, &replicas)
-            .await?;
-        let mut next = Tracked::new(
-            spec.clone(),
-            options,
-            artifact.image.clone(),
-            artifact.command.clone(),
-        );
-        if let Some(t) = tracked {
-            next.build_log = t.build_log;
-            next.previous = t.previous;
-        }
-        self.state.insert(next);
-        Ok(rollout::runtime(
-            &self.settings.bind_address,
-            &artifact.image,
-            &instances,
-        ))
+        self.state.update(&spec.id, |t| t.busy = true);
+        let result = self.start_inner(ctx, spec).await;
+        self.state.update(&spec.id, |t| t.busy = false);
+        result
     }
 
     async fn stop(&self, ctx: &OperationContext, id: &DeploymentId) -> Result<()> {
@@ -336,6 +366,10 @@ impl Provider for DockerProvider {
 
     async fn remove(&self, ctx: &OperationContext, id: &DeploymentId) -> Result<()> {
         let (tracked, containers) = self.containers_or_not_found(id).await?;
+        self.state.update(id, |t| {
+            t.stopped = true;
+            t.busy = true;
+        });
         let timeout = tracked
             .as_ref()
             .map_or(5, |t| t.spec.config.stop.timeout.as_secs().max(1));

@@ -26,7 +26,7 @@ use crate::state::Tracked;
 impl DockerProvider {
     pub(crate) async fn recover_known(
         &self,
-        _ctx: &OperationContext,
+        ctx: &OperationContext,
         known: &[DeploymentSpec],
     ) -> Result<Vec<RecoveredDeployment>> {
         let all = container::list_by(&self.docker, &[(LABEL_MANAGED, "true")]).await?;
@@ -125,7 +125,8 @@ impl DockerProvider {
                 instances.push(container::instance_of(&self.docker, c).await?);
             }
             instances.sort_by_key(|i| i.replica);
-            let tracked = self.tracked_for(spec, revision);
+            let mut tracked = self.tracked_for(spec, revision);
+            tracked.sink = Some(ctx.events.clone());
             let image = tracked.image.clone();
             self.state.insert(tracked);
             out.push(RecoveredDeployment {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use conan_core::{DeploymentId, DeploymentSpec, HealthReport, HealthStatus, LogLine};
+use conan_core::{DeploymentId, DeploymentSpec, EventSink, HealthReport, HealthStatus, LogLine};
 
 use crate::DockerOptions;
 
@@ -25,6 +25,10 @@ pub(crate) struct Tracked {
     pub(crate) previous: Option<(DeploymentSpec, String, Option<String>)>,
     /// Stopped on purpose.
     pub(crate) stopped: bool,
+    /// An operation of this provider is changing its containers (deaths are expected).
+    pub(crate) busy: bool,
+    /// Where supervision events go (the sink of the operation that started it).
+    pub(crate) sink: Option<EventSink>,
     pub(crate) build_log: Vec<LogLine>,
     pub(crate) health: HealthReport,
 }
@@ -43,6 +47,8 @@ impl Tracked {
             command,
             previous: None,
             stopped: false,
+            busy: false,
+            sink: None,
             build_log: Vec::new(),
             health: HealthReport::new(HealthStatus::Unknown),
         }

@@ -29,6 +29,7 @@ const rev = process.env.APP_REVISION || 'none';
 if (process.env.CRASH) { console.error('fatal: crashing on purpose'); process.exit(3); }
 const server = http.createServer((req, res) => {
   if (req.url === '/health') { res.writeHead(process.env.UNHEALTHY ? 500 : 200); return res.end('ok'); }
+  if (req.url === '/crash') { console.error('crash requested'); process.exit(5); }
   if (req.url === '/burn') { const t = Date.now(); while (Date.now() - t < 300) {} }
   console.log('request ' + req.url);
   res.writeHead(200, { 'content-type': 'application/json' });
