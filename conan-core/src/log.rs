@@ -122,10 +122,10 @@ impl LogLevel {
     #[must_use]
     pub fn detect(text: &str) -> Option<Self> {
         let t = text.trim_start();
-        if t.starts_with('{') {
-            if let Some(level) = detect_json(t) {
-                return Some(level);
-            }
+        if t.starts_with('{')
+            && let Some(level) = detect_json(t)
+        {
+            return Some(level);
         }
         if let Some(level) = detect_logfmt(t) {
             return Some(level);

@@ -11,17 +11,17 @@
 //! - `deploy` returns only once the deployment is ready (the health gate passed) or failed.
 //!   On failure nothing of it is left running (no process, container, port or temp file),
 //!   and the error carries a failure bundle where one exists
-//!   ([`Error::HealthCheckFailed`](crate::Error::HealthCheckFailed)).
+//!   ([`Error::HealthCheckFailed`]).
 //! - `update` rolls out `spec.revision` with `spec.config.update.strategy`. When the new
 //!   revision fails and `auto_rollback` is set, the old revision keeps serving untouched and
 //!   the error is returned; `status` then still answers `Running`.
 //! - `stop` is idempotent for a known deployment; `start` starts a stopped one again.
 //! - `remove` stops and deletes everything, after which `status` answers
-//!   [`Error::NotFound`](crate::Error::NotFound).
+//!   [`Error::NotFound`].
 //! - Unknown ids answer `NotFound` everywhere.
 //! - `recover` adopts what an earlier process of the same provider started, given the
 //!   deployments the store knows; it must not start anything twice.
-//! - Errors that retrying may cure are marked transient ([`Error::is_transient`](crate::Error::is_transient)).
+//! - Errors that retrying may cure are marked transient ([`Error::is_transient`]).
 //!
 //! `conan_core::testing::conformance` (feature `testing`) checks this contract; every
 //! provider crate runs it against itself.

@@ -139,7 +139,6 @@ impl DeploymentConfig {
     }
 
     /// A builder starting from [`DeploymentConfig::new`].
-    #[must_use]
     pub fn builder(name: impl Into<String>) -> DeploymentConfigBuilder {
         DeploymentConfigBuilder::new(name)
     }

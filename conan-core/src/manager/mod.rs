@@ -21,7 +21,7 @@
 //! # Status changes a provider reports
 //!
 //! A provider's supervisor may find a deployment failed on its own (crash loop). It reports
-//! this through its [`EventSink`](crate::EventSink); the manager queues the change as an
+//! this through its [`EventSink`]; the manager queues the change as an
 //! internal high-priority operation on that deployment, so it is serialized with user
 //! operations like everything else.
 

@@ -138,7 +138,8 @@ impl Inner {
                 operation: job.kind.name().to_owned(),
             })
         } else {
-            ctx.execute(&job.kind).await
+            // Boxed: the operation future is large, and spawning copies the task future.
+            Box::pin(ctx.execute(&job.kind)).await
         };
         if let Some(kind) = kind {
             let outcome = match &result {
@@ -216,17 +217,17 @@ impl Op<'_> {
             update(&mut entry.record);
             (entry.record.clone(), from)
         };
-        self.inner.store.save_deployment(&record).await?;
+        let entry = AuditEntry::new(
+            self.deployment.clone(),
+            Some(self.id),
+            AuditAction::Transition {
+                from,
+                to: record.status.kind(),
+            },
+        );
         self.inner
             .store
-            .append_audit(vec![AuditEntry::new(
-                self.deployment.clone(),
-                Some(self.id),
-                AuditAction::Transition {
-                    from,
-                    to: record.status.kind(),
-                },
-            )])
+            .save_deployment_with_audit(&record, vec![entry])
             .await?;
         self.inner.bus.emit(Event::StatusChanged {
             deployment: self.deployment.clone(),
@@ -321,7 +322,7 @@ impl Op<'_> {
             created_at: record.created_at,
         };
         self.save_revision(revision.clone()).await?;
-        self.inner.store.save_deployment(&record).await?;
+        // The Pending record is first persisted by this transition.
         self.transition(DeploymentStatus::Deploying, |_| {}).await?;
         let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
         match self

@@ -108,18 +108,12 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use tokio::time::Instant;
 
-    fn flaky(
-        fail_times: usize,
-        transient: bool,
-        calls: &AtomicUsize,
-    ) -> impl Future<Output = Result<u8>> + '_ {
-        async move {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < fail_times {
-                Err(Error::provider("p", "flaky", transient))
-            } else {
-                Ok(7)
-            }
+    async fn flaky(fail_times: usize, transient: bool, calls: &AtomicUsize) -> Result<u8> {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        if n < fail_times {
+            Err(Error::provider("p", "flaky", transient))
+        } else {
+            Ok(7)
         }
     }
 

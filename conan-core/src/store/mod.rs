@@ -189,6 +189,18 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Reads the audit log, oldest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+
+    /// Saves a deployment and appends audit entries as one step: what the manager does on
+    /// every status change. The default calls the two methods in turn; a store that can
+    /// should do both in one transaction.
+    async fn save_deployment_with_audit(
+        &self,
+        record: &DeploymentRecord,
+        entries: Vec<AuditEntry>,
+    ) -> Result<()> {
+        self.save_deployment(record).await?;
+        self.append_audit(entries).await
+    }
 }
 
 #[async_trait]
@@ -213,6 +225,13 @@ impl<T: StateStore + ?Sized> StateStore for Arc<T> {
     }
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
         (**self).audit(query).await
+    }
+    async fn save_deployment_with_audit(
+        &self,
+        record: &DeploymentRecord,
+        entries: Vec<AuditEntry>,
+    ) -> Result<()> {
+        (**self).save_deployment_with_audit(record, entries).await
     }
 }
 

@@ -175,6 +175,26 @@ impl StateStore for SqliteStore {
             .await
     }
 
+    async fn save_deployment_with_audit(
+        &self,
+        record: &DeploymentRecord,
+        entries: Vec<AuditEntry>,
+    ) -> Result<()> {
+        let row = DeploymentRow::encode(record)?;
+        let audit = entries
+            .iter()
+            .map(AuditRow::encode)
+            .collect::<Result<Vec<_>>>()?;
+        self.writer
+            .call(true, move |conn| {
+                writer::atomic(conn, |conn| {
+                    rows::save_deployment(conn, &row)?;
+                    rows::append_audit(conn, &audit)
+                })
+            })
+            .await
+    }
+
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
         let filter = AuditFilter::new(query);
         let rows = self

@@ -1,4 +1,4 @@
-//! The provider conformance suite: the behaviour every [`Provider`] must show.
+//! The provider conformance suite: the behaviour every [`Provider`](crate::Provider) must show.
 //!
 //! A provider crate runs it against itself:
 //!

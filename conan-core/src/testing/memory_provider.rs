@@ -37,6 +37,16 @@ pub enum ProviderOp {
 }
 
 impl ProviderOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            ProviderOp::Deploy => "deploy",
+            ProviderOp::Update => "update",
+            ProviderOp::Start => "start",
+            ProviderOp::Stop => "stop",
+            ProviderOp::Remove => "remove",
+        }
+    }
+
     const ALL: [ProviderOp; 5] = [
         ProviderOp::Deploy,
         ProviderOp::Update,
@@ -73,14 +83,17 @@ struct Deployment {
     instance: u32,
     started_at: Timestamp,
     logs: Vec<LogLine>,
-    live: broadcast::Sender<LogLine>,
+    /// Created on the first follow, so deployments nobody follows cost no channel.
+    live: Option<broadcast::Sender<LogLine>>,
     restarts: u32,
 }
 
 impl Deployment {
     fn log(&mut self, stream: OutputStream, message: String) {
         let line = LogLine::new(stream, message).with_source(format!("mem-{}", self.instance));
-        let _ = self.live.send(line.clone());
+        if let Some(live) = &self.live {
+            let _ = live.send(line.clone());
+        }
         self.logs.push(line);
     }
 
@@ -231,7 +244,7 @@ impl MemoryProvider {
                 () = ctx.cancel.cancelled() => {}
             }
         }
-        ctx.check_cancelled(&format!("{op:?}").to_lowercase())?;
+        ctx.check_cancelled(op.as_str())?;
         let mut faults = self.faults();
         let faults = &mut *faults;
         let fail = match faults.per_op.get_mut(&op) {
@@ -285,7 +298,6 @@ impl MemoryProvider {
             .config
             .port
             .unwrap_or_else(|| 20_000 + u16::try_from(instance % 40_000).unwrap_or(0));
-        let (live, _) = broadcast::channel(1024);
         let mut d = Deployment {
             spec: spec.clone(),
             status: DeploymentStatus::Running,
@@ -293,7 +305,7 @@ impl MemoryProvider {
             instance,
             started_at: Timestamp::now(),
             logs: Vec::new(),
-            live,
+            live: None,
             restarts: 0,
         };
         d.log(
@@ -439,10 +451,14 @@ impl Provider for MemoryProvider {
     }
 
     async fn logs(&self, id: &DeploymentId, query: &LogQuery) -> Result<LogStream> {
-        let all = self.deployments();
-        let d = all.get(id).ok_or_else(|| Self::not_found(id))?;
+        let mut all = self.deployments();
+        let d = all.get_mut(id).ok_or_else(|| Self::not_found(id))?;
         let history = query.apply(&d.logs);
-        let live = query.follow.then(|| d.live.subscribe());
+        let live = query.follow.then(|| {
+            d.live
+                .get_or_insert_with(|| broadcast::channel(1024).0)
+                .subscribe()
+        });
         Ok(query.clone().into_stream(history, live))
     }
 

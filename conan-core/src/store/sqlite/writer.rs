@@ -200,12 +200,16 @@ fn run_batch(conn: &Connection, mut commands: std::vec::Drain<'_, Command>) {
 /// Runs `f` under a savepoint so a command of several statements is all or nothing without
 /// undoing the other commands of its batch.
 pub(super) fn atomic<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT command")
-        .map_err(|e| sql_error("opening a savepoint", e))?;
+    // Cached statements: parsing the savepoint SQL on every command costs more than the
+    // row writes it protects.
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+    };
+    run("SAVEPOINT command").map_err(|e| sql_error("opening a savepoint", e))?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE command")
-                .map_err(|e| sql_error("releasing a savepoint", e))?;
+            run("RELEASE command").map_err(|e| sql_error("releasing a savepoint", e))?;
             Ok(value)
         }
         Err(e) => {
