@@ -359,7 +359,7 @@ impl EventSink {
     /// A sink connected to nothing (events are dropped); for using a provider standalone.
     #[must_use]
     pub fn detached() -> Self {
-        Self::new(EventBus::new(1), None)
+        Self::new(EventBus::new(256), None)
     }
 
     /// The bus this sink emits on.
