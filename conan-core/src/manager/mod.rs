@@ -31,7 +31,6 @@ mod registry;
 mod retry;
 mod scheduler;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -233,8 +232,8 @@ impl std::fmt::Debug for DeploymentManager {
 
 #[derive(Default)]
 pub(crate) struct State {
-    deployments: HashMap<DeploymentId, Entry>,
-    names: HashMap<String, DeploymentId>,
+    deployments: foldhash::HashMap<DeploymentId, Entry>,
+    names: foldhash::HashMap<String, DeploymentId>,
 }
 
 pub(crate) struct Entry {

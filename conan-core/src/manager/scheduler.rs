@@ -12,7 +12,9 @@
 //!   earliest submitted.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,8 @@
 //! [`MemoryStore`]: state kept in process memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -89,6 +91,20 @@ impl StateStore for MemoryStore {
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
         let mut inner = self.lock()?;
+        for mut entry in entries {
+            entry.seq = inner.audit.len() as u64 + 1;
+            inner.audit.push(entry);
+        }
+        Ok(())
+    }
+
+    async fn save_deployment_with_audit(
+        &self,
+        record: &DeploymentRecord,
+        entries: Vec<AuditEntry>,
+    ) -> Result<()> {
+        let mut inner = self.lock()?;
+        inner.deployments.insert(record.id.clone(), record.clone());
         for mut entry in entries {
             entry.seq = inner.audit.len() as u64 + 1;
             inner.audit.push(entry);
