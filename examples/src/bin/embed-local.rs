@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use conan::local::LocalProvider;
 use conan::prelude::*;
+use futures::StreamExt;
 
 #[tokio::main]
 async fn main() -> conan::Result<()> {
@@ -46,15 +47,10 @@ async fn main() -> conan::Result<()> {
         "memory: {:?} bytes, cpu: {:?} %",
         metrics.memory_bytes, metrics.cpu_percent
     );
-    for line in manager
-        .logs("hello-embedded", &LogQuery::tail(5))
-        .await?
-        .collect::<Vec<_>>()
-        .await
-    {
-        if let Ok(line) = line {
-            println!("log: {} {}", line.stream, line.message);
-        }
+    let mut lines = manager.logs("hello-embedded", &LogQuery::tail(5)).await?;
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        println!("log: {} {}", line.stream, line.message);
     }
 
     let record = manager.stop("hello-embedded").await?;
@@ -62,5 +58,3 @@ async fn main() -> conan::Result<()> {
     manager.remove("hello-embedded").await?;
     Ok(())
 }
-
-use futures::StreamExt;
