@@ -2,6 +2,9 @@
 //!
 //! `cargo bench -p conan-benches --bench events`.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::time::Duration;
 
 use conan::{DeploymentId, Event, EventBus};

@@ -4,6 +4,9 @@
 //! `cargo bench -p conan-benches --bench manager`. Throughput is reported in operations
 //! (a deploy and a stop are two operations).
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
