@@ -75,6 +75,8 @@ pub(crate) struct Instance {
     pub deployment: String,
     pub pid: AtomicU32,
     pub start_time: AtomicU64,
+    /// Start time of the instance's first process (restarts keep it).
+    pub first_start_time: AtomicU64,
     pub started_at: Mutex<(Timestamp, tokio::time::Instant)>,
     /// Set before a deliberate stop: the supervisor then never restarts.
     pub stopping: AtomicBool,
@@ -95,6 +97,7 @@ impl Instance {
         TreeRef {
             leader: (pid != 0).then_some(pid),
             marker: self.marker(),
+            since: self.first_start_time.load(Ordering::Acquire),
         }
     }
 
@@ -119,6 +122,12 @@ impl Instance {
     fn set_process(&self, pid: u32, start_time: u64) {
         self.pid.store(pid, Ordering::Release);
         self.start_time.store(start_time, Ordering::Release);
+        let _ = self.first_start_time.compare_exchange(
+            0,
+            start_time,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         *self
             .started_at
             .lock()

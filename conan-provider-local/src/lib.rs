@@ -35,7 +35,8 @@
 //!   same kill runs after a crash (before restarting) and after a failed deploy.
 //! - **Readiness gate**: `deploy` returns once the HTTP check answers 2xx (or the TCP
 //!   connect succeeds, or — without a check — the process stayed up `restart.min_uptime`),
-//!   probing after 1 ms and backing off ×1.5 to at most min(interval, 250 ms), until
+//!   probing every millisecond for the first ~200 probes, then backing off ×1.5 to at
+//!   most min(interval, 250 ms), until
 //!   `update.healthy_deadline`. On failure the error carries a failure bundle (exit status,
 //!   last probe, last 50 log lines) and nothing is left running. `command` checks are not
 //!   run by this provider yet: they count as "process alive".

@@ -93,7 +93,7 @@ impl Inner {
         let created = std::fs::create_dir_all(&dir)
             .map_err(|e| provider_err(format!("cannot create {}", dir.display()), e))
             .and_then(|()| {
-                Capture::start(&dir, Arc::clone(&dep.logs), String::new())
+                Capture::start(&dir, Arc::clone(&dep.logs))
                     .map_err(|e| provider_err("cannot start log capture", e))
             });
         let capture = match created {
@@ -111,6 +111,7 @@ impl Inner {
             deployment: spec.id.as_str().to_owned(),
             pid: 0.into(),
             start_time: 0.into(),
+            first_start_time: 0.into(),
             started_at: Mutex::new((conan_core::Timestamp::now(), Instant::now())),
             stopping: false.into(),
             capture,

@@ -126,15 +126,21 @@ fn parse_status(buf: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// The delay before readiness probe number `n` (0-based): 1 ms, growing ×1.5, capped at
-/// the smaller of the check interval and 250 ms — readiness is noticed within a few
-/// milliseconds of a fast app being ready, and within 250 ms of a slow one.
+/// The delay before readiness probe number `n` (0-based): every millisecond for the first
+/// [`FAST_PROBES`] probes (about the first 200 ms, where most apps become ready; a refused
+/// connection costs microseconds), then growing ×1.5 up to the smaller of the check
+/// interval and 250 ms — readiness is noticed within about a millisecond of a fast app
+/// being ready, and within 250 ms of a slow one.
 pub(crate) fn readiness_delay(n: u32, interval: Duration) -> Duration {
-    let ms = 1.5f64.powi(i32::try_from(n.min(40)).unwrap_or(40));
+    let slow = n.saturating_sub(FAST_PROBES).min(40);
+    let ms = 1.5f64.powi(i32::try_from(slow).unwrap_or(40));
     Duration::from_secs_f64(ms / 1000.0)
         .min(interval)
         .min(Duration::from_millis(250))
 }
+
+/// Readiness probes made at a 1 ms pace before backing off.
+pub(crate) const FAST_PROBES: u32 = 200;
 
 #[cfg(test)]
 mod tests {
@@ -151,12 +157,17 @@ mod tests {
     fn readiness_schedule_starts_fast_and_caps() {
         let i = Duration::from_secs(10);
         assert_eq!(readiness_delay(0, i), Duration::from_millis(1));
-        assert!(readiness_delay(5, i) < Duration::from_millis(10));
-        assert_eq!(readiness_delay(30, i), Duration::from_millis(250));
         assert_eq!(
-            readiness_delay(30, Duration::from_millis(50)),
-            Duration::from_millis(50)
+            readiness_delay(FAST_PROBES - 1, i),
+            Duration::from_millis(1)
         );
+        assert!(readiness_delay(FAST_PROBES + 5, i) < Duration::from_millis(10));
+        assert_eq!(
+            readiness_delay(FAST_PROBES + 30, i),
+            Duration::from_millis(250)
+        );
+        let short = Duration::from_millis(50);
+        assert_eq!(readiness_delay(FAST_PROBES + 30, short), short);
     }
 
     #[tokio::test]

@@ -70,7 +70,14 @@ pub(crate) fn environ_has(pid: u32, entry: &str) -> bool {
 /// The live processes that belong to a tree: members of process group `pgid`, descendants
 /// of `root` (by parent links), and any process whose environment carries `marker` (which
 /// finds grandchildren that moved to a new session and whose parent already exited).
-pub(crate) fn tree_members(pgid: Option<u32>, root: Option<u32>, marker: &str) -> Vec<u32> {
+/// Processes that started before `since` (a start time) cannot be descendants, so their
+/// environment is not read.
+pub(crate) fn tree_members(
+    pgid: Option<u32>,
+    root: Option<u32>,
+    marker: &str,
+    since: u64,
+) -> Vec<u32> {
     let me = std::process::id();
     let procs = all();
     let parents: HashMap<u32, u32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
@@ -91,7 +98,9 @@ pub(crate) fn tree_members(pgid: Option<u32>, root: Option<u32>, marker: &str) -
         .iter()
         .filter(|p| !p.is_dead() && p.pid != me)
         .filter(|p| {
-            pgid.is_some_and(|g| p.pgid == g) || descends(p.pid) || environ_has(p.pid, marker)
+            pgid.is_some_and(|g| p.pgid == g)
+                || descends(p.pid)
+                || (p.start_time >= since && environ_has(p.pid, marker))
         })
         .map(|p| p.pid)
         .collect()

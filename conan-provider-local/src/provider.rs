@@ -366,7 +366,7 @@ impl LocalProvider {
         let inst_dir = dep.dir.join("instances").join(&pi.key);
         std::fs::create_dir_all(&inst_dir)
             .map_err(|e| provider_err(format!("cannot create {}", inst_dir.display()), e))?;
-        let capture = Capture::start(&inst_dir, Arc::clone(&dep.logs), String::new())
+        let capture = Capture::start(&inst_dir, Arc::clone(&dep.logs))
             .map_err(|e| provider_err("cannot resume log capture", e))?;
         let started = Timestamp::from_unix_micros(pi.started_at_micros);
         let inst = Arc::new(Instance {
@@ -377,6 +377,7 @@ impl LocalProvider {
             deployment: spec.id.as_str().to_owned(),
             pid: pi.pid.into(),
             start_time: pi.start_time.into(),
+            first_start_time: pi.start_time.into(),
             started_at: std::sync::Mutex::new((
                 started,
                 Instant::now()
@@ -430,6 +431,7 @@ impl LocalProvider {
         TreeRef {
             leader: None,
             marker: inst.marker(),
+            since: 0,
         }
         .kill_all()
         .await;

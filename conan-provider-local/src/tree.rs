@@ -22,12 +22,15 @@ pub(crate) struct TreeRef {
     pub leader: Option<u32>,
     /// `CONAN_INSTANCE=<id>/<key>`.
     pub marker: String,
+    /// The start time of the instance's first process (0 when unknown): older processes
+    /// cannot belong to the tree.
+    pub since: u64,
 }
 
 impl TreeRef {
     /// Every live process of the tree.
     pub fn members(&self) -> Vec<u32> {
-        procfs::tree_members(self.leader, self.leader, &self.marker)
+        procfs::tree_members(self.leader, self.leader, &self.marker, self.since)
     }
 
     /// Sends `signal` to the group and to every member; returns how many were signalled.

@@ -1,14 +1,20 @@
 //! A deployment's log: a bounded in-memory ring (by bytes), a rotated log file, and a
 //! broadcast feed for `follow`.
 //!
-//! The log file (`app.log`, rotated to `app.log.1` .. `app.log.<files-1>`) holds one line
-//! per record: `<unix micros> <stream> <level> <source> <message>`. Queries are answered from
+//! Lines travel in [`Batch`]es — the lines of one read, sharing a timestamp and a stream,
+//! kept as one string — and become [`LogLine`]s (with their detected level) only when a
+//! query, a follower or a failure report asks. That keeps capture cheaper than the app's
+//! own writing, so a fast writer never outruns it.
+//!
+//! The log file (`app.log`, rotated to `app.log.1` .. `app.log.<files-1>`) holds the
+//! messages one per line, each batch preceded by a header line `\x1e<unix micros> <stream>`
+//! (a message that itself starts with `\x1e` gets a second one). Queries are answered from
 //! the ring while it still holds the whole history, otherwise from the files; lines gone
 //! from both (rotated out) are reported by a `system` line.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -23,10 +29,132 @@ pub(crate) struct LogStoreSettings {
     pub files: u32,
 }
 
-const LINE_OVERHEAD: usize = 96;
+const HEADER: char = '\u{1e}';
+
+/// Lines captured together: one timestamp, one stream; `text` holds each message followed
+/// by `\n`.
+#[derive(Clone, Debug)]
+pub(crate) struct Batch {
+    pub timestamp: Timestamp,
+    pub stream: OutputStream,
+    pub text: String,
+    pub count: usize,
+}
+
+impl Batch {
+    pub fn new(timestamp: Timestamp, stream: OutputStream) -> Self {
+        Self {
+            timestamp,
+            stream,
+            text: String::new(),
+            count: 0,
+        }
+    }
+
+    /// Adds one message (which must not contain `\n`).
+    pub fn push(&mut self, message: &str) {
+        self.text.push_str(message);
+        self.text.push('\n');
+        self.count += 1;
+    }
+
+    fn messages(&self) -> std::str::SplitTerminator<'_, char> {
+        self.text.split_terminator('\n')
+    }
+
+    /// The batch's lines, materialized.
+    pub fn lines(&self) -> impl DoubleEndedIterator<Item = LogLine> + '_ {
+        self.messages()
+            .map(|m| make_line(self.timestamp, self.stream, m))
+    }
+
+    fn memory(&self) -> usize {
+        self.text.len() + self.count * 16 + 64
+    }
+}
+
+/// Whether [`LogLevel::detect`] would surely find nothing in `text`: not JSON, no
+/// `level=`, and a first word that is neither a tag (`[warn]`, `ERROR`, `error:`) nor a
+/// leading timestamp. A cheap pre-check; anything else goes through the full detection.
+pub(crate) fn surely_no_level(text: &str) -> bool {
+    let t = text.trim_start().as_bytes();
+    let Some(&first) = t.first() else {
+        return true;
+    };
+    if !first.is_ascii_lowercase() {
+        return false;
+    }
+    let word_end = t
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(t.len());
+    let tag_punct = |b: u8| {
+        matches!(
+            b,
+            b'[' | b']' | b'(' | b')' | b'<' | b'>' | b':' | b'|' | b'-'
+        )
+    };
+    !tag_punct(t[word_end - 1]) && !t.windows(6).any(|w| w == b"level=")
+}
+
+/// A log line with its level detected as conan-core does.
+pub(crate) fn make_line(ts: Timestamp, stream: OutputStream, message: &str) -> LogLine {
+    if surely_no_level(message) {
+        LogLine {
+            timestamp: ts,
+            stream,
+            level: match stream {
+                OutputStream::Stderr => LogLevel::Error,
+                OutputStream::Stdout | OutputStream::System => LogLevel::Info,
+            },
+            message: message.to_owned(),
+            source: None,
+        }
+    } else {
+        LogLine::at(ts, stream, message)
+    }
+}
+
+fn parse_stream(s: &str) -> OutputStream {
+    match s {
+        "stdout" => OutputStream::Stdout,
+        "stderr" => OutputStream::Stderr,
+        _ => OutputStream::System,
+    }
+}
+
+fn header(b: &Batch) -> String {
+    format!(
+        "{HEADER}{} {}\n",
+        b.timestamp.as_unix_micros(),
+        b.stream.as_str()
+    )
+}
+
+/// Parses a log file's text back into lines.
+fn parse_file(text: &str, out: &mut Vec<LogLine>) {
+    let mut current = (Timestamp::from_unix_micros(0), OutputStream::Stdout);
+    for line in text.split_terminator('\n') {
+        if let Some(rest) = line.strip_prefix(HEADER) {
+            if !rest.starts_with(HEADER) {
+                let mut it = rest.splitn(2, ' ');
+                if let (Some(ts), Some(stream)) = (it.next(), it.next()) {
+                    current = (
+                        Timestamp::from_unix_micros(ts.parse().unwrap_or(0)),
+                        parse_stream(stream),
+                    );
+                }
+                continue;
+            }
+            out.push(make_line(current.0, current.1, rest));
+            continue;
+        }
+        out.push(make_line(current.0, current.1, line));
+    }
+}
 
 struct Inner {
-    ring: VecDeque<LogLine>,
+    ring: VecDeque<Batch>,
     ring_bytes: usize,
     /// Lines dropped from the ring (or never loaded in it, after adoption).
     dropped: u64,
@@ -47,41 +175,6 @@ impl std::fmt::Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").field("dir", &self.dir).finish()
     }
-}
-
-fn stream_code(s: OutputStream) -> &'static str {
-    s.as_str()
-}
-
-fn format_line(l: &LogLine) -> String {
-    format!(
-        "{} {} {} {} {}\n",
-        l.timestamp.as_unix_micros(),
-        stream_code(l.stream),
-        l.level.as_str(),
-        l.source.as_deref().unwrap_or("-"),
-        l.message
-    )
-}
-
-fn parse_line(s: &str) -> Option<LogLine> {
-    let mut it = s.splitn(5, ' ');
-    let ts = Timestamp::from_unix_micros(it.next()?.parse().ok()?);
-    let stream = match it.next()? {
-        "stdout" => OutputStream::Stdout,
-        "stderr" => OutputStream::Stderr,
-        _ => OutputStream::System,
-    };
-    let level = LogLevel::from_name(it.next()?)?;
-    let source = it.next()?;
-    let message = it.next().unwrap_or("").to_owned();
-    Some(LogLine {
-        timestamp: ts,
-        stream,
-        level,
-        message,
-        source: (source != "-").then(|| source.to_owned()),
-    })
 }
 
 impl LogStore {
@@ -115,34 +208,29 @@ impl LogStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends lines (in order) to the file, the ring and the live feed.
-    pub fn append(&self, lines: Vec<LogLine>) {
-        let mut inner = self.lock();
-        for line in lines {
-            let text = format_line(&line);
-            if inner.file_size + text.len() as u64 > self.settings.file_max_bytes
-                && inner.file_size > 0
-            {
-                self.rotate(&mut inner);
+    /// Appends batches (in order) to the file, the ring and the live feed.
+    pub fn append_batches(&self, batches: Vec<Batch>) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let live = self.tx.receiver_count() > 0;
+        for batch in batches {
+            if batch.count == 0 {
+                continue;
             }
-            if let Some(w) = inner.writer.as_mut()
-                && let Err(e) = w.write_all(text.as_bytes())
-            {
-                tracing::warn!(error = %e, "writing the log file failed");
+            self.write_batch(inner, &batch);
+            if live {
+                for line in batch.lines() {
+                    let _ = self.tx.send(line);
+                }
             }
-            inner.file_size += text.len() as u64;
-            let size = line.message.len() + LINE_OVERHEAD;
-            if self.tx.receiver_count() > 0 {
-                let _ = self.tx.send(line.clone());
-            }
-            inner.ring.push_back(line);
-            inner.ring_bytes += size;
-            while inner.ring_bytes > self.settings.memory_bytes {
+            inner.ring_bytes += batch.memory();
+            inner.ring.push_back(batch);
+            while inner.ring_bytes > self.settings.memory_bytes && inner.ring.len() > 1 {
                 let Some(old) = inner.ring.pop_front() else {
                     break;
                 };
-                inner.ring_bytes -= old.message.len() + LINE_OVERHEAD;
-                inner.dropped += 1;
+                inner.ring_bytes -= old.memory();
+                inner.dropped += old.count as u64;
             }
         }
         if let Some(w) = inner.writer.as_mut()
@@ -152,9 +240,74 @@ impl LogStore {
         }
     }
 
+    /// Appends lines (grouping neighbours with the same time and stream).
+    #[cfg(test)]
+    pub fn append(&self, lines: Vec<LogLine>) {
+        let mut batches: Vec<Batch> = Vec::new();
+        for l in lines {
+            match batches.last_mut() {
+                Some(b) if b.timestamp == l.timestamp && b.stream == l.stream => {
+                    b.push(&l.message);
+                }
+                _ => {
+                    let mut b = Batch::new(l.timestamp, l.stream);
+                    b.push(&l.message);
+                    batches.push(b);
+                }
+            }
+        }
+        self.append_batches(batches);
+    }
+
+    fn write_batch(&self, inner: &mut Inner, batch: &Batch) {
+        let head = header(batch);
+        let size = (head.len() + batch.text.len()) as u64;
+        let fits = inner.file_size + size <= self.settings.file_max_bytes;
+        if fits && !batch.text.contains(HEADER) {
+            Self::write_out(inner, head.as_bytes());
+            Self::write_out(inner, batch.text.as_bytes());
+            inner.file_size += size;
+            return;
+        }
+        // Line by line: rotating where the file is full, escaping header-like messages.
+        let mut need_header = true;
+        for m in batch.messages() {
+            let escape = m.starts_with(HEADER);
+            let len = (m.len() + 1 + usize::from(escape) * HEADER.len_utf8()) as u64;
+            let head_len = if need_header { head.len() as u64 } else { 0 };
+            if inner.file_size > 0
+                && inner.file_size + head_len + len > self.settings.file_max_bytes
+            {
+                self.rotate(inner);
+                need_header = true;
+            }
+            if need_header {
+                Self::write_out(inner, head.as_bytes());
+                inner.file_size += head.len() as u64;
+                need_header = false;
+            }
+            if escape {
+                Self::write_out(inner, HEADER.to_string().as_bytes());
+            }
+            Self::write_out(inner, m.as_bytes());
+            Self::write_out(inner, b"\n");
+            inner.file_size += len;
+        }
+    }
+
+    fn write_out(inner: &mut Inner, bytes: &[u8]) {
+        if let Some(w) = inner.writer.as_mut()
+            && let Err(e) = w.write_all(bytes)
+        {
+            tracing::warn!(error = %e, "writing the log file failed");
+        }
+    }
+
     /// Adds a line written by Conan itself (`[conan] restarting ...`).
     pub fn system(&self, message: impl Into<String>) {
-        self.append(vec![LogLine::new(OutputStream::System, message)]);
+        let mut b = Batch::new(Timestamp::now(), OutputStream::System);
+        b.push(&message.into().replace('\n', " "));
+        self.append_batches(vec![b]);
     }
 
     fn rotate(&self, inner: &mut Inner) {
@@ -171,6 +324,7 @@ impl LogStore {
         };
         if files == 1 {
             let _ = fs::remove_file(name(0));
+            inner.rotated_out = true;
         } else {
             if name(files - 1).exists() {
                 inner.rotated_out = true;
@@ -178,9 +332,6 @@ impl LogStore {
             for i in (0..files - 1).rev() {
                 let _ = fs::rename(name(i), name(i + 1));
             }
-        }
-        if files == 1 {
-            inner.rotated_out = true;
         }
         inner.file_size = 0;
         match OpenOptions::new().create(true).append(true).open(name(0)) {
@@ -197,15 +348,10 @@ impl LogStore {
             } else {
                 self.dir.join(format!("app.log.{i}"))
             };
-            let Ok(f) = File::open(&path) else { continue };
-            for line in BufReader::with_capacity(256 * 1024, f).lines() {
-                match line {
-                    Ok(l) => out.extend(parse_line(&l)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the log file failed");
-                        break;
-                    }
-                }
+            match fs::read(&path) {
+                Ok(bytes) => parse_file(&String::from_utf8_lossy(&bytes), &mut out),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, "reading the log file failed"),
             }
         }
         out
@@ -213,7 +359,16 @@ impl LogStore {
 
     /// The last `n` lines (for failure reports).
     pub fn last(&self, n: usize) -> Vec<LogLine> {
-        LogQuery::tail(n).apply(&self.lock().ring)
+        let inner = self.lock();
+        let mut out: Vec<LogLine> = inner
+            .ring
+            .iter()
+            .rev()
+            .flat_map(|b| b.lines().rev())
+            .take(n)
+            .collect();
+        out.reverse();
+        out
     }
 
     /// Answers `query`: history from memory (or the files when memory no longer holds it
@@ -222,7 +377,8 @@ impl LogStore {
         let mut inner = self.lock();
         let live = query.follow.then(|| self.tx.subscribe());
         let history = if inner.dropped == 0 {
-            query.apply(&inner.ring)
+            let all: Vec<LogLine> = inner.ring.iter().flat_map(Batch::lines).collect();
+            query.apply(&all)
         } else {
             // The lock stays held while the files are read, so no line is both in the
             // history and in the live feed, and none falls between them.
@@ -272,18 +428,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path(), settings(1000, 1 << 20)).unwrap();
         let lines: Vec<_> = (0..100)
-            .map(|i| LogLine::new(OutputStream::Stdout, format!("line {i}")).with_source("7"))
+            .map(|i| LogLine::new(OutputStream::Stdout, format!("line {i}")))
             .collect();
         store.append(lines);
+        store.append(vec![
+            LogLine::new(OutputStream::Stderr, "\u{1e}odd  one"),
+            LogLine::new(OutputStream::Stderr, "WARN x"),
+        ]);
         let got = all(&store).await;
-        assert_eq!(got.len(), 100);
+        assert_eq!(got.len(), 102);
         assert_eq!(got[99], "line 99");
-        let text = format_line(&LogLine::new(OutputStream::Stderr, "a b  c").with_source("9"));
-        let parsed = parse_line(text.trim_end_matches('\n')).unwrap();
-        assert_eq!(
-            (parsed.message.as_str(), parsed.stream),
-            ("a b  c", OutputStream::Stderr)
-        );
+        assert_eq!(got[100], "\u{1e}odd  one");
+        let last = store.last(1);
+        assert_eq!(last[0].level, LogLevel::Warn);
+        assert_eq!(last[0].stream, OutputStream::Stderr);
     }
 
     #[tokio::test]
@@ -298,8 +456,36 @@ mod tests {
         }
         assert!(dir.path().join("app.log.2").exists());
         assert!(!dir.path().join("app.log.3").exists());
+        for f in ["app.log", "app.log.1", "app.log.2"] {
+            assert!(fs::metadata(dir.path().join(f)).unwrap().len() <= 200);
+        }
         let got = all(&store).await;
         assert!(got[0].contains("rotated out"), "{got:?}");
         assert_eq!(got.last().unwrap(), "line 99");
+    }
+
+    #[test]
+    fn the_level_pre_check_agrees_with_core() {
+        for text in [
+            "line 0000001",
+            "listening on port 3000",
+            "error: boom",
+            "error handling is fine here",
+            "ERROR boom",
+            "[warn] x",
+            "warn| x",
+            "ts=1 level=debug msg=hi",
+            "2026-11-28 ERROR x",
+            r#"{"level":50}"#,
+            "info- started",
+            "  fatal: indented",
+            "",
+            "é",
+        ] {
+            if surely_no_level(text) {
+                assert_eq!(LogLevel::detect(text), None, "{text}");
+            }
+        }
+        assert!(surely_no_level("line 0000001"));
     }
 }

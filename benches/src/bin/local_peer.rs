@@ -1,0 +1,322 @@
+//! Peer comparison for the local provider, all in one run:
+//!
+//! 1. deploy-to-ready of `examples/apps/hello`: through `LocalProvider` vs spawning
+//!    `node app.js` and polling `GET /health` every millisecond (the physical limit) vs
+//!    `pm2 start` (PM2 installed from npm into a temp dir; skipped with a notice when npm or
+//!    the install fails). The PM2 daemon is started before timing, which favours PM2.
+//! 2. the app's resident memory under Conan vs bare;
+//! 3. 1,000,000 lines from `examples/apps/burst`: captured through Conan (until every line
+//!    is in the log store and file) vs the same app with stdout on a file.
+//!
+//! ```text
+//! cargo run --release -p conan-benches --bin local_peer -- [--runs N] [--lines N] [--no-pm2]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conan_core::prelude::*;
+use conan_core::{RestartMode, StatusKind};
+use conan_provider_local::LocalProvider;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn apps() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/apps")
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(45999)
+}
+
+async fn health(port: u16) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if s.write_all(req).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    buf[..n].starts_with(b"HTTP/1.1 200")
+}
+
+async fn wait_healthy(port: u16) {
+    while !health(port).await {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn bare_ready(runs: usize) -> (Duration, u64) {
+    let mut times = Vec::new();
+    let mut rss = 0;
+    for _ in 0..runs {
+        let port = free_port();
+        let t = Instant::now();
+        let mut child = Command::new("node")
+            .arg("app.js")
+            .current_dir(apps().join("hello"))
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        wait_healthy(port).await;
+        times.push(t.elapsed());
+        for _ in 0..20 {
+            health(port).await;
+        }
+        rss = rss_kib(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (median(times), rss)
+}
+
+async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
+    let provider = LocalProvider::builder()
+        .state_dir(state)
+        .port_range(46000..=46999)
+        .build()
+        .expect("provider");
+    let ctx = OperationContext::detached();
+    let mut times = Vec::new();
+    let mut rss = 0;
+    for i in 0..runs {
+        let mut config = DeploymentConfig::new(format!("peer-{i}"));
+        config.source = apps().join("hello");
+        config.health_check = Some(HealthCheck::http("/health"));
+        let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
+        let t = Instant::now();
+        let info = provider.deploy(&ctx, &spec).await.expect("deploy");
+        times.push(t.elapsed());
+        let port = info.port().unwrap_or(0);
+        for _ in 0..20 {
+            health(port).await;
+        }
+        rss = info.instances[0].id.parse().map(rss_kib).unwrap_or(0);
+        provider.remove(&ctx, &spec.id).await.expect("remove");
+    }
+    (median(times), rss)
+}
+
+fn pm2_install(dir: &Path) -> Option<PathBuf> {
+    let ok = Command::new("npm")
+        .args([
+            "install",
+            "pm2",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let bin = dir.join("node_modules/.bin/pm2");
+    (ok && bin.exists()).then_some(bin)
+}
+
+async fn pm2_ready(pm2: &Path, home: &Path, runs: usize) -> Duration {
+    let pm2_cmd = |args: &[&str]| {
+        let mut c = Command::new(pm2);
+        c.args(args)
+            .env("PM2_HOME", home)
+            .current_dir(apps().join("hello"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let _ = pm2_cmd(&["ping"]).status();
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let port = free_port();
+        let name = format!("peer-{i}");
+        let t = Instant::now();
+        let _ = pm2_cmd(&["start", "app.js", "--name", &name])
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .status();
+        wait_healthy(port).await;
+        times.push(t.elapsed());
+        let _ = pm2_cmd(&["delete", &name]).status();
+    }
+    let _ = pm2_cmd(&["kill"]).status();
+    median(times)
+}
+
+fn bare_burst(lines: u32, runs: usize, dir: &Path) -> Duration {
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let out = std::fs::File::create(dir.join(format!("burst-{i}.out"))).expect("file");
+        let t = Instant::now();
+        let status = Command::new("node")
+            .args(["app.js", &lines.to_string()])
+            .current_dir(apps().join("burst"))
+            .stdout(out)
+            .status()
+            .expect("node");
+        times.push(t.elapsed());
+        assert!(status.success());
+    }
+    median(times)
+}
+
+async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
+    let provider = LocalProvider::builder()
+        .state_dir(state)
+        .port_range(47000..=47999)
+        .log_rotation(64 * 1024 * 1024, 5)
+        .build()
+        .expect("provider");
+    let ctx = OperationContext::detached();
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let mut config = DeploymentConfig::new(format!("burst-{i}"));
+        config.source = apps().join("burst");
+        config.env.insert("BURST_LINES", lines.to_string());
+        config.restart.policy = RestartMode::Never;
+        config.restart.min_uptime = Duration::from_millis(1);
+        let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
+        let t = Instant::now();
+        let t0 = conan_core::Timestamp::now();
+        let _ = provider.deploy(&ctx, &spec).await;
+        let deployed = t.elapsed();
+        // Stopped = the process exited and the supervisor drained its output into the store.
+        while !matches!(
+            provider.status(&spec.id).await.map(|s| s.kind()),
+            Ok(StatusKind::Stopped)
+        ) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(t.elapsed());
+        if std::env::var_os("LOCAL_PEER_DEBUG").is_some() {
+            println!(
+                "    deploy returned after {}, stopped after {}",
+                ms(deployed),
+                ms(t.elapsed())
+            );
+            let tail = provider
+                .logs_vec(&spec.id, &LogQuery::tail(3))
+                .await
+                .expect("logs");
+            for l in tail {
+                let at = l.timestamp.as_unix_micros() - t0.as_unix_micros();
+                println!("      +{:.1} ms {}", at as f64 / 1000.0, l.message);
+            }
+        }
+        let got = provider
+            .logs_vec(&spec.id, &LogQuery::all().stream(OutputStream::Stdout))
+            .await
+            .expect("logs");
+        assert_eq!(got.len(), lines as usize + 1, "every line captured");
+        provider.remove(&ctx, &spec.id).await.expect("remove");
+    }
+    median(times)
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let runs: usize = arg("--runs").and_then(|v| v.parse().ok()).unwrap_or(9);
+    let lines: u32 = arg("--lines")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let no_pm2 = std::env::args().any(|a| a == "--no-pm2");
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    println!("deploy-to-ready of examples/apps/hello, median of {runs} runs (interleaved)");
+    // Warm the page cache for node and the app.
+    let _ = bare_ready(1).await;
+    let state = tmp.path().join("state");
+    let (mut bare_t, mut conan_t) = (Vec::new(), Vec::new());
+    let (mut bare_rss, mut conan_rss) = (0, 0);
+    for _ in 0..runs {
+        let (b, r) = bare_ready(1).await;
+        bare_t.push(b);
+        bare_rss = r;
+        let (c, r) = conan_ready(1, &state).await;
+        conan_t.push(c);
+        conan_rss = r;
+    }
+    let (bare, conan) = (median(bare_t), median(conan_t));
+    println!("  bare spawn + poll : {}", ms(bare));
+    println!(
+        "  conan deploy      : {}  ({:.2}x bare)",
+        ms(conan),
+        conan.as_secs_f64() / bare.as_secs_f64()
+    );
+    if no_pm2 {
+        println!("  pm2 start         : skipped (--no-pm2)");
+    } else {
+        let dir = tmp.path().join("pm2");
+        match pm2_install(&dir) {
+            Some(pm2) => {
+                let pm2_t = pm2_ready(&pm2, &dir.join(".pm2"), runs).await;
+                println!(
+                    "  pm2 start         : {}  ({:.2}x bare)",
+                    ms(pm2_t),
+                    pm2_t.as_secs_f64() / bare.as_secs_f64()
+                );
+            }
+            None => {
+                println!("  pm2 start         : skipped (npm missing or `npm install pm2` failed)")
+            }
+        }
+    }
+    println!("app memory (VmRSS after 20 requests)");
+    println!("  bare              : {bare_rss} KiB");
+    println!(
+        "  under conan       : {conan_rss} KiB  ({:.2}x bare)",
+        conan_rss as f64 / bare_rss.max(1) as f64
+    );
+
+    let burst_runs = runs.min(5);
+    println!("{lines} lines from examples/apps/burst, median of {burst_runs} runs (interleaved)");
+    let (mut direct_t, mut captured_t) = (Vec::new(), Vec::new());
+    for i in 0..burst_runs {
+        direct_t.push(bare_burst(lines, 1, tmp.path()));
+        let state = tmp.path().join(format!("burst-state-{i}"));
+        captured_t.push(conan_burst(lines, 1, &state).await);
+    }
+    let (direct, captured) = (median(direct_t), median(captured_t));
+    println!("  app -> file       : {}", ms(direct));
+    println!(
+        "  through conan     : {}  ({:.2}x file), all {lines} lines verified",
+        ms(captured),
+        captured.as_secs_f64() / direct.as_secs_f64()
+    );
+}
