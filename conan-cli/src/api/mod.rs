@@ -1,0 +1,264 @@
+//! The daemon's HTTP + JSON wire format, shared by the daemon and the CLI.
+//!
+//! Field names here are the stable `--json` output of the CLI: add fields, never rename
+//! them. No type here ever carries an env value; configs travel only towards the daemon
+//! (deploy and update bodies), never back.
+
+pub mod query;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use conan::{
+    AuditEntry, DeploymentConfig, DeploymentRecord, EventEnvelope, FailureReport, HealthReport,
+    Metrics, RevisionRecord, RevisionState, Timestamp, UpdateStrategy,
+};
+use serde::{Deserialize, Serialize};
+
+/// The API version prefix of every path.
+pub const PREFIX: &str = "/v1";
+
+/// A deployment as `ls`, `deploy` and friends show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    /// Deployment id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Provider running it (`local`, `docker`).
+    pub provider: String,
+    /// Status (`pending`, `deploying`, `running`, `updating`, `stopping`, `stopped`,
+    /// `failed`, `removing`, `removed`).
+    pub status: String,
+    /// Why it failed, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The serving revision.
+    pub revision: u64,
+    /// Where it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The port it listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The process id of the (first) instance, for the local provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The container id of the (first) instance, for Docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// When the serving instance started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// The application directory.
+    pub source: PathBuf,
+    /// Names of the env variables (never their values).
+    pub env: Vec<String>,
+    /// When it was first deployed.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// The last failure bundle, if it ever failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureReport>,
+}
+
+impl DeploymentView {
+    /// The view of a record (env values dropped).
+    #[must_use]
+    pub fn from_record(record: &DeploymentRecord) -> Self {
+        let runtime = record.runtime.as_ref();
+        let first = runtime.and_then(|r| r.instances.first());
+        let (pid, container) = match first {
+            Some(i) if record.provider == "local" => (i.id.parse().ok(), None),
+            Some(i) => (None, Some(i.id.clone())),
+            None => (None, None),
+        };
+        let reason = match &record.status {
+            conan::DeploymentStatus::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        Self {
+            id: record.id.to_string(),
+            name: record.name.clone(),
+            provider: record.provider.clone(),
+            status: record.status.kind().as_str().to_owned(),
+            reason,
+            revision: record.revision.0,
+            url: runtime.and_then(|r| r.url.clone()),
+            port: runtime.and_then(conan::RuntimeInfo::port),
+            pid,
+            container,
+            started_at: first.and_then(|i| i.started_at),
+            source: record.config.source.clone(),
+            env: record.config.env.keys().map(str::to_owned).collect(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            last_failure: record.last_failure.clone(),
+        }
+    }
+}
+
+/// `status NAME`: the deployment plus live health and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The deployment.
+    #[serde(flatten)]
+    pub deployment: DeploymentView,
+    /// The latest health observation (absent when the provider could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
+    /// Resource usage (absent when nothing runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+/// One revision in `history NAME`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevisionView {
+    /// Revision number.
+    pub revision: u64,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What created it: `deploy`, `update` or `rollback`.
+    pub cause: String,
+    /// For a rollback: the revision whose config it reuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<u64>,
+    /// Whether this revision serves now.
+    pub serving: bool,
+    /// The application directory of this revision.
+    pub source: PathBuf,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+impl RevisionView {
+    /// The view of a revision record; `serving` is the deployment's current revision.
+    #[must_use]
+    pub fn from_record(record: &RevisionRecord, serving: u64) -> Self {
+        let (state, reason) = match &record.state {
+            RevisionState::Pending => ("pending", None),
+            RevisionState::Succeeded => ("succeeded", None),
+            RevisionState::Failed { reason } => ("failed", Some(reason.clone())),
+        };
+        Self {
+            revision: record.revision.0,
+            state: state.to_owned(),
+            reason,
+            cause: record.cause.as_str().to_owned(),
+            source_revision: record.source_revision.map(|r| r.0),
+            serving: record.revision.0 == serving,
+            source: record.config.source.clone(),
+            created_at: record.created_at,
+        }
+    }
+}
+
+/// What `GET /v1/daemon` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Its version.
+    pub version: String,
+    /// Its `CONAN_HOME`.
+    pub home: PathBuf,
+    /// Registered providers.
+    pub providers: Vec<String>,
+    /// Why Docker is not available, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_error: Option<String>,
+    /// When the daemon started.
+    pub started_at: Timestamp,
+    /// Number of deployments it knows.
+    pub deployments: usize,
+}
+
+/// An error answer: one line, an optional hint, and the evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A machine-readable code (`not_found`, `invalid_config`, `deploy_failed`, ...).
+    pub code: String,
+    /// One clear line.
+    pub message: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// For `invalid_config`: every problem, with its field path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<conan::ConfigProblem>,
+    /// For a failed deploy or update: the failure bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReport>,
+    /// The deployment the error concerns, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentView>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    #[must_use]
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            hint: None,
+            problems: Vec::new(),
+            failure: None,
+            deployment: None,
+        }
+    }
+
+    /// The same error with a hint.
+    #[must_use]
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// One line of an operation's progress stream (`?progress=1`, `application/x-ndjson`):
+/// events about the deployment, then exactly one `result` or `error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressLine {
+    /// An event about the deployment.
+    Event(EventEnvelope),
+    /// The operation succeeded; the deployment after it.
+    Result(DeploymentView),
+    /// The operation failed.
+    Error(ApiError),
+}
+
+/// Body of `POST /v1/deployments/{name}/update`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateBody {
+    /// A whole new config (from the project's `conan.toml`); absent keeps the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<DeploymentConfig>,
+    /// A new application directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Env variables to set (merged over the current ones).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The update strategy for this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<UpdateStrategy>,
+}
+
+/// Body of `POST /v1/deployments/{name}/rollback`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollbackBody {
+    /// The revision whose config to roll out (default: the last good one before the
+    /// serving one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+}
+
+/// The audit log as `events` shows it.
+pub type AuditList = Vec<AuditEntry>;

@@ -1,0 +1,93 @@
+//! `conan logs`.
+
+use std::time::SystemTime;
+
+use conan::{LogLevel, LogLine, Timestamp};
+use hyper::Method;
+
+use crate::api::query;
+use crate::cli::LogsArgs;
+use crate::client::Client;
+use crate::error::{CliError, CliResult};
+use crate::home::Home;
+use crate::output::{self, Style};
+
+/// Lines shown without `-n`: 100, or 10 when following (like `tail -f`).
+const DEFAULT_LINES: usize = 100;
+const DEFAULT_FOLLOW_LINES: usize = 10;
+
+/// Reads `10m` (that long ago) or an RFC 3339 time.
+///
+/// # Errors
+/// Exit 2 for anything else.
+pub fn parse_time(flag: &str, text: &str) -> CliResult<Timestamp> {
+    if let Ok(ago) = conan::time::parse_duration(text) {
+        return Ok(Timestamp::from_system_time(SystemTime::now()).saturating_sub(ago));
+    }
+    Timestamp::parse_rfc3339(text).map_err(|_| {
+        CliError::usage(format!(
+            "--{flag} {text}: expected a duration ago (10m, 2h) or an RFC 3339 time (2026-05-01T10:00:00Z)"
+        ))
+    })
+}
+
+/// `conan logs NAME ...`.
+pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
+    let mut params = vec![(
+        "tail",
+        args.lines
+            .unwrap_or(if args.follow {
+                DEFAULT_FOLLOW_LINES
+            } else {
+                DEFAULT_LINES
+            })
+            .to_string(),
+    )];
+    if let Some(since) = &args.since {
+        params.push(("since", parse_time("since", since)?.to_string()));
+    }
+    if let Some(until) = &args.until {
+        params.push(("until", parse_time("until", until)?.to_string()));
+    }
+    if let Some(level) = &args.level {
+        if LogLevel::from_name(level).is_none() {
+            return Err(CliError::usage(format!(
+                "--level {level}: expected trace, debug, info, warn, error or fatal"
+            )));
+        }
+        params.push(("level", level.clone()));
+    }
+    if let Some(text) = &args.grep {
+        params.push(("grep", text.clone()));
+    }
+    if args.stdout {
+        params.push(("stream", "stdout".to_owned()));
+    }
+    if args.stderr {
+        params.push(("stream", "stderr".to_owned()));
+    }
+    if args.follow {
+        params.push(("follow", "1".to_owned()));
+    }
+    let name = query::encode(&[("", args.name.clone())]);
+    let path = format!(
+        "/deployments/{}/logs?{}",
+        name.trim_start_matches('='),
+        query::encode(&params)
+    );
+    let client = Client::connect(home).await?;
+    let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
+    let style = Style::stdout();
+    while let Some(line) = lines.next::<LogLine>().await {
+        let line = line?;
+        if args.json.json {
+            match serde_json::to_string(&line) {
+                Ok(text) => println!("{text}"),
+                Err(e) => return Err(CliError::failed(format!("cannot encode a line: {e}"))),
+            }
+        } else {
+            println!("{}", output::log_line(&line, style));
+        }
+    }
+    Ok(())
+}

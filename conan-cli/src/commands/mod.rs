@@ -1,0 +1,120 @@
+//! One function per command; each talks to the daemon through [`Client`](crate::client::Client).
+
+mod daemon;
+mod events;
+mod inspect;
+mod logs;
+mod operate;
+mod progress;
+
+use std::path::PathBuf;
+
+use crate::cli::{Command, DaemonAction};
+use crate::error::{CliError, CliResult};
+use crate::home::Home;
+use crate::project::{self, Overrides};
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// The command's error, ready to print.
+pub fn run(command: Command) -> CliResult {
+    match command {
+        Command::Init { path } => init(path),
+        Command::Daemon {
+            action: None,
+            background: true,
+        } => crate::launch::detach(),
+        Command::Daemon { action: None, .. } => crate::daemon::run(&home()?),
+        other => {
+            let home = home()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+            runtime.block_on(dispatch(&home, other))
+        }
+    }
+}
+
+fn home() -> CliResult<Home> {
+    Home::from_env().map_err(|e| CliError::usage(e.to_string()))
+}
+
+fn parse_env(env: &[String]) -> CliResult<Vec<(String, String)>> {
+    env.iter().map(|e| project::parse_env(e)).collect()
+}
+
+async fn dispatch(home: &Home, command: Command) -> CliResult {
+    match command {
+        Command::Deploy {
+            path,
+            name,
+            provider,
+            port,
+            env,
+            start,
+            health,
+            json,
+        } => {
+            let overrides = Overrides {
+                name,
+                provider: provider.map(|p| p.as_str().to_owned()),
+                port,
+                env: parse_env(&env)?,
+                start_command: start,
+                health_path: health,
+            };
+            operate::deploy(home, path.as_deref(), &overrides, json.json).await
+        }
+        Command::Ls { json } => inspect::list(home, json.json).await,
+        Command::Status { name, json } => inspect::status(home, &name, json.json).await,
+        Command::History { name, json } => inspect::history(home, &name, json.json).await,
+        Command::Logs(args) => logs::run(home, &args).await,
+        Command::Stop { name, json } => operate::action(home, &name, "stop", json.json).await,
+        Command::Start { name, json } => operate::action(home, &name, "start", json.json).await,
+        Command::Restart { name, json } => operate::action(home, &name, "restart", json.json).await,
+        Command::Rm { name, force, json } => operate::remove(home, &name, force, json.json).await,
+        Command::Update {
+            name,
+            path,
+            env,
+            strategy,
+            json,
+        } => {
+            let env = parse_env(&env)?;
+            operate::update(home, &name, path.as_deref(), env, strategy, json.json).await
+        }
+        Command::Rollback { name, to, json } => operate::rollback(home, &name, to, json.json).await,
+        Command::Events { follow, json } => events::run(home, follow, json.json).await,
+        Command::Daemon {
+            action: Some(DaemonAction::Stop),
+            ..
+        } => daemon::stop(home).await,
+        Command::Daemon {
+            action: Some(DaemonAction::Status { json }),
+            ..
+        } => daemon::status(home, json.json).await,
+        Command::Init { .. } | Command::Daemon { action: None, .. } => Ok(()),
+    }
+}
+
+fn init(path: Option<PathBuf>) -> CliResult {
+    let dir = path.unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
+    let dir = std::fs::canonicalize(&dir)
+        .map_err(|e| CliError::failed(format!("cannot open {}: {e}", dir.display())))?;
+    let file = dir.join(project::FILE_NAME);
+    if file.exists() {
+        return Err(
+            CliError::failed(format!("{} already exists", file.display()))
+                .hint("edit it, or remove it to start over"),
+        );
+    }
+    std::fs::write(&file, project::starter(&project::default_name(&dir)))
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display())))?;
+    println!("wrote {}", file.display());
+    println!("deploy it with `conan deploy {}`", dir.display());
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Commands that change deployments: deploy, stop, start, restart, rm, update, rollback.
+
+use std::path::Path;
+
+use hyper::Method;
+
+use super::progress;
+use crate::api::{DeploymentView, RollbackBody, UpdateBody, query};
+use crate::cli::StrategyArg;
+use crate::client::Client;
+use crate::error::CliResult;
+use crate::home::Home;
+use crate::output::{self, Color, Style};
+use crate::project::{Overrides, Project};
+
+fn path_of(name: &str, action: &str) -> String {
+    format!(
+        "/deployments/{}/{action}?progress=1",
+        query::encode(&[("", name.to_owned())]).trim_start_matches('=')
+    )
+}
+
+fn target(name: &str) -> String {
+    query::encode(&[("", name.to_owned())])
+        .trim_start_matches('=')
+        .to_owned()
+}
+
+fn report(view: &DeploymentView, headline: &str, json: bool) {
+    if json {
+        output::print_json(view);
+        return;
+    }
+    let style = Style::stdout();
+    let mark = if view.status == "failed" {
+        style.paint(Color::Red, "✗")
+    } else {
+        style.paint(Color::Green, "✓")
+    };
+    println!("{mark} {headline}");
+    output::print_deployment(view, None, style);
+}
+
+/// `conan deploy`.
+pub async fn deploy(
+    home: &Home,
+    path: Option<&Path>,
+    overrides: &Overrides,
+    json: bool,
+) -> CliResult {
+    let project = Project::locate(path)?;
+    let config = project.config(overrides)?;
+    let client = Client::connect(home).await?;
+    let lines = client
+        .stream(Method::POST, "/deployments?progress=1", Some(&config))
+        .await?;
+    let view = progress::follow(lines, json).await?;
+    report(&view, &format!("{} is {}", view.name, view.status), json);
+    Ok(())
+}
+
+/// `conan stop|start|restart NAME`.
+pub async fn action(home: &Home, name: &str, action: &str, json: bool) -> CliResult {
+    let client = Client::connect(home).await?;
+    let lines = client
+        .stream::<()>(Method::POST, &path_of(name, action), None)
+        .await?;
+    let view = progress::follow(lines, json).await?;
+    let done = match action {
+        "stop" => "stopped",
+        "start" => "started",
+        _ => "restarted",
+    };
+    report(
+        &view,
+        &format!("{done} {} ({})", view.name, view.status),
+        json,
+    );
+    Ok(())
+}
+
+/// `conan rm NAME [--force]`.
+pub async fn remove(home: &Home, name: &str, force: bool, json: bool) -> CliResult {
+    let client = Client::connect(home).await?;
+    let force = if force { "&force=1" } else { "" };
+    let path = format!("/deployments/{}?progress=1{force}", target(name));
+    let lines = client.stream::<()>(Method::DELETE, &path, None).await?;
+    let view = progress::follow(lines, json).await?;
+    if json {
+        output::print_json(&view);
+    } else {
+        println!(
+            "{} removed {}",
+            Style::stdout().paint(Color::Green, "✓"),
+            view.name
+        );
+    }
+    Ok(())
+}
+
+/// `conan update NAME [PATH] [--env K=V]... [--strategy S]`.
+pub async fn update(
+    home: &Home,
+    name: &str,
+    path: Option<&Path>,
+    env: Vec<(String, String)>,
+    strategy: Option<StrategyArg>,
+    json: bool,
+) -> CliResult {
+    let mut body = UpdateBody {
+        env: env.into_iter().collect(),
+        strategy: strategy.map(Into::into),
+        ..UpdateBody::default()
+    };
+    if let Some(path) = path {
+        let project = Project::locate(Some(path))?;
+        if project.file.is_some() {
+            let overrides = Overrides {
+                name: Some(name.to_owned()),
+                ..Overrides::default()
+            };
+            body.config = Some(project.config(&overrides)?);
+        } else {
+            body.source = Some(project.dir);
+        }
+    }
+    let client = Client::connect(home).await?;
+    let lines = client
+        .stream(Method::POST, &path_of(name, "update"), Some(&body))
+        .await?;
+    let view = progress::follow(lines, json).await?;
+    report(
+        &view,
+        &format!(
+            "{} is {} on revision {}",
+            view.name, view.status, view.revision
+        ),
+        json,
+    );
+    Ok(())
+}
+
+/// `conan rollback NAME [--to REV]`.
+pub async fn rollback(home: &Home, name: &str, to: Option<u64>, json: bool) -> CliResult {
+    let client = Client::connect(home).await?;
+    let lines = client
+        .stream(
+            Method::POST,
+            &path_of(name, "rollback"),
+            Some(&RollbackBody { to }),
+        )
+        .await?;
+    let view = progress::follow(lines, json).await?;
+    report(
+        &view,
+        &format!(
+            "{} rolled back: {} on revision {}",
+            view.name, view.status, view.revision
+        ),
+        json,
+    );
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! HTTP plumbing of the daemon: response bodies (whole JSON or an NDJSON stream), reading
+//! request bodies, and turning [`conan::Error`] into an [`ApiError`] with a status code.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::api::{ApiError, DeploymentView};
+
+/// The response body type of every route.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (a config is a few KiB).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The hint printed when a Docker deploy meets a daemon without Docker.
+pub const DOCKER_HINT: &str = "start Docker (`sudo dockerd &`, or `.ci/docker-up.sh` in the Conan repository), then run `conan daemon stop` so the next command starts a daemon that connects to it";
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let (status, bytes) = match serde_json::to_vec(value) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            (status, bytes)
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"code\":\"internal\",\"message\":\"cannot encode the answer: {e}\"}}\n")
+                .into_bytes(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error response.
+pub fn error(status: StatusCode, error: &ApiError) -> Response<Body> {
+    json(status, error)
+}
+
+/// A streaming NDJSON response fed by the returned sender; the stream ends when the sender
+/// is dropped. Sending fails once the client went away.
+pub fn ndjson_stream() -> (mpsc::Sender<Bytes>, Response<Body>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    (tx, response)
+}
+
+/// One NDJSON line.
+pub fn line<T: Serialize>(value: &T) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|e| {
+        format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"cannot encode: {e}\"}}}}")
+            .into_bytes()
+    });
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// Reads and decodes a JSON request body (an empty body decodes as `T::default()`).
+///
+/// # Errors
+/// A ready-made 400 response.
+pub async fn read_json<T: DeserializeOwned + Default>(body: Incoming) -> Result<T, Response<Body>> {
+    let bytes = read_bytes(body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &ApiError::new("bad_request", format!("cannot read the request body: {e}")),
+        )
+    })
+}
+
+/// Reads a whole request body.
+///
+/// # Errors
+/// A ready-made 400 or 413 response.
+pub async fn read_bytes(body: Incoming) -> Result<Bytes, Response<Body>> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &ApiError::new("bad_request", format!("cannot read the request body: {e}")),
+        )),
+    }
+}
+
+/// The API error and HTTP status for a library error. `deployment` is attached when the
+/// deployment exists (a failed deploy's record carries the failure bundle).
+pub fn api_error(e: &conan::Error, deployment: Option<DeploymentView>) -> (StatusCode, ApiError) {
+    use conan::Error as E;
+    let name = deployment
+        .as_ref()
+        .map_or_else(|| "NAME".to_owned(), |d| d.name.clone());
+    let logs_hint = format!("run `conan logs {name}` to see why");
+    let (status, mut api) = match e {
+        E::NotFound { .. } => (
+            StatusCode::NOT_FOUND,
+            ApiError::new("not_found", e.to_string()).with_hint("`conan ls` lists the deployments"),
+        ),
+        E::AlreadyExists { .. } => (
+            StatusCode::CONFLICT,
+            ApiError::new("already_exists", e.to_string()).with_hint(
+                "pick another --name, or roll out a new revision with `conan update NAME`",
+            ),
+        ),
+        E::InvalidConfig { problems } => {
+            let mut api = ApiError::new("invalid_config", "invalid config");
+            api.problems.clone_from(problems);
+            (StatusCode::UNPROCESSABLE_ENTITY, api)
+        }
+        E::IllegalTransition { .. } => (
+            StatusCode::CONFLICT,
+            ApiError::new("illegal_transition", e.to_string()),
+        ),
+        E::PortInUse { .. } => (
+            StatusCode::CONFLICT,
+            ApiError::new("port_in_use", e.to_string())
+                .with_hint("pick another --port, or leave it out to get a free one"),
+        ),
+        E::HealthCheckFailed {
+            failure,
+            deployment,
+        } => {
+            let mut api = ApiError::new(
+                "deploy_failed",
+                format!("deployment '{deployment}' did not become ready"),
+            )
+            .with_hint(logs_hint);
+            api.failure = Some((**failure).clone());
+            (StatusCode::INTERNAL_SERVER_ERROR, api)
+        }
+        E::BuildFailed { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new("build_failed", e.to_string()).with_hint(logs_hint),
+        ),
+        E::ProviderUnavailable { provider, .. } => {
+            let api = ApiError::new("provider_unavailable", e.to_string());
+            let api = if provider == "docker" {
+                api.with_hint(DOCKER_HINT)
+            } else {
+                api
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, api)
+        }
+        E::NoProvider { .. } | E::NotSupported { .. } => (
+            StatusCode::BAD_REQUEST,
+            ApiError::new("not_supported", e.to_string()),
+        ),
+        E::Timeout { .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            ApiError::new("timeout", e.to_string()).with_hint(logs_hint),
+        ),
+        E::Cancelled { .. } | E::ShutDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::new("cancelled", e.to_string()),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new("failed", e.to_string()).with_hint(logs_hint),
+        ),
+    };
+    if api.failure.is_none()
+        && let Some(d) = &deployment
+        && d.status == "failed"
+    {
+        api.failure.clone_from(&d.last_failure);
+    }
+    api.deployment = deployment;
+    (status, api)
+}

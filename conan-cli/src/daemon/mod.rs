@@ -1,0 +1,220 @@
+//! The daemon: one [`DeploymentManager`] on SQLite in `CONAN_HOME`, the local provider and
+//! (when a Docker daemon answers at start) the Docker provider, served over HTTP + JSON on
+//! `CONAN_HOME/conan.sock`.
+//!
+//! Start-up order: take the lock (a second daemon exits 1), open the store, connect the
+//! providers, [`recover`](DeploymentManager::recover) what an earlier daemon left running,
+//! then bind the socket — so the first answer already shows adopted deployments. Stopping
+//! (`POST /v1/daemon/shutdown`, SIGTERM or SIGINT) refuses new operations, waits for the
+//! running ones, removes the socket and exits; the deployments keep running.
+
+pub mod http;
+pub mod lock;
+mod routes;
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conan::{DeploymentManager, Timestamp};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use crate::error::{CliError, CliResult};
+use crate::home::Home;
+use lock::{DaemonLock, LockError};
+
+/// How long the daemon waits for Docker to answer at start.
+const DOCKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What every request handler shares.
+pub struct Daemon {
+    manager: DeploymentManager,
+    home: Home,
+    started_at: Timestamp,
+    docker_error: Option<String>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Daemon {
+    fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Runs the daemon in the foreground until it is told to stop.
+///
+/// # Errors
+/// Exit 1 when another daemon holds this home, or the store, providers or socket fail.
+pub fn run(home: &Home) -> CliResult {
+    home.ensure()
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", home.root().display())))?;
+    let _lock = match DaemonLock::acquire(&home.lock()) {
+        Ok(lock) => lock,
+        Err(LockError::Held(pid)) => {
+            let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            return Err(CliError::failed(format!(
+                "a Conan daemon is already running for {}{pid}",
+                home.root().display()
+            ))
+            .hint("stop it with `conan daemon stop`"));
+        }
+        Err(LockError::Io(e)) => {
+            return Err(CliError::failed(format!(
+                "cannot lock {}: {e}",
+                home.lock().display()
+            )));
+        }
+    };
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(serve(home));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "daemon stopped with an error");
+    }
+    // Supervisor tasks hold providers; end them now rather than waiting for them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<String>)> {
+    let fail = |what: &str, e: conan::Error| CliError::failed(format!("{what}: {e}"));
+    let mut local = conan::local::LocalProvider::builder().state_dir(home.local_state());
+    if let Some(range) = port_range_from_env()? {
+        local = local.port_range(range);
+    }
+    let local = local
+        .build()
+        .map_err(|e| fail("cannot start the local provider", e))?;
+    let store = conan::store::SqliteStore::open(home.database())
+        .map_err(|e| fail("cannot open the state database", e))?;
+    let docker = conan::docker::DockerProviderBuilder::from_env()
+        .connect_timeout(DOCKER_CONNECT_TIMEOUT)
+        .build()
+        .await;
+    let mut builder = DeploymentManager::builder()
+        .provider(local)
+        .default_provider("local")
+        .store(store);
+    let docker_error = match docker {
+        Ok(docker) => {
+            tracing::info!("connected to Docker");
+            builder = builder.provider(docker);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Docker is not available; only the local provider runs");
+            Some(e.to_string())
+        }
+    };
+    let manager = builder
+        .build()
+        .await
+        .map_err(|e| fail("cannot load the deployments", e))?;
+    Ok((manager, docker_error))
+}
+
+async fn serve(home: &Home) -> CliResult {
+    let (manager, docker_error) = build_manager(home).await?;
+    match manager.recover().await {
+        Ok(found) => tracing::info!(deployments = found.len(), "recovered deployments"),
+        Err(e) => tracing::warn!(error = %e, "recovery was incomplete"),
+    }
+    let socket = home.socket();
+    match std::fs::remove_file(&socket) {
+        Ok(()) => tracing::debug!("removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(CliError::failed(format!(
+                "cannot remove the stale socket {}: {e}",
+                socket.display()
+            )));
+        }
+    }
+    let listener = UnixListener::bind(&socket)
+        .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", socket.display())))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| CliError::failed(format!("cannot restrict {}: {e}", socket.display())))?;
+    let (shutdown, mut stopping) = watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        manager: manager.clone(),
+        home: home.clone(),
+        started_at: Timestamp::now(),
+        docker_error,
+        shutdown,
+    });
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "listening");
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let daemon = Arc::clone(&daemon);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let daemon = Arc::clone(&daemon);
+                            async move { Ok::<_, Infallible>(routes::handle(daemon, req).await) }
+                        });
+                        if let Err(e) = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            _ = stopping.changed() => break,
+            _ = terminate.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = interrupt.recv() => { tracing::info!("SIGINT received"); break }
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopping: waiting for running operations; deployments keep running");
+    manager.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `CONAN_PORT_RANGE=41000-41999`: the ports the local provider allocates from.
+fn port_range_from_env() -> CliResult<Option<std::ops::RangeInclusive<u16>>> {
+    let Ok(text) = std::env::var("CONAN_PORT_RANGE") else {
+        return Ok(None);
+    };
+    let parsed = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| a <= b);
+    match parsed {
+        Some((a, b)) => Ok(Some(a..=b)),
+        None => Err(CliError::usage(format!(
+            "CONAN_PORT_RANGE={text}: expected FIRST-LAST, like 41000-41999"
+        ))),
+    }
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> CliResult<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| CliError::failed(format!("cannot install a signal handler: {e}")))
+}

@@ -1,0 +1,458 @@
+//! The daemon's endpoints (documented in the crate docs): each maps onto one
+//! [`DeploymentManager`](conan::DeploymentManager) call.
+
+use std::sync::Arc;
+
+use conan::{
+    DeploymentConfig, DeploymentId, LogLevel, LogQuery, OutputStream, Request, Revision,
+    SubmitOptions, Timestamp,
+};
+use futures::StreamExt;
+use hyper::body::Incoming;
+use hyper::{Method, Response, StatusCode};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Daemon;
+use super::http::{
+    Body, DOCKER_HINT, api_error, error, json, line, ndjson_stream, read_bytes, read_json,
+};
+use crate::api::{
+    ApiError, DaemonInfo, DeploymentView, ProgressLine, RevisionView, RollbackBody, StatusView,
+    UpdateBody, query,
+};
+
+/// Query parameters of one request.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| !matches!(v, "0" | "false" | "no"))
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &ApiError::new("bad_request", message),
+    )
+}
+
+/// Routes one request.
+pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let params = Params(query::decode(parts.uri.query().unwrap_or("")));
+    let Some(path) = parts.uri.path().strip_prefix(crate::api::PREFIX) else {
+        return not_found();
+    };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    tracing::debug!(method = %parts.method, path = parts.uri.path(), "request");
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["daemon"]) => json(StatusCode::OK, &daemon.info()),
+        (&Method::POST, ["daemon", "shutdown"]) => {
+            tracing::info!("shutdown requested over the API");
+            daemon.request_shutdown();
+            json(StatusCode::OK, &serde_json::json!({ "stopping": true }))
+        }
+        (&Method::GET, ["deployments"]) => {
+            let views: Vec<_> = daemon
+                .manager
+                .list()
+                .iter()
+                .map(DeploymentView::from_record)
+                .collect();
+            json(StatusCode::OK, &views)
+        }
+        (&Method::POST, ["deployments"]) => deploy(&daemon, body, &params).await,
+        (&Method::GET, ["deployments", target]) => status(&daemon, target).await,
+        (&Method::DELETE, ["deployments", target]) => remove(&daemon, target, &params).await,
+        (&Method::POST, ["deployments", target, action]) => {
+            action_route(&daemon, target, action, body, &params).await
+        }
+        (&Method::GET, ["deployments", target, "history"]) => history(&daemon, target).await,
+        (&Method::GET, ["deployments", target, "logs"]) => logs(&daemon, target, &params).await,
+        (&Method::GET, ["events"]) => events(&daemon, &params),
+        (&Method::GET, ["audit"]) => audit(&daemon, &params).await,
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        &ApiError::new(
+            "no_route",
+            "no such endpoint (see the conan-cli docs for the API)",
+        ),
+    )
+}
+
+fn view_of(daemon: &Daemon, target: &str) -> Option<DeploymentView> {
+    daemon
+        .manager
+        .get(target)
+        .ok()
+        .map(|r| DeploymentView::from_record(&r))
+}
+
+fn failure_response(daemon: &Daemon, e: &conan::Error, target: &str) -> Response<Body> {
+    let (status, api) = api_error(e, view_of(daemon, target));
+    error(status, &api)
+}
+
+async fn deploy(daemon: &Arc<Daemon>, body: Incoming, params: &Params) -> Response<Body> {
+    let bytes = match read_bytes(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let config = match DeploymentConfig::from_json_str(&text) {
+        Ok(c) => c,
+        Err(e) => return failure_response(daemon, &e, ""),
+    };
+    if let Some(provider) = &config.provider
+        && daemon.manager.registry().get(provider).is_none()
+        && provider == "docker"
+    {
+        let reason = daemon
+            .docker_error
+            .clone()
+            .unwrap_or_else(|| "not connected".to_owned());
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ApiError::new(
+                "provider_unavailable",
+                format!("Docker is not available to the Conan daemon: {reason}"),
+            )
+            .with_hint(DOCKER_HINT),
+        );
+    }
+    operation(daemon, Request::Deploy(config), params.flag("progress")).await
+}
+
+async fn action_route(
+    daemon: &Arc<Daemon>,
+    target: &str,
+    action: &str,
+    body: Incoming,
+    params: &Params,
+) -> Response<Body> {
+    let target = (*target).to_owned();
+    let request = match action {
+        "stop" => Request::Stop { target },
+        "start" => Request::Start { target },
+        "restart" => Request::Restart { target },
+        "rollback" => {
+            let body: RollbackBody = match read_json(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            Request::Rollback {
+                target,
+                to: body.to.map(Revision),
+            }
+        }
+        "update" => {
+            let body: UpdateBody = match read_json(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match updated_config(daemon, &target, body) {
+                Ok(config) => Request::Update { target, config },
+                Err(e) => return failure_response(daemon, &e, &target),
+            }
+        }
+        _ => return not_found(),
+    };
+    operation(daemon, request, params.flag("progress")).await
+}
+
+/// The config an update rolls out: the body's config (else the current one), with the
+/// current env under the new one, then the body's source, env and strategy on top.
+fn updated_config(
+    daemon: &Daemon,
+    target: &str,
+    body: UpdateBody,
+) -> conan::Result<DeploymentConfig> {
+    let current = daemon.manager.get(target)?;
+    let mut config = match body.config {
+        Some(mut new) => {
+            new.name.clone_from(&current.name);
+            new.provider = new.provider.or_else(|| current.config.provider.clone());
+            let mut env = current.config.env.clone();
+            env.extend_from(&new.env);
+            new.env = env;
+            new
+        }
+        None => (*current.config).clone(),
+    };
+    if let Some(source) = body.source {
+        config.source = source;
+    }
+    for (k, v) in body.env {
+        config.env.insert(k, v);
+    }
+    if let Some(strategy) = body.strategy {
+        config.update.strategy = strategy;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn remove(daemon: &Arc<Daemon>, target: &str, params: &Params) -> Response<Body> {
+    let record = match daemon.manager.get(target) {
+        Ok(r) => r,
+        Err(e) => return failure_response(daemon, &e, target),
+    };
+    let active = matches!(
+        record.status.kind(),
+        conan::StatusKind::Running | conan::StatusKind::Deploying | conan::StatusKind::Updating
+    );
+    if active && !params.flag("force") {
+        return error(
+            StatusCode::CONFLICT,
+            &ApiError::new(
+                "running",
+                format!("deployment '{}' is {}", record.name, record.status.kind()),
+            )
+            .with_hint(format!(
+                "stop it first with `conan stop {0}`, or use `conan rm --force {0}`",
+                record.name
+            )),
+        );
+    }
+    let request = Request::Remove {
+        target: target.to_owned(),
+    };
+    operation(daemon, request, params.flag("progress")).await
+}
+
+/// Runs an operation; with `progress`, streams the deployment's events as NDJSON
+/// ([`ProgressLine`]) and ends with its result. A client that goes away does not cancel it.
+async fn operation(daemon: &Arc<Daemon>, request: Request, progress: bool) -> Response<Body> {
+    let target = match &request {
+        Request::Deploy(c) => c.name.clone(),
+        Request::Update { target, .. }
+        | Request::Rollback { target, .. }
+        | Request::Start { target }
+        | Request::Stop { target }
+        | Request::Restart { target }
+        | Request::Remove { target } => target.clone(),
+    };
+    let mut events = daemon.manager.subscribe();
+    let handle = match daemon.manager.submit(request, SubmitOptions::default()) {
+        Ok(h) => h,
+        Err(e) => return failure_response(daemon, &e, &target),
+    };
+    let id = handle.deployment().clone();
+    if !progress {
+        return match handle.wait().await {
+            Ok(record) => json(StatusCode::OK, &DeploymentView::from_record(&record)),
+            Err(e) => failure_response(daemon, &e, id.as_str()),
+        };
+    }
+    let (tx, response) = ndjson_stream();
+    let daemon = Arc::clone(daemon);
+    tokio::spawn(async move {
+        let wait = handle.wait();
+        tokio::pin!(wait);
+        let mut listening = true;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut wait => break outcome,
+                event = events.recv(), if listening => match event {
+                    Ok(env) if env.event.deployment() == &id => {
+                        // The client may be gone; the operation goes on regardless.
+                        let _ = tx.send(line(&ProgressLine::Event(env))).await;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => listening = false,
+                },
+            }
+        };
+        while let Ok(env) = events.try_recv() {
+            if env.event.deployment() == &id {
+                let _ = tx.send(line(&ProgressLine::Event(env))).await;
+            }
+        }
+        let last = match outcome {
+            Ok(record) => ProgressLine::Result(DeploymentView::from_record(&record)),
+            Err(e) => ProgressLine::Error(api_error(&e, view_of(&daemon, id.as_str())).1),
+        };
+        let _ = tx.send(line(&last)).await;
+    });
+    response
+}
+
+async fn status(daemon: &Daemon, target: &str) -> Response<Body> {
+    let record = match daemon.manager.get(target) {
+        Ok(r) => r,
+        Err(e) => return failure_response(daemon, &e, target),
+    };
+    let running = record.status.is_running();
+    let (health, metrics) = if running {
+        let id = record.id.as_str();
+        let (h, m) = tokio::join!(daemon.manager.health(id), daemon.manager.metrics(id));
+        (h.ok(), m.ok())
+    } else {
+        (None, None)
+    };
+    let view = StatusView {
+        deployment: DeploymentView::from_record(&record),
+        health,
+        metrics,
+    };
+    json(StatusCode::OK, &view)
+}
+
+async fn history(daemon: &Daemon, target: &str) -> Response<Body> {
+    let record = match daemon.manager.get(target) {
+        Ok(r) => r,
+        Err(e) => return failure_response(daemon, &e, target),
+    };
+    match daemon.manager.history(record.id.as_str()).await {
+        Ok(revisions) => {
+            let views: Vec<_> = revisions
+                .iter()
+                .map(|r| RevisionView::from_record(r, record.revision.0))
+                .collect();
+            json(StatusCode::OK, &views)
+        }
+        Err(e) => failure_response(daemon, &e, target),
+    }
+}
+
+fn log_query(params: &Params) -> Result<LogQuery, String> {
+    let mut query = LogQuery::all();
+    if let Some(n) = params.get("tail") {
+        query.tail = Some(n.parse().map_err(|_| format!("tail: not a number: {n}"))?);
+    }
+    for (key, slot) in [("since", &mut query.since), ("until", &mut query.until)] {
+        if let Some(t) = params.get(key) {
+            *slot = Some(Timestamp::parse_rfc3339(t).map_err(|e| format!("{key}: {e}"))?);
+        }
+    }
+    if let Some(level) = params.get("level") {
+        query.min_level = Some(LogLevel::from_name(level).ok_or_else(|| {
+            format!("level: unknown level '{level}' (trace, debug, info, warn, error, fatal)")
+        })?);
+    }
+    if let Some(text) = params.get("grep") {
+        query.contains = Some(text.to_owned());
+    }
+    if let Some(stream) = params.get("stream") {
+        query.stream = Some(match stream {
+            "stdout" => OutputStream::Stdout,
+            "stderr" => OutputStream::Stderr,
+            other => return Err(format!("stream: expected stdout or stderr, got '{other}'")),
+        });
+    }
+    query.follow = params.flag("follow");
+    Ok(query)
+}
+
+async fn logs(daemon: &Daemon, target: &str, params: &Params) -> Response<Body> {
+    let query = match log_query(params) {
+        Ok(q) => q,
+        Err(message) => return bad_request(message),
+    };
+    let mut stream = match daemon.manager.logs(target, &query).await {
+        Ok(s) => s,
+        Err(e) => return failure_response(daemon, &e, target),
+    };
+    let (tx, response) = ndjson_stream();
+    tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            let sent = match item {
+                Ok(log) => tx.send(line(&log)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "log stream ended with an error");
+                    break;
+                }
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    response
+}
+
+fn events(daemon: &Daemon, params: &Params) -> Response<Body> {
+    let only: Option<DeploymentId> = params
+        .get("deployment")
+        .and_then(|t| daemon.manager.get(t).ok())
+        .map(|r| r.id);
+    let mut rx = daemon.manager.subscribe();
+    let (tx, response) = ndjson_stream();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(env) => {
+                    if only.as_ref().is_some_and(|id| env.event.deployment() != id) {
+                        continue;
+                    }
+                    if tx.send(line(&env)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "an event subscriber lagged");
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    response
+}
+
+async fn audit(daemon: &Daemon, params: &Params) -> Response<Body> {
+    let mut query = conan::AuditQuery::default();
+    if let Some(t) = params.get("deployment") {
+        match daemon.manager.get(t) {
+            Ok(r) => query.deployment = Some(r.id),
+            Err(e) => return failure_response(daemon, &e, t),
+        }
+    }
+    let limit: usize = match params.get("limit").map(str::parse).transpose() {
+        Ok(l) => l.unwrap_or(100),
+        Err(_) => return bad_request("limit: not a number"),
+    };
+    match daemon.manager.audit(&query).await {
+        Ok(mut entries) => {
+            if entries.len() > limit {
+                entries.drain(..entries.len() - limit);
+            }
+            json(StatusCode::OK, &entries)
+        }
+        Err(e) => failure_response(daemon, &e, ""),
+    }
+}
+
+impl Daemon {
+    fn info(&self) -> DaemonInfo {
+        DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            home: self.home.root().to_path_buf(),
+            providers: self
+                .manager
+                .registry()
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            docker_error: self.docker_error.clone(),
+            started_at: self.started_at,
+            deployments: self.manager.list().len(),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! # conan-cli: the `conan` command and its daemon
+//!
+//! `conan` deploys apps and keeps them running through a small background daemon that owns
+//! a [`DeploymentManager`](conan::DeploymentManager): the local provider (supervised
+//! processes), the Docker provider (when a Docker daemon answers at start) and the SQLite
+//! store, all in `CONAN_HOME`.
+//!
+//! ```text
+//! conan deploy examples/apps/hello --health /health
+//! conan ls
+//! conan logs -f hello
+//! conan stop hello && conan rm hello
+//! ```
+//!
+//! ## `CONAN_HOME`
+//!
+//! `CONAN_HOME`, else `$XDG_STATE_HOME/conan`, else `~/.local/state/conan` (mode 0700):
+//!
+//! | file | what |
+//! |---|---|
+//! | `conan.sock` | the daemon's HTTP + JSON API (mode 0600) |
+//! | `daemon.lock` | `flock`ed by the running daemon, holds its pid: one daemon per home |
+//! | `daemon.log` | the daemon's log when auto-started (`CONAN_LOG=debug` for more) |
+//! | `conan.db` | deployments, revisions, audit log (SQLite, WAL) |
+//! | `local/` | the local provider's spools, app logs and adoption records |
+//!
+//! ## The daemon
+//!
+//! Every command but `init` and `daemon` starts a daemon in the background when none
+//! answers (a double fork through `conan daemon --background`, logging to `daemon.log`).
+//! `conan daemon` runs one in the foreground; a second one on the same home says so and
+//! exits 1. `conan daemon stop` stops the daemon, not the deployments: the next daemon
+//! [`recover`](conan::DeploymentManager::recover)s them (same pids, same containers). The
+//! daemon runs on one thread (a current-thread Tokio runtime); it never logs env values.
+//!
+//! Docker is optional: when no Docker daemon answers at start, only `local` is registered
+//! and `conan deploy --provider docker` fails with a hint how to start Docker (then
+//! `conan daemon stop`, so the next daemon connects to it). The Docker provider reads
+//! `DOCKER_HOST` and `CONAN_DOCKER_BASE_IMAGE` (base image of generated Dockerfiles).
+//!
+//! ## The API
+//!
+//! HTTP/1.1 on the Unix socket; JSON bodies; the field names are those of the CLI's
+//! `--json` output (types in [`api`]) and are stable. Try it with
+//! `curl --unix-socket ~/.local/state/conan/conan.sock http://conan/v1/deployments`.
+//!
+//! | method and path | does | answers |
+//! |---|---|---|
+//! | `GET /v1/daemon` | daemon info | [`api::DaemonInfo`] |
+//! | `POST /v1/daemon/shutdown` | stop the daemon (deployments keep running) | `{"stopping":true}` |
+//! | `GET /v1/deployments` | list | `[`[`api::DeploymentView`]`]` |
+//! | `POST /v1/deployments` | deploy; body: a `DeploymentConfig` (JSON) | view, or progress stream |
+//! | `GET /v1/deployments/{name}` | status, health, metrics | [`api::StatusView`] |
+//! | `DELETE /v1/deployments/{name}?force=1` | remove (`force`: even while running) | view |
+//! | `POST /v1/deployments/{name}/stop` (`start`, `restart`) | lifecycle | view |
+//! | `POST /v1/deployments/{name}/update` | new revision; body [`api::UpdateBody`] | view |
+//! | `POST /v1/deployments/{name}/rollback` | body [`api::RollbackBody`] | view |
+//! | `GET /v1/deployments/{name}/history` | revisions | `[`[`api::RevisionView`]`]` |
+//! | `GET /v1/deployments/{name}/logs` | `tail`, `since`, `until` (RFC 3339), `level`, `grep`, `stream` (`stdout`/`stderr`), `follow=1` | NDJSON of `LogLine` |
+//! | `GET /v1/events?deployment=NAME` | live events until the client leaves | NDJSON of `EventEnvelope` |
+//! | `GET /v1/audit?limit=N&deployment=NAME` | the audit log, newest `N` (100) | `[AuditEntry]` |
+//!
+//! `{name}` is a name or an id. Operations wait for their outcome; with `?progress=1` they
+//! answer `application/x-ndjson` instead: one [`api::ProgressLine`] per line — `{"event":…}`
+//! for each event about the deployment, then one `{"result": view}` or `{"error": …}`.
+//! A client that disconnects does not cancel the operation. Errors are [`api::ApiError`]
+//! (`code`, `message`, `hint`, `problems` with field paths, the `failure` bundle) with a
+//! 4xx/5xx status.
+//!
+//! ## Update semantics
+//!
+//! `conan update NAME` re-rolls the current config; `--env K=V` sets variables (the others
+//! keep their values); `PATH` with a `conan.toml` replaces the config (name, provider and
+//! env carry over unless the file sets them); `PATH` without one only changes the source.
+//!
+//! ## Exit codes
+//!
+//! 0 success; 1 the operation failed (the message says why, the failure bundle shows exit
+//! status, last probe and last log lines); 2 bad usage or an invalid config (every problem
+//! with its field path).
+
+pub mod api;
+mod cli;
+mod client;
+mod commands;
+pub mod daemon;
+mod error;
+pub mod home;
+mod launch;
+mod output;
+mod project;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::CliError;
+use crate::output::{Color, Style};
+
+/// The `conan` command: parses the arguments, runs, prints errors, returns the exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let json = cli.command.wants_json();
+    match commands::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&e, json);
+            e.exit_code()
+        }
+    }
+}
+
+fn print_error(e: &CliError, json: bool) {
+    if json {
+        let api = e.api.as_deref().cloned().unwrap_or_else(|| {
+            let mut api = api::ApiError::new("failed", e.message.clone());
+            api.hint.clone_from(&e.hint);
+            api
+        });
+        output::print_json(&serde_json::json!({ "error": api }));
+    }
+    let style = Style::stderr();
+    eprintln!("{} {}", style.paint(Color::Red, "error:"), e.message);
+    for line in &e.details {
+        eprintln!("{line}");
+    }
+    if let Some(hint) = &e.hint {
+        eprintln!("{} {hint}", style.paint(Color::Yellow, "hint:"));
+    }
+}

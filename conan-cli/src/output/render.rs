@@ -1,0 +1,172 @@
+//! Human renderings of deployments, log lines, events and failure bundles.
+
+use conan::{Event, EventEnvelope, FailureReport, LogLine, OutputStream, Timestamp};
+
+use super::{Color, Style, bytes, short_duration};
+use crate::api::{DeploymentView, StatusView};
+
+/// A timestamp to the millisecond (`2026-05-01T10:00:00.123Z`).
+#[must_use]
+pub fn short_time(ts: Timestamp) -> String {
+    let s = ts.to_string();
+    match s.find('.') {
+        Some(dot) if s.len() >= dot + 4 => format!("{}Z", &s[..dot + 4]),
+        _ => s,
+    }
+}
+
+/// One log line: time, stream, text (stderr in red on a terminal).
+#[must_use]
+pub fn log_line(line: &LogLine, style: Style) -> String {
+    let stream = match line.stream {
+        OutputStream::Stdout => "out",
+        OutputStream::Stderr => "err",
+        OutputStream::System => "sys",
+    };
+    let text = if line.stream == OutputStream::Stderr {
+        style.paint(Color::Red, &line.message)
+    } else {
+        line.message.clone()
+    };
+    format!(
+        "{} {} {text}",
+        style.paint(Color::Dim, &short_time(line.timestamp)),
+        style.paint(Color::Dim, stream)
+    )
+}
+
+/// The failure bundle as indented lines: reason, exit status, last probe, last log lines.
+#[must_use]
+pub fn failure_lines(failure: &FailureReport) -> Vec<String> {
+    let mut lines = vec![format!("  reason: {}", failure.reason)];
+    if let Some(exit) = failure.exit {
+        lines.push(format!("  exit:   {exit}"));
+    }
+    if let Some(probe) = &failure.probe {
+        lines.push(format!("  probe:  {probe}"));
+    }
+    if !failure.last_logs.is_empty() {
+        lines.push(format!("  last {} log lines:", failure.last_logs.len()));
+        for line in &failure.last_logs {
+            lines.push(format!("    {}", log_line(line, Style::plain())));
+        }
+    }
+    lines
+}
+
+/// One event as a line; `name` is the deployment's name when known.
+#[must_use]
+pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String {
+    let what = match &envelope.event {
+        Event::Queued { kind, .. } => format!("{kind} queued"),
+        Event::Started { kind, .. } => format!("{kind} started"),
+        Event::Retrying {
+            attempt,
+            delay_ms,
+            error,
+            ..
+        } => format!("attempt {attempt} failed ({error}); retrying in {delay_ms} ms"),
+        Event::Finished { kind, outcome, .. } => match outcome {
+            conan::Outcome::Succeeded => {
+                format!("{kind} {}", style.paint(Color::Green, "succeeded"))
+            }
+            conan::Outcome::Failed { error } => {
+                format!("{kind} {}: {error}", style.paint(Color::Red, "failed"))
+            }
+            conan::Outcome::Cancelled => format!("{kind} cancelled"),
+        },
+        Event::StatusChanged {
+            from, to, revision, ..
+        } => format!(
+            "{from} -> {} (revision {})",
+            style.status(to.kind().as_str()),
+            revision.0
+        ),
+        Event::Progress { phase, message, .. } => format!("{}: {message}", phase.label()),
+        Event::Healthy { .. } => style.paint(Color::Green, "healthy"),
+        Event::Unhealthy { reason, .. } => {
+            format!("{}: {reason}", style.paint(Color::Red, "unhealthy"))
+        }
+        Event::Restarted {
+            attempt,
+            exit,
+            delay_ms,
+            ..
+        } => format!("restarted (attempt {attempt}, {exit}, after {delay_ms} ms)"),
+        Event::Failed { failure, .. } => {
+            format!("{}: {failure}", style.paint(Color::Red, "failed"))
+        }
+        Event::RolledBack {
+            failed,
+            serving,
+            reason,
+            ..
+        } => format!(
+            "revision {} failed ({reason}); revision {} keeps serving",
+            failed.0, serving.0
+        ),
+        Event::Recovered { status, .. } => format!("recovered as {}", status.kind()),
+        Event::Removed { .. } => "removed".to_owned(),
+        other => format!("{other:?}"),
+    };
+    format!(
+        "{} {} {what}",
+        style.paint(Color::Dim, &short_time(envelope.at)),
+        style.paint(Color::Bold, name)
+    )
+}
+
+/// A deployment as `key  value` lines (used by `deploy`, `status` and friends).
+pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, style: Style) {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("name", style.paint(Color::Bold, &view.name)),
+        ("id", view.id.clone()),
+        ("provider", view.provider.clone()),
+        ("status", style.status(&view.status)),
+    ];
+    if let Some(reason) = &view.reason {
+        rows.push(("reason", reason.clone()));
+    }
+    if let Some(health) = status.and_then(|s| s.health.as_ref()) {
+        let mut text = format!("{:?}", health.status).to_lowercase();
+        if let Some(detail) = &health.detail {
+            text.push_str(&format!(" ({detail})"));
+        }
+        rows.push(("health", text));
+    }
+    rows.push(("revision", view.revision.to_string()));
+    if let Some(pid) = view.pid {
+        rows.push(("pid", pid.to_string()));
+    }
+    if let Some(container) = &view.container {
+        rows.push(("container", container.chars().take(12).collect()));
+    }
+    if let Some(url) = &view.url {
+        rows.push(("url", url.clone()));
+    } else if let Some(port) = view.port {
+        rows.push(("port", port.to_string()));
+    }
+    if let Some(m) = status.and_then(|s| s.metrics.as_ref()) {
+        rows.push(("restarts", m.restarts.to_string()));
+        if let Some(cpu) = m.cpu_percent {
+            rows.push(("cpu", format!("{cpu:.1} %")));
+        }
+        if let Some(mem) = m.memory_bytes {
+            rows.push(("memory", bytes(mem)));
+        }
+        if let Some(up) = m.uptime {
+            rows.push(("uptime", short_duration(up)));
+        }
+    } else if let Some(started) = view.started_at
+        && view.status == "running"
+    {
+        rows.push(("uptime", short_duration(started.elapsed())));
+    }
+    rows.push(("source", view.source.display().to_string()));
+    if !view.env.is_empty() {
+        rows.push(("env", view.env.join(", ")));
+    }
+    for (key, value) in rows {
+        println!("{}  {value}", style.paint(Color::Dim, &format!("{key:<9}")));
+    }
+}

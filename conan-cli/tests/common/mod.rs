@@ -1,0 +1,290 @@
+//! Helpers of the end-to-end tests: a private `CONAN_HOME` per test, the real `conan`
+//! binary run with a deadline, and a guard that — even when the test fails — removes the
+//! test's deployments, stops its daemon and kills whatever process of that home is left.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest any single `conan` invocation may take.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The output of one `conan` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with both streams unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless it succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        self.expect_code(0)
+    }
+
+    /// Stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// A private `CONAN_HOME` with its own daemon; cleaned up on drop.
+pub struct Home {
+    dir: tempfile::TempDir,
+    docker_names: std::sync::Mutex<Vec<String>>,
+    envs: Vec<(String, String)>,
+}
+
+impl Home {
+    /// A new home whose daemon allocates ports from a range of its own, so parallel
+    /// tests (each with its own daemon and port allocator) never pick the same port.
+    pub fn new() -> Self {
+        static HOMES: AtomicU32 = AtomicU32::new(0);
+        let dir = tempfile::Builder::new()
+            .prefix("conan-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let n = HOMES.fetch_add(1, Ordering::Relaxed) % 20;
+        let first = 46_000 + (std::process::id() % 10) * 200 + n * 10;
+        Self {
+            dir,
+            docker_names: std::sync::Mutex::new(Vec::new()),
+            envs: vec![(
+                "CONAN_PORT_RANGE".to_owned(),
+                format!("{first}-{}", first + 9),
+            )],
+        }
+    }
+
+    /// The same home, with an extra env variable for every `conan` run (and so the daemon).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Remember a Docker deployment so the guard removes its containers.
+    pub fn track_docker(&self, name: &str) {
+        self.docker_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.to_owned());
+    }
+
+    /// Runs `conan ARGS` with this home and waits (up to two minutes).
+    pub fn conan(&self, args: &[&str]) -> Run {
+        self.conan_in(args, None)
+    }
+
+    /// Runs `conan ARGS` in `cwd`.
+    pub fn conan_in(&self, args: &[&str], cwd: Option<&Path>) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conan"));
+        cmd.args(args)
+            .env("CONAN_HOME", self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("XDG_STATE_HOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd.spawn().expect("spawn conan");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(COMMAND_DEADLINE) {
+            Ok(Ok(out)) => Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            },
+            Ok(Err(e)) => panic!("conan {args:?}: {e}"),
+            Err(_) => {
+                kill(pid as i32, 9);
+                panic!("conan {args:?} did not finish within {COMMAND_DEADLINE:?}");
+            }
+        }
+    }
+
+    /// The deployment's entry in `conan ls --json`.
+    pub fn listed(&self, name: &str) -> Option<Value> {
+        let list = self.conan(&["ls", "--json"]).ok().json();
+        list.as_array()
+            .expect("ls --json is an array")
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+    }
+
+    /// The pid the running daemon wrote into its lock file.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path().join("daemon.lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn local_pids(&self) -> Vec<i32> {
+        let Ok(dirs) = std::fs::read_dir(self.path().join("local/deployments")) else {
+            return Vec::new();
+        };
+        dirs.flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("state.json")).ok())
+            .filter_map(|text| serde_json::from_str::<Value>(&text).ok())
+            .filter_map(|v| v["instance"]["pid"].as_i64())
+            .filter_map(|pid| i32::try_from(pid).ok())
+            .collect()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        // Best effort: remove deployments through the daemon, then stop it.
+        if self.path().join("conan.sock").exists() {
+            if let Ok(list) = std::panic::catch_unwind(|| self.conan(&["ls", "--json"]))
+                && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&list.stdout)
+            {
+                for item in items {
+                    if let Some(name) = item["name"].as_str() {
+                        let _ = std::panic::catch_unwind(|| self.conan(&["rm", "--force", name]));
+                    }
+                }
+            }
+            let _ = std::panic::catch_unwind(|| self.conan(&["daemon", "stop"]));
+        }
+        // Whatever is left of this home: app process groups, then the daemon.
+        for pid in self.local_pids() {
+            kill(-pid, 9);
+            kill(pid, 9);
+        }
+        if let Some(pid) = self.daemon_pid()
+            && alive(pid)
+            && is_conan_daemon(pid, self.path())
+        {
+            kill(pid, 9);
+        }
+        let names = self
+            .docker_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for name in names {
+            let ids = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=conan.name={name}")])
+                .output();
+            if let Ok(out) = ids {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
+            }
+        }
+    }
+}
+
+fn is_conan_daemon(pid: i32, home: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            let needle = format!("CONAN_HOME={}", home.display());
+            env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+/// Sends `signal` to `pid` (negative: a process group) with `kill(1)`.
+pub fn kill(pid: i32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `check` until it holds or `deadline` passes.
+#[track_caller]
+pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    while !check() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A deployment name unique to this test run.
+pub fn unique(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `examples/apps/NAME`.
+pub fn app(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/apps")
+        .join(name)
+        .canonicalize()
+        .expect("sample app")
+}
+
+/// `GET path` on `url` (http://127.0.0.1:PORT): the status line and body.
+pub fn http_get(url: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = url.strip_prefix("http://")?.trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}

@@ -1,0 +1,329 @@
+//! End-to-end tests of `conan` with the local provider: the real binary, a real daemon in a
+//! private `CONAN_HOME`, real Node processes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{Home, alive, app, http_get, unique, wait_until};
+
+fn pid_of(view: &serde_json::Value) -> i32 {
+    view["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no pid in {view}"))
+}
+
+#[test]
+fn local_deploy_ls_logs_update_rollback_stop_rm() {
+    let home = Home::new();
+    let name = unique("life");
+    let hello = app("hello");
+    let hello = hello.to_str().unwrap();
+    let secret = "s3cr3t-value-never-printed";
+
+    // deploy: waits until running, shows phases as plain lines, prints the deployment.
+    let run = home
+        .conan(&[
+            "deploy",
+            hello,
+            "--name",
+            &name,
+            "--health",
+            "/health",
+            "--env",
+            &format!("API_TOKEN={secret}"),
+        ])
+        .ok();
+    assert!(run.stdout.contains("waiting for health"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("{name} is running")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("API_TOKEN"), "{}", run.stdout);
+
+    // ls --json: stable fields, running, a pid that answers HTTP.
+    let view = home.listed(&name).expect("listed");
+    assert_eq!(view["status"], "running");
+    assert_eq!(view["provider"], "local");
+    assert_eq!(view["revision"], 1);
+    let first_pid = pid_of(&view);
+    assert!(alive(first_pid));
+    let url = view["url"].as_str().expect("url").to_owned();
+    let answer = http_get(&url, "/").expect("app answers");
+    assert!(answer.contains("hello from"), "{answer}");
+
+    // human ls is an aligned table.
+    let ls = home.conan(&["ls"]).ok();
+    assert!(ls.stdout.starts_with("NAME"), "{}", ls.stdout);
+    assert!(ls.stdout.contains(&name), "{}", ls.stdout);
+
+    // status with health and metrics.
+    let status = home.conan(&["status", &name, "--json"]).ok().json();
+    assert_eq!(status["health"]["status"], "healthy");
+    assert!(
+        status["metrics"]["memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+
+    // logs: the startup line and the request we made, with filters.
+    wait_until("the request in the logs", Duration::from_secs(10), || {
+        let grep = home.conan(&["logs", &name, "--grep", "GET /"]).ok();
+        grep.stdout.lines().any(|l| l.ends_with("GET /"))
+    });
+    let logs = home.conan(&["logs", &name, "-n", "50"]).ok();
+    assert!(logs.stdout.contains("hello listening"), "{}", logs.stdout);
+    let json_logs = home
+        .conan(&["logs", &name, "--json", "--stdout", "--since", "10m"])
+        .ok();
+    for line in json_logs.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("NDJSON line");
+        assert_eq!(v["stream"], "stdout");
+    }
+    assert!(
+        home.conan(&["logs", &name, "--stderr"])
+            .ok()
+            .stdout
+            .trim()
+            .is_empty()
+    );
+
+    // update: a new revision with a new pid (blue-green), env names kept.
+    let updated = home
+        .conan(&["update", &name, "--env", "GREETING=hi", "--json"])
+        .ok()
+        .json();
+    assert_eq!(updated["revision"], 2);
+    assert_eq!(updated["status"], "running");
+    assert_eq!(updated["env"], serde_json::json!(["API_TOKEN", "GREETING"]));
+    let second_pid = pid_of(&updated);
+    assert_ne!(second_pid, first_pid);
+    wait_until("the old revision to exit", Duration::from_secs(10), || {
+        !alive(first_pid)
+    });
+
+    // rollback: revision 3 reuses revision 1's config.
+    let rolled = home.conan(&["rollback", &name, "--json"]).ok().json();
+    assert_eq!(rolled["revision"], 3);
+    assert_eq!(rolled["env"], serde_json::json!(["API_TOKEN"]));
+    let history = home.conan(&["history", &name, "--json"]).ok().json();
+    let revisions = history.as_array().expect("history is an array");
+    assert_eq!(revisions.len(), 3);
+    assert_eq!(revisions[2]["cause"], "rollback");
+    assert_eq!(revisions[2]["source_revision"], 1);
+    assert_eq!(revisions[2]["serving"], true);
+    let third_pid = pid_of(&rolled);
+
+    // stop: the process is gone, the deployment stays listed as stopped.
+    home.conan(&["stop", &name]).ok();
+    assert_eq!(home.listed(&name).expect("listed")["status"], "stopped");
+    wait_until("the app to exit", Duration::from_secs(10), || {
+        !alive(third_pid)
+    });
+
+    // events: the audit log mentions the operations.
+    let events = home.conan(&["events"]).ok();
+    assert!(
+        events.stdout.contains("rollback revision 3 succeeded"),
+        "{}",
+        events.stdout
+    );
+
+    // rm: gone.
+    home.conan(&["rm", &name]).ok();
+    assert!(home.listed(&name).is_none());
+
+    // Env values never appear in Conan's own output or log.
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    assert!(!log.contains(secret), "daemon.log leaks an env value");
+    assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    assert!(!status.to_string().contains(secret));
+}
+
+#[test]
+fn daemon_stop_leaves_apps_running_and_the_next_daemon_adopts_them() {
+    let home = Home::new();
+    let name = unique("adopt");
+    let hello = app("hello");
+    let view = home
+        .conan(&[
+            "deploy",
+            hello.to_str().unwrap(),
+            "--name",
+            &name,
+            "--health",
+            "/health",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let pid = pid_of(&view);
+    let daemon = home.daemon_pid().expect("daemon pid");
+
+    let stop = home.conan(&["daemon", "stop"]).ok();
+    assert!(
+        stop.stdout.contains("deployments keep running"),
+        "{}",
+        stop.stdout
+    );
+    assert!(!alive(daemon), "the daemon is still running");
+    assert!(!home.path().join("conan.sock").exists());
+    assert!(alive(pid), "the app died with the daemon");
+
+    // The next command starts a new daemon, which adopts the app: same pid, running.
+    let adopted = home.listed(&name).expect("listed after restart");
+    assert_eq!(adopted["status"], "running", "{adopted}");
+    assert_eq!(pid_of(&adopted), pid);
+    assert_ne!(home.daemon_pid(), Some(daemon));
+    let url = adopted["url"].as_str().expect("url");
+    assert!(http_get(url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    // And it is still managed: stop works on the adopted process.
+    home.conan(&["stop", &name]).ok();
+    wait_until("the adopted app to stop", Duration::from_secs(10), || {
+        !alive(pid)
+    });
+}
+
+#[test]
+fn one_daemon_per_home_and_a_private_socket() {
+    let home = Home::new();
+    home.conan(&["ls"]).ok();
+    let socket = home.path().join("conan.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    let dir_mode = std::fs::metadata(home.path()).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "home mode {dir_mode:o}");
+
+    let second = home.conan(&["daemon"]).expect_code(1);
+    assert!(
+        second.stderr.contains("already running"),
+        "{}",
+        second.stderr
+    );
+    let status = home.conan(&["daemon", "status", "--json"]).ok().json();
+    assert_eq!(status["pid"], home.daemon_pid().expect("pid"));
+}
+
+#[test]
+fn bad_usage_and_invalid_config_exit_2_with_clear_messages() {
+    let home = Home::new();
+    let run = home.conan(&["frobnicate"]).expect_code(2);
+    assert!(
+        run.stderr.contains("unrecognized subcommand"),
+        "{}",
+        run.stderr
+    );
+    let run = home.conan(&["deploy", "--port", "eighty"]).expect_code(2);
+    assert!(run.stderr.contains("--port"), "{}", run.stderr);
+    let run = home
+        .conan(&["logs", "x", "--since", "yesterday"])
+        .expect_code(2);
+    assert!(run.stderr.contains("--since yesterday"), "{}", run.stderr);
+    let run = home.conan(&["deploy", "/no/such/dir"]).expect_code(2);
+    assert!(run.stderr.contains("/no/such/dir"), "{}", run.stderr);
+
+    // Every problem of a config, each with its field path.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("conan.toml"),
+        "name = \"Not A Label\"\nreplicas = 0\n[health_check]\npath = \"health\"\n",
+    )
+    .unwrap();
+    let run = home
+        .conan(&["deploy", dir.path().to_str().unwrap()])
+        .expect_code(2);
+    assert!(run.stderr.contains("invalid config"), "{}", run.stderr);
+    assert!(run.stderr.contains("- name:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("- health_check.path:"),
+        "{}",
+        run.stderr
+    );
+    // None of this needed a daemon.
+    assert!(!home.path().join("conan.sock").exists());
+}
+
+#[test]
+fn a_deploy_that_fails_exits_1_and_shows_the_failure_bundle() {
+    let home = Home::new();
+    let name = unique("crash");
+    let crash = app("crash");
+    let run = home
+        .conan(&[
+            "deploy",
+            crash.to_str().unwrap(),
+            "--name",
+            &name,
+            "--health",
+            "/health",
+        ])
+        .expect_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("deployment '{name}' did not become ready")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("reason:"), "{}", run.stderr);
+    assert!(run.stderr.contains("exit:   exit code 1"), "{}", run.stderr);
+    assert!(run.stderr.contains("crash: fatal error"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("conan logs {name}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(home.listed(&name).expect("listed")["status"], "failed");
+
+    // --json: the error as JSON on stdout, with the bundle.
+    let other = unique("crash");
+    let run = home
+        .conan(&[
+            "deploy",
+            crash.to_str().unwrap(),
+            "--name",
+            &other,
+            "--health",
+            "/health",
+            "--json",
+        ])
+        .expect_code(1);
+    let error = &run.json()["error"];
+    assert_eq!(error["code"], "deploy_failed");
+    assert_eq!(error["failure"]["exit"]["value"], 1);
+    assert!(
+        error["failure"]["last_logs"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_deploy_uses() {
+    let home = Home::new();
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("My_Site");
+    std::fs::create_dir(&project).unwrap();
+    for file in ["app.js", "package.json"] {
+        std::fs::copy(app("hello").join(file), project.join(file)).unwrap();
+    }
+    let run = home.conan(&["init", project.to_str().unwrap()]).ok();
+    assert!(run.stdout.contains("conan.toml"), "{}", run.stdout);
+    home.conan(&["init", project.to_str().unwrap()])
+        .expect_code(1);
+
+    // `conan deploy` in the directory: the name comes from the directory, the health
+    // check from the file.
+    let view = home
+        .conan_in(&["deploy", "--json"], Some(&project))
+        .ok()
+        .json();
+    assert_eq!(view["name"], "my-site");
+    assert_eq!(view["status"], "running");
+    let status = home.conan(&["status", "my-site", "--json"]).ok().json();
+    assert_eq!(status["health"]["status"], "healthy");
+}
