@@ -89,6 +89,10 @@ impl Deployment {
             "log_file".into(),
             self.dir.join("logs/app.log").display().to_string().into(),
         );
+        info.details.insert(
+            "log_lines_dropped_from_memory".into(),
+            self.logs.dropped_from_memory().into(),
+        );
         info
     }
 

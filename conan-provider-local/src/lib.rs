@@ -18,7 +18,7 @@
 //!
 //! ## Model
 //!
-//! - **Start command**: see [`command`](crate#start-command) — `start_command` via `sh -c`,
+//! - **Start command**: `start_command` via `sh -c`,
 //!   else `package.json` `scripts.start` (with `node_modules/.bin` on `PATH`), else `main`,
 //!   else `server.js` / `index.js` / `app.js`; the error lists what was tried.
 //! - **Environment**: an allowlist of the manager's variables, the config's env, `PORT`,

@@ -7,7 +7,7 @@
 //! nothing is queued inside the app when it calls `process.exit()` (on a pipe, Node drops
 //! queued writes at exit, which is how PM2 loses the crash message), and a burst costs the
 //! app exactly what writing to a file costs. A tailer thread per instance reads the spools,
-//! splits lines, stamps them, and appends them to the deployment's [`LogStore`]; consumed
+//! splits lines, stamps them, and appends them to the deployment's log store; consumed
 //! spool space is freed with `fallocate(PUNCH_HOLE)`, which needs no cooperation from the
 //! writer, and the consumed offsets are persisted so a manager that adopts the instance
 //! later resumes exactly where the previous one stopped. Because the files belong to the
@@ -17,6 +17,13 @@
 //! milliseconds; for lines written while no manager ran, the time of adoption); ordering
 //! between stdout and stderr is approximate (as with two pipes); a crash of the manager
 //! between writing a batch to the log file and persisting its offset repeats that batch.
+//!
+//! Memory holds the newest lines up to
+//! [`log_memory_bytes`](crate::LocalProviderBuilder::log_memory_bytes); older ones are read
+//! back from the log files (rotated by size, 10 MB × 5 by default), so a query never misses
+//! a line that is still on disk. How many lines left memory is reported in
+//! `RuntimeInfo::details["log_lines_dropped_from_memory"]`; lines rotated out of the files
+//! are announced by a `system` line at the head of a query's answer.
 //!
 //! Lines longer than 64 KiB are split into 64 KiB pieces, every piece but the last ending in
 //! [`SPLIT_MARKER`]; invalid UTF-8 is replaced with U+FFFD.

@@ -357,6 +357,11 @@ impl LogStore {
         out
     }
 
+    /// Lines no longer held in memory (they remain in the log files until rotated out).
+    pub fn dropped_from_memory(&self) -> u64 {
+        self.lock().dropped
+    }
+
     /// The last `n` lines (for failure reports).
     pub fn last(&self, n: usize) -> Vec<LogLine> {
         let inner = self.lock();
