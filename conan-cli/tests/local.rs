@@ -327,3 +327,57 @@ fn init_writes_a_config_that_deploy_uses() {
     let status = home.conan(&["status", "my-site", "--json"]).ok().json();
     assert_eq!(status["health"]["status"], "healthy");
 }
+
+#[test]
+fn docker_deploy_without_docker_says_how_to_start_it() {
+    let home = Home::new().with_env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let hello = app("hello");
+    let run = home
+        .conan(&["deploy", hello.to_str().unwrap(), "--provider", "docker"])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("Docker is not available"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("hint: start Docker"), "{}", run.stderr);
+    let info = home.conan(&["daemon", "status", "--json"]).ok().json();
+    assert_eq!(info["providers"], serde_json::json!(["local"]));
+    assert!(info["docker_error"].is_string(), "{info}");
+}
+
+#[test]
+fn logs_and_events_follow_live() {
+    let home = Home::new();
+    let name = unique("follow");
+    let hello = app("hello");
+    let view = home
+        .conan(&[
+            "deploy",
+            hello.to_str().unwrap(),
+            "--name",
+            &name,
+            "--health",
+            "/health",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let url = view["url"].as_str().expect("url").to_owned();
+
+    let logs = home.follow(&["logs", &name, "-f", "-n", "0"]);
+    let events = home.follow(&["events", "-f", "--json"]);
+    // Subscriptions are live once the first request reaches the app and shows up.
+    common::wait_until("a followed request", Duration::from_secs(10), || {
+        http_get(&url, "/followed").is_some()
+            && logs
+                .line_with("GET /followed", Duration::from_secs(1))
+                .is_ok()
+    });
+
+    home.conan(&["stop", &name]).ok();
+    let line = events.expect_line("\"to\":{\"state\":\"stopped\"}", Duration::from_secs(10));
+    let event: serde_json::Value = serde_json::from_str(&line).expect("NDJSON event");
+    assert_eq!(event["type"], "status_changed");
+    assert_eq!(event["deployment"], view["id"]);
+}

@@ -104,7 +104,20 @@ fn view_of(daemon: &Daemon, target: &str) -> Option<DeploymentView> {
 }
 
 fn failure_response(daemon: &Daemon, e: &conan::Error, target: &str) -> Response<Body> {
-    let (status, api) = api_error(e, view_of(daemon, target));
+    let view = view_of(daemon, target);
+    let (status, mut api) = api_error(e, view.clone());
+    // The deployment exists but its provider has nothing of it (a failed deploy's
+    // containers are gone): say that rather than "not found".
+    if let (conan::Error::NotFound { .. }, Some(view)) = (e, &view) {
+        api.message = format!(
+            "nothing of '{}' is running (it is {}): {e}",
+            view.name, view.status
+        );
+        api.hint = Some(format!(
+            "`conan status {0}` shows its last failure; `conan start {0}` starts it again",
+            view.name
+        ));
+    }
     error(status, &api)
 }
 

@@ -288,3 +288,74 @@ pub fn http_get(url: &str, path: &str) -> Option<String> {
     stream.read_to_string(&mut text).ok()?;
     Some(text)
 }
+
+/// A running `conan` whose stdout lines arrive on a channel; killed on drop.
+pub struct Follower {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Home {
+    /// Starts `conan ARGS` in the background (for `-f` commands).
+    pub fn follow(&self, args: &[&str]) -> Follower {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conan"));
+        cmd.args(args)
+            .env("CONAN_HOME", self.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn conan");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines: rx }
+    }
+}
+
+impl Follower {
+    /// The next line containing `text` within `deadline`, if any.
+    pub fn line_with(&self, text: &str, deadline: Duration) -> Result<String, Vec<String>> {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_sub(start.elapsed()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Ok(line),
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        Err(seen)
+    }
+
+    /// Waits for a line containing `text`; panics with what came instead after `deadline`.
+    #[track_caller]
+    pub fn expect_line(&self, text: &str, deadline: Duration) -> String {
+        self.line_with(text, deadline).unwrap_or_else(|seen| {
+            panic!(
+                "no line with {text:?} within {deadline:?}; got:\n{}",
+                seen.join("\n")
+            )
+        })
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

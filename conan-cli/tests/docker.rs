@@ -1,0 +1,91 @@
+//! End-to-end test of `conan` with the Docker provider: needs a Docker daemon (start one
+//! with `.ci/docker-up.sh`) and builds the `conan-test/node:20` base image from the host's
+//! node when it is missing (conan-provider-docker/tests/support/make-node-image.sh).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Home, app, http_get, unique};
+
+const BASE_IMAGE: &str = "conan-test/node:20";
+
+fn docker_ready() {
+    let answers = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        answers,
+        "this test needs a Docker daemon and none answered: start one with `.ci/docker-up.sh` \
+         (from the workspace root) and run the tests again"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../conan-provider-docker/tests/support/make-node-image.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(BASE_IMAGE)
+        .status()
+        .expect("run make-node-image.sh");
+    assert!(status.success(), "building {BASE_IMAGE} failed");
+}
+
+fn containers(name: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=conan.name={name}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn docker_deploy_ls_rm() {
+    docker_ready();
+    let home = Home::new().with_env("CONAN_DOCKER_BASE_IMAGE", BASE_IMAGE);
+    let name = unique("dock");
+    home.track_docker(&name);
+    let hello = app("hello");
+    // Inside a container the app must listen on every interface, not the default 127.0.0.1.
+    let view = home
+        .conan(&[
+            "deploy",
+            hello.to_str().unwrap(),
+            "--provider",
+            "docker",
+            "--name",
+            &name,
+            "--health",
+            "/health",
+            "--env",
+            "HOST=0.0.0.0",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(view["status"], "running", "{view}");
+    assert_eq!(view["provider"], "docker");
+    let container = view["container"].as_str().expect("container id").to_owned();
+    assert!(
+        containers(&name)
+            .iter()
+            .any(|c| container.starts_with(c.as_str())),
+        "container {container} not among {:?}",
+        containers(&name)
+    );
+    let url = view["url"].as_str().expect("url");
+    assert!(http_get(url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+
+    let listed = home.listed(&name).expect("listed");
+    assert_eq!(listed["status"], "running");
+    assert_eq!(listed["container"], container.as_str());
+    let ls = home.conan(&["ls"]).ok();
+    assert!(ls.stdout.contains("docker"), "{}", ls.stdout);
+
+    home.conan(&["rm", "--force", &name]).ok();
+    assert!(home.listed(&name).is_none());
+    assert!(containers(&name).is_empty(), "containers left behind");
+}
