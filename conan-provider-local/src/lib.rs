@@ -38,8 +38,10 @@
 //!   probing every millisecond for the first ~200 probes, then backing off ×1.5 to at
 //!   most min(interval, 250 ms), until
 //!   `update.healthy_deadline`. On failure the error carries a failure bundle (exit status,
-//!   last probe, last 50 log lines) and nothing is left running. `command` checks are not
-//!   run by this provider yet: they count as "process alive".
+//!   last probe, last 50 log lines) and nothing is left running. A `command` check runs
+//!   `sh -c` in the app's directory with `PORT` and `HOST` set; exit 0 is healthy.
+//!   Cancelling the operation's token during the gate stops the instance and answers
+//!   [`Error::Cancelled`](conan_core::Error::Cancelled).
 //! - **Supervision**: restarts follow [`conan_core::RestartTracker`]; each is an
 //!   [`Event::Restarted`](conan_core::Event::Restarted); a crash loop reports
 //!   `Failed` through the event sink. Once running, the health check runs every
@@ -57,7 +59,12 @@
 //!   adopts an instance only when its pid's start time (`/proc/PID/stat`) matches the
 //!   recorded one, so a recycled pid is never adopted. An adopted process's exit status
 //!   cannot be observed (it is not our child): it is reported as `Unknown`.
-//! - **Replicas** and **resource limits** are not supported: one instance per deployment.
+//! - **Replicas** and **resource limits** are not supported: more than one replica is
+//!   [`Error::NotSupported`](conan_core::Error::NotSupported); resource limits are ignored
+//!   with a progress notice.
+//! - **Sessions**: an instance gets its own process group but stays in the manager's
+//!   session (`setsid` would need `unsafe` `pre_exec`); being a background group, it gets no
+//!   terminal hang-up when the manager's terminal closes.
 
 mod command;
 mod deployment;

@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     pub counter: AtomicU64,
 }
 
+const CANCELLED: &str = "deploy cancelled";
+
 /// Which port a new instance gets.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum PortChoice {
@@ -139,7 +141,13 @@ impl Inner {
         if let Err(failure) = self.gate(ctx, dep, &inst, &mut proc, spec).await {
             ctx.events
                 .progress(&spec.id, Phase::CleaningUp, failure.reason.clone());
+            let cancelled = failure.reason == CANCELLED;
             let failure = self.discard(dep, &inst, proc, failure).await;
+            if cancelled {
+                return Err(Error::Cancelled {
+                    operation: "deploy".into(),
+                });
+            }
             return Err(Error::HealthCheckFailed {
                 deployment: spec.config.name.clone(),
                 failure: Box::new(failure),
@@ -170,7 +178,12 @@ impl Inner {
     ) -> std::result::Result<(), FailureReport> {
         let config = &spec.config;
         let deadline = Instant::now() + config.update.healthy_deadline;
-        let probe = Probe::for_check(config.health_check.as_ref(), &self.settings.host, inst.port);
+        let probe = Probe::for_check(
+            config.health_check.as_ref(),
+            &self.settings.host,
+            inst.port,
+            &Self::source_of(spec),
+        );
         let (interval, limit) = config.health_check.as_ref().map_or(
             (config.restart.min_uptime, config.restart.min_uptime),
             |h| (h.interval, h.timeout),
@@ -180,7 +193,7 @@ impl Inner {
             tokio::select! {
                 exit = proc.wait() => return Err(exited(exit, config.restart.min_uptime)),
                 () = sleep_until(until) => {}
-                () = ctx.cancel.cancelled() => return Err(FailureReport::new("deploy cancelled")),
+                () = ctx.cancel.cancelled() => return Err(FailureReport::new(CANCELLED)),
             }
             dep.logs.system(format!(
                 "[conan] process up for {}, ready",
@@ -202,7 +215,7 @@ impl Inner {
                     return Err(f);
                 }
                 r = probe.run(limit.min(remaining)) => r,
-                () = ctx.cancel.cancelled() => return Err(FailureReport::new("deploy cancelled")),
+                () = ctx.cancel.cancelled() => return Err(FailureReport::new(CANCELLED)),
             };
             if result.ok {
                 ctx.events

@@ -29,13 +29,24 @@ pub(crate) enum Probe {
         host: String,
         port: u16,
     },
+    /// A command run by `sh -c` in the app's directory; exit status 0 is healthy.
+    Command {
+        command: String,
+        dir: std::path::PathBuf,
+        env: Vec<(String, String)>,
+    },
     /// The process being alive is all there is to check.
     Alive,
 }
 
 impl Probe {
-    /// The probe for `check` against an instance on `port`.
-    pub fn for_check(check: Option<&HealthCheck>, host: &str, port: Option<u16>) -> Self {
+    /// The probe for `check` against an instance on `port`, whose app lives in `dir`.
+    pub fn for_check(
+        check: Option<&HealthCheck>,
+        host: &str,
+        port: Option<u16>,
+        dir: &std::path::Path,
+    ) -> Self {
         let host = if host == "0.0.0.0" { "127.0.0.1" } else { host }.to_owned();
         match (check, port) {
             (Some(c), Some(p)) => {
@@ -47,7 +58,15 @@ impl Probe {
                         path: c.http_path().to_owned(),
                     },
                     HealthCheckKind::Tcp => Probe::Tcp { host, port },
-                    HealthCheckKind::Process | HealthCheckKind::Command => Probe::Alive,
+                    HealthCheckKind::Command => match &c.command {
+                        Some(command) => Probe::Command {
+                            command: command.clone(),
+                            dir: dir.to_path_buf(),
+                            env: vec![("PORT".into(), port.to_string()), ("HOST".into(), host)],
+                        },
+                        None => Probe::Alive,
+                    },
+                    HealthCheckKind::Process => Probe::Alive,
                 }
             }
             _ => Probe::Alive,
@@ -61,6 +80,25 @@ impl Probe {
                 ok: true,
                 detail: "process alive".into(),
             },
+            Probe::Command { command, dir, env } => {
+                let mut cmd = tokio::process::Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg(command)
+                    .current_dir(dir)
+                    .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true);
+                match timeout(limit, cmd.status()).await {
+                    Ok(Ok(status)) => ProbeResult {
+                        ok: status.success(),
+                        detail: format!("command exited with {status}"),
+                    },
+                    Ok(Err(e)) => fail(format!("command could not run: {e}")),
+                    Err(_) => fail("command timed out".to_owned()),
+                }
+            }
             Probe::Tcp { host, port } => {
                 match timeout(limit, TcpStream::connect((host.as_str(), *port))).await {
                     Ok(Ok(_)) => ProbeResult {

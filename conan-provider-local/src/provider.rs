@@ -21,6 +21,28 @@ use crate::{LocalProvider, command, procfs, state, supervisor};
 
 const NAME: &str = "local";
 
+/// Rejects what this provider cannot do (more than one replica) and warns about what it
+/// ignores (resource limits).
+fn check_supported(ctx: &OperationContext, spec: &DeploymentSpec) -> Result<()> {
+    if spec.config.replicas > 1 {
+        return Err(Error::NotSupported {
+            operation: format!(
+                "{} replicas (one instance per deployment)",
+                spec.config.replicas
+            ),
+            provider: NAME.into(),
+        });
+    }
+    if !spec.config.resources.is_unlimited() {
+        ctx.events.progress(
+            &spec.id,
+            Phase::Preparing,
+            "resource limits are not enforced by the local provider",
+        );
+    }
+    Ok(())
+}
+
 impl Inner {
     fn dep_dir(&self, id: &DeploymentId) -> std::path::PathBuf {
         self.settings
@@ -106,6 +128,17 @@ impl Inner {
             shared.spec = spec.clone();
             shared.current = Some(inst);
             shared.status = DeploymentStatus::Running;
+            // The gate just passed: healthy until the monitor says otherwise.
+            shared.health = HealthReport {
+                status: if spec.config.health_check.is_some() {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Unknown
+                },
+                checked_at: Some(Timestamp::now()),
+                consecutive_failures: 0,
+                detail: None,
+            };
         }
         dep.persist();
         ctx.events.healthy(&spec.id);
@@ -131,6 +164,7 @@ impl Provider for LocalProvider {
     }
 
     async fn deploy(&self, ctx: &OperationContext, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
+        check_supported(ctx, spec)?;
         let dep = self.inner.get_or_open(spec)?;
         let _op = dep.op.lock().await;
         if dep.current().is_some() && dep.lock().status.is_running() {
@@ -143,6 +177,7 @@ impl Provider for LocalProvider {
     }
 
     async fn update(&self, ctx: &OperationContext, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
+        check_supported(ctx, spec)?;
         let dep = self.inner.deployment(&spec.id)?;
         let _op = dep.op.lock().await;
         let (old, old_spec, running) = {
@@ -220,6 +255,7 @@ impl Provider for LocalProvider {
     }
 
     async fn start(&self, ctx: &OperationContext, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
+        check_supported(ctx, spec)?;
         let dep = self.inner.get_or_open(spec)?;
         let _op = dep.op.lock().await;
         let alive = dep.current().is_some_and(|i| {

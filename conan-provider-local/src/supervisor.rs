@@ -70,7 +70,12 @@ impl Supervisor {
         let config = Arc::clone(&self.spec.config);
         let mut tracker = RestartTracker::new(config.restart.clone());
         let check = config.health_check.clone();
-        let probe = Probe::for_check(check.as_ref(), &self.inner.settings.host, self.inst.port);
+        let probe = Probe::for_check(
+            check.as_ref(),
+            &self.inner.settings.host,
+            self.inst.port,
+            &self.source,
+        );
         let interval = check
             .as_ref()
             .map_or(std::time::Duration::from_secs(3600), |c| c.interval);
@@ -97,21 +102,25 @@ impl Supervisor {
                         let r = probe.run(c.timeout).await;
                         if self.stopping() { continue; }
                         failures = if r.ok { 0 } else { failures + 1 };
-                        let status = if r.ok {
-                            if !healthy { self.sink.healthy(&self.dep.id); }
+                        let was_healthy = healthy;
+                        if r.ok {
                             healthy = true;
-                            HealthStatus::Healthy
                         } else if failures >= c.failure_threshold {
-                            if healthy { self.sink.unhealthy(&self.dep.id, r.detail.clone()); }
                             healthy = false;
-                            HealthStatus::Unhealthy
-                        } else if healthy { HealthStatus::Healthy } else { HealthStatus::Unhealthy };
+                        }
+                        // The report is updated before the event, so a subscriber that
+                        // reacts to the event reads the new state.
                         self.dep.lock().health = HealthReport {
-                            status,
+                            status: if healthy { HealthStatus::Healthy } else { HealthStatus::Unhealthy },
                             checked_at: Some(Timestamp::now()),
                             consecutive_failures: failures,
-                            detail: Some(r.detail),
+                            detail: Some(r.detail.clone()),
                         };
+                        if healthy && !was_healthy {
+                            self.sink.healthy(&self.dep.id);
+                        } else if !healthy && was_healthy {
+                            self.sink.unhealthy(&self.dep.id, r.detail);
+                        }
                     }
                 }
             };

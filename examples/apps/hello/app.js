@@ -2,11 +2,16 @@
 const http = require('http');
 const port = Number(process.env.PORT || 3000);
 const host = process.env.HOST || '127.0.0.1';
+let healthy = true;
 const server = http.createServer((req, res) => {
   console.log(`${req.method} ${req.url}`);
   if (req.url === '/health') {
+    res.writeHead(healthy ? 200 : 503, { 'content-type': 'text/plain' });
+    res.end(healthy ? 'ok' : 'unhealthy');
+  } else if (req.url === '/toggle-health') {
+    healthy = !healthy;
     res.writeHead(200, { 'content-type': 'text/plain' });
-    res.end('ok');
+    res.end(`healthy: ${healthy}`);
   } else if (req.url === '/fail') {
     res.writeHead(500, { 'content-type': 'text/plain' });
     res.end('failing on purpose');
