@@ -131,10 +131,31 @@ async fn manager_killed_with_sigkill_is_adopted_with_the_same_pid_and_no_lost_li
     }
     assert!(messages.contains(&"GET /after-adoption"));
 
-    // The adopted instance is supervised and stopped as before.
+    // The adopted instance is supervised as before: a crash is restarted (its exit status
+    // is unknown: it was not our child) ...
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid.parse().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut restarted = false;
+    for _ in 0..500 {
+        if p.metrics(&spec.id).await.unwrap().restarts == 1
+            && get(port, "/health").await == Some(200)
+        {
+            restarted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(restarted, "the adopted app was restarted after a crash");
+    let now = marked(&id);
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].to_string(), pid);
+    // ... and stopped as before.
     p.stop(&ctx, &spec.id).await.unwrap();
     assert!(marked(&id).is_empty());
-    assert!(!alive(pid.parse().unwrap()));
+    assert!(!alive(now[0]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
