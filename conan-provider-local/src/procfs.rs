@@ -70,8 +70,7 @@ pub(crate) fn environ_has(pid: u32, entry: &str) -> bool {
 /// The live processes that belong to a tree: members of process group `pgid`, descendants
 /// of `root` (by parent links), and any process whose environment carries `marker` (which
 /// finds grandchildren that moved to a new session and whose parent already exited).
-/// Processes that started before `since` (a start time) cannot be descendants, so their
-/// environment is not read.
+/// Processes that started before `since` (the tree's first start time) are never members.
 pub(crate) fn tree_members(
     pgid: Option<u32>,
     root: Option<u32>,
@@ -98,9 +97,12 @@ pub(crate) fn tree_members(
         .iter()
         .filter(|p| !p.is_dead() && p.pid != me)
         .filter(|p| {
-            pgid.is_some_and(|g| p.pgid == g)
-                || descends(p.pid)
-                || (p.start_time >= since && environ_has(p.pid, marker))
+            // Everything of the tree started after its first process: older processes are
+            // strangers even when a recycled pid makes them look related.
+            p.start_time >= since
+                && (pgid.is_some_and(|g| p.pgid == g)
+                    || descends(p.pid)
+                    || environ_has(p.pid, marker))
         })
         .map(|p| p.pid)
         .collect()

@@ -35,7 +35,12 @@ impl TreeRef {
 
     /// Sends `signal` to the group and to every member; returns how many were signalled.
     pub fn signal(&self, signal: Signal) -> usize {
-        if let Some(leader) = self.leader {
+        // killpg only while the leader is still our process: once it is gone its pid (and
+        // so the group id) could be recycled by a stranger; members are signalled one by
+        // one below anyway.
+        if let Some(leader) = self.leader
+            && procfs::stat(leader).is_some_and(|s| s.start_time >= self.since && s.pgid == leader)
+        {
             let _ = killpg(pid(leader), signal);
         }
         let members = self.members();
