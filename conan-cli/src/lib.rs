@@ -38,6 +38,20 @@
 //! `conan daemon stop`, so the next daemon connects to it). The Docker provider reads
 //! `DOCKER_HOST` and `CONAN_DOCKER_BASE_IMAGE` (base image of generated Dockerfiles).
 //!
+//! ## Environment
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `CONAN_HOME` | see above |
+//! | `CONAN_LOG` | the daemon's log filter (`info`; `debug`, `conan_core=trace`, ...) |
+//! | `CONAN_PORT_RANGE` | ports the local provider allocates from (`40000-44999`) |
+//! | `CONAN_DOCKER_BASE_IMAGE` | base image of generated Dockerfiles (`node:20-slim`) |
+//! | `DOCKER_HOST` | the Docker daemon (`unix:///var/run/docker.sock`) |
+//! | `NO_COLOR` | no colour even on a terminal |
+//!
+//! The daemon reads its variables when it starts (auto-start passes the command's
+//! environment on).
+//!
 //! ## The API
 //!
 //! HTTP/1.1 on the Unix socket; JSON bodies; the field names are those of the CLI's

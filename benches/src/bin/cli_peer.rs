@@ -1,0 +1,327 @@
+//! Peer comparison for the `conan` command and its daemon, against a bare spawn and PM2:
+//!
+//! 1. start to ready of `examples/apps/hello`: `conan deploy --health /health` (daemon
+//!    already running) vs spawning `node app.js` and polling `GET /health` every
+//!    millisecond vs `pm2 start` + the same polling;
+//! 2. the daemon's resident memory with N (50) idle deployments running;
+//! 3. the daemon's CPU use over 30 s with those deployments idle.
+//!
+//! PM2 is installed from npm into a temp dir; when npm or the install fails it is skipped
+//! with a notice. The harness builds `conan` in release mode first (or uses `CONAN_BIN`).
+//!
+//! ```text
+//! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2]
+//! ```
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn hello() -> PathBuf {
+    root().join("examples/apps/hello")
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(45999)
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    buf[..n].starts_with(b"HTTP/1.1 200")
+}
+
+fn wait_healthy(port: u16) {
+    let start = Instant::now();
+    while !healthy(port) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "port {port} never became healthy"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of `pid` in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm) ", utime and stime are fields 12 and 13 (0-based).
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU use of `pid` over `secs`, in percent of one core.
+fn cpu_percent(pid: u32, secs: u64) -> f64 {
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = cpu_ticks(pid);
+    (after.saturating_sub(before)) as f64 / clock_ticks_per_sec() / secs as f64 * 100.0
+}
+
+fn bare_ready(runs: u64) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let port = free_port();
+        let t = Instant::now();
+        let mut child: Child = Command::new("node")
+            .arg("app.js")
+            .current_dir(hello())
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        wait_healthy(port);
+        times.push(t.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    median(times)
+}
+
+fn conan_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CONAN_BIN") {
+        return PathBuf::from(bin);
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-q", "-p", "conan-cli"])
+        .current_dir(root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building conan failed");
+    root().join("target/release/conan")
+}
+
+struct Conan {
+    bin: PathBuf,
+    home: PathBuf,
+}
+
+impl Conan {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("CONAN_HOME", &self.home)
+            .env("CONAN_PORT_RANGE", "47000-47999")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run conan")
+    }
+
+    fn ok(&self, args: &[&str]) {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "conan {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn daemon_pid(&self) -> u32 {
+        std::fs::read_to_string(self.home.join("daemon.lock"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("daemon pid")
+    }
+}
+
+fn conan_ready(conan: &Conan, runs: u64) -> Duration {
+    let hello = hello();
+    let hello = hello.to_str().expect("utf-8 path");
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let name = format!("ready-{i}");
+        let t = Instant::now();
+        conan.ok(&["deploy", hello, "--name", &name, "--health", "/health"]);
+        times.push(t.elapsed());
+        conan.ok(&["rm", "--force", &name]);
+    }
+    median(times)
+}
+
+fn pm2_install(dir: &Path) -> Option<PathBuf> {
+    let ok = Command::new("npm")
+        .args([
+            "install",
+            "pm2",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let bin = dir.join("node_modules/.bin/pm2");
+    (ok && bin.exists()).then_some(bin)
+}
+
+fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64) {
+    let pm2_cmd = |args: &[&str]| {
+        let mut c = Command::new(pm2);
+        c.args(args)
+            .env("PM2_HOME", home)
+            .current_dir(hello())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let _ = pm2_cmd(&["ping"]).status();
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let port = free_port();
+        let name = format!("ready-{i}");
+        let t = Instant::now();
+        let _ = pm2_cmd(&["start", "app.js", "--name", &name])
+            .env("PORT", port.to_string())
+            .status();
+        wait_healthy(port);
+        times.push(t.elapsed());
+        let _ = pm2_cmd(&["delete", &name]).status();
+    }
+    let ready = median(times);
+    for i in 0..apps {
+        let port = free_port();
+        let _ = pm2_cmd(&["start", "app.js", "--name", &format!("idle-{i}")])
+            .env("PORT", port.to_string())
+            .status();
+        wait_healthy(port);
+    }
+    let pid: u32 = std::fs::read_to_string(home.join("pm2.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let rss = rss_kib(pid);
+    let cpu = cpu_percent(pid, cpu_secs);
+    let _ = pm2_cmd(&["kill"]).status();
+    println!(
+        "  pm2: start to ready {}, daemon RSS with {apps} apps {:.1} MiB, daemon CPU over {cpu_secs} s {cpu:.2} %",
+        ms(ready),
+        rss as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let apps = arg("--apps", 50);
+    let runs = arg("--runs", 10).max(1);
+    let cpu_secs = arg("--cpu-secs", 30).max(1);
+    let no_pm2 = std::env::args().any(|a| a == "--no-pm2");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let conan = Conan {
+        bin: conan_bin(),
+        home: tmp.path().join("conan-home"),
+    };
+    println!("cli_peer: {runs} runs (median), {apps} idle apps, CPU over {cpu_secs} s");
+
+    let bare = bare_ready(runs);
+    conan.ok(&["ls"]); // starts the daemon: deploys are timed against a running daemon
+    let ready = conan_ready(&conan, runs);
+    println!(
+        "  start to ready: bare node + poll {}, conan deploy {} ({:.2}x bare)",
+        ms(bare),
+        ms(ready),
+        ready.as_secs_f64() / bare.as_secs_f64()
+    );
+
+    let hello = hello();
+    let hello = hello.to_str().expect("utf-8 path");
+    let empty_rss = rss_kib(conan.daemon_pid());
+    for i in 0..apps {
+        conan.ok(&[
+            "deploy",
+            hello,
+            "--name",
+            &format!("idle-{i}"),
+            "--health",
+            "/health",
+        ]);
+    }
+    let pid = conan.daemon_pid();
+    let rss = rss_kib(pid);
+    let cpu = cpu_percent(pid, cpu_secs);
+    println!(
+        "  conan daemon: RSS {:.1} MiB with {apps} apps ({:.1} MiB with none), CPU over {cpu_secs} s {cpu:.2} % of a core",
+        rss as f64 / 1024.0,
+        empty_rss as f64 / 1024.0
+    );
+    for i in 0..apps {
+        conan.ok(&["rm", "--force", &format!("idle-{i}")]);
+    }
+    conan.ok(&["daemon", "stop"]);
+
+    if no_pm2 {
+        println!("  pm2: skipped (--no-pm2)");
+    } else {
+        let dir = tmp.path().join("pm2");
+        match pm2_install(&dir) {
+            Some(pm2) => pm2_peer(&pm2, &dir.join(".pm2"), runs, apps, cpu_secs),
+            None => println!("  pm2: skipped (npm missing or `npm install pm2` failed)"),
+        }
+    }
+}
