@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::api::ApiError;
+use crate::daemon::lock::DaemonLock;
 use crate::error::{CliError, CliResult};
 use crate::home::Home;
 use crate::launch;
@@ -58,6 +59,13 @@ impl Client {
             match UnixStream::connect(&client.socket).await {
                 Ok(_) => return Ok(client),
                 Err(e) if nobody_home(&e) && started.elapsed() < START_DEADLINE => {
+                    // The daemon takes its lock first thing: no lock after a second means
+                    // it died (its log says why), so fail now rather than at the deadline.
+                    if started.elapsed() > Duration::from_secs(1)
+                        && !DaemonLock::is_held(&home.lock())
+                    {
+                        return Err(launch::did_not_start(home, started.elapsed()));
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }

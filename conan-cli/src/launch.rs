@@ -88,8 +88,8 @@ pub fn did_not_start(home: &Home, waited: Duration) -> CliError {
         .map(|l| format!("  {l}"))
         .collect();
     CliError::failed(format!(
-        "the Conan daemon did not answer within {}s",
-        waited.as_secs()
+        "the Conan daemon did not start (waited {:.1}s)",
+        waited.as_secs_f64()
     ))
     .details(tail)
     .hint(format!("see {}", home.log().display()))

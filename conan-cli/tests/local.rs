@@ -381,3 +381,21 @@ fn logs_and_events_follow_live() {
     assert_eq!(event["type"], "status_changed");
     assert_eq!(event["deployment"], view["id"]);
 }
+
+#[test]
+fn a_daemon_that_cannot_start_fails_fast_with_its_log() {
+    let home = Home::new().with_env("CONAN_PORT_RANGE", "not-a-range");
+    let started = std::time::Instant::now();
+    let run = home.conan(&["ls"]).expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("did not start"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("CONAN_PORT_RANGE=not-a-range"),
+        "{}",
+        run.stderr
+    );
+}

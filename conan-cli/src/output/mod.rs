@@ -77,7 +77,7 @@ impl Style {
     #[must_use]
     pub fn status(self, status: &str) -> String {
         let color = match status {
-            "running" => Color::Green,
+            "running" | "succeeded" => Color::Green,
             "failed" => Color::Red,
             "stopped" | "removed" => Color::Dim,
             _ => Color::Yellow,
