@@ -326,6 +326,26 @@ fn init_writes_a_config_that_deploy_uses() {
     assert_eq!(view["status"], "running");
     let status = home.conan(&["status", "my-site", "--json"]).ok().json();
     assert_eq!(status["health"]["status"], "healthy");
+
+    // `conan update NAME PATH` re-reads the file; env set earlier by flag carries over.
+    home.conan(&["update", "my-site", "--env", "FROM_FLAG=1"])
+        .ok();
+    let file = project.join("conan.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("# [env]", "[env]\nFROM_FILE = \"1\"\n# was [env]"),
+    )
+    .unwrap();
+    let updated = home
+        .conan(&["update", "my-site", project.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(updated["revision"], 3);
+    assert_eq!(
+        updated["env"],
+        serde_json::json!(["FROM_FILE", "FROM_FLAG"])
+    );
 }
 
 #[test]
