@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    HostConfig, PortBinding, RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
+    ContainerUpdateBody, HostConfig, PortBinding, RestartPolicy as DockerRestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -16,6 +17,48 @@ use conan_core::{DeploymentSpec, InstanceInfo, RestartMode, Revision, Timestamp}
 use crate::error::{DockerError, DockerResult};
 use crate::labels::{self, LABEL_DEPLOYMENT, LABEL_REPLICA, LABEL_REVISION};
 use crate::{DEFAULT_CONTAINER_PORT, DockerOptions};
+
+/// The Docker restart policy for a config's restart policy.
+fn restart_policy(spec: &DeploymentSpec) -> DockerRestartPolicy {
+    let config = &spec.config;
+    match config.restart.policy {
+        // `unless-stopped`, not `always`: a container Conan stopped stays stopped when the
+        // daemon restarts.
+        RestartMode::Always => DockerRestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        },
+        RestartMode::OnFailure => DockerRestartPolicy {
+            name: Some(RestartPolicyNameEnum::ON_FAILURE),
+            maximum_retry_count: Some(i64::from(config.restart.max_restarts)),
+        },
+        RestartMode::Never => DockerRestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        },
+    }
+}
+
+/// Applies the configured restart policy to a container that passed its readiness gate
+/// (containers are created without one, see `Plan::body`).
+pub(crate) async fn enable_restarts(
+    docker: &Docker,
+    spec: &DeploymentSpec,
+    id: &str,
+) -> DockerResult<()> {
+    let policy = restart_policy(spec);
+    if policy.name == Some(RestartPolicyNameEnum::NO) {
+        return Ok(());
+    }
+    let body = ContainerUpdateBody {
+        restart_policy: Some(policy),
+        ..Default::default()
+    };
+    docker
+        .update_container(id, body)
+        .await
+        .map_err(|e| DockerError::api(format!("set the restart policy of container {id}"), e))
+}
 
 /// One container Conan started, as far as a rollout needs to know it.
 #[derive(Clone, Debug)]
@@ -63,22 +106,18 @@ impl Plan<'_> {
         let port = container_port(spec);
         let port_key = format!("{port}/tcp");
         let mut env = vec![format!("PORT={port}")];
+        // Inside a container the app must listen on every interface for the published port
+        // to reach it; apps that read HOST (as the local provider sets it) get that here too.
+        if !config.env.contains_key("HOST") {
+            env.push("HOST=0.0.0.0".to_owned());
+        }
         env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let restart_policy = match config.restart.policy {
-            // `unless-stopped`, not `always`: a container Conan stopped stays stopped when
-            // the daemon restarts.
-            RestartMode::Always => DockerRestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            },
-            RestartMode::OnFailure => DockerRestartPolicy {
-                name: Some(RestartPolicyNameEnum::ON_FAILURE),
-                maximum_retry_count: Some(i64::from(config.restart.max_restarts)),
-            },
-            RestartMode::Never => DockerRestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            },
+        // No restarts while the readiness gate runs: a crash during startup must fail the
+        // deploy with its real exit code, not be restarted by Docker (which resets the code).
+        // `enable_restarts` applies the configured policy once the container is ready.
+        let restart_policy = DockerRestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
         };
         let host_port = self.options.host_port.map(|p| p.to_string());
         let port_bindings = HashMap::from([(

@@ -26,7 +26,9 @@
 //! - **Containers** carry the labels `conan.managed=true`, `conan.deployment=<id>`,
 //!   `conan.name`, `conan.revision`, `conan.replica` plus the config's own labels. The app's
 //!   port (config `port`, default 3000, also passed as `PORT`) is published on 127.0.0.1 on a
-//!   port the daemon picks, unless `provider_options.docker.host_port` fixes it. `init` is on so
+//!   port the daemon picks, unless `provider_options.docker.host_port` fixes it. `HOST=0.0.0.0`
+//!   is set unless the config's env sets `HOST`, so apps that read it listen where the
+//!   published port reaches them. `init` is on so
 //!   signals reach the app; memory and CPU limits, the stop signal and timeout and the restart
 //!   policy are Docker's own (`always` maps to `unless-stopped`, so a stop sticks).
 //! - **Readiness**: a deploy returns once every container passes the health check through the

@@ -146,6 +146,16 @@ impl DockerProvider {
                 failure: report,
             });
         }
+        let enabled = futures::future::join_all(
+            instances
+                .iter()
+                .map(|i| container::enable_restarts(&self.docker, spec, &i.id)),
+        )
+        .await;
+        if let Some(e) = enabled.into_iter().find_map(std::result::Result::err) {
+            self.discard(ctx, spec, &instances).await;
+            return Err(e.into());
+        }
         Ok(instances)
     }
 
