@@ -184,9 +184,12 @@ impl Drop for Home {
             let _ = std::panic::catch_unwind(|| self.conan(&["daemon", "stop"]));
         }
         // Whatever is left of this home: app process groups, then the daemon.
+        // Only processes that still are Conan apps: pids are recycled (pid_max may be 32768).
         for pid in self.local_pids() {
-            kill(-pid, 9);
-            kill(pid, 9);
+            if alive(pid) && is_conan_app(pid) {
+                kill(-pid, 9);
+                kill(pid, 9);
+            }
         }
         if let Some(pid) = self.daemon_pid()
             && alive(pid)
@@ -210,6 +213,16 @@ impl Drop for Home {
             }
         }
     }
+}
+
+/// Whether `pid` carries the marker the local provider puts in every app's environment.
+fn is_conan_app(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            env.split(|&b| b == 0)
+                .any(|kv| kv.starts_with(b"CONAN_INSTANCE="))
+        })
+        .unwrap_or(false)
 }
 
 fn is_conan_daemon(pid: i32, home: &Path) -> bool {
