@@ -67,7 +67,7 @@ impl DeploymentView {
     /// The view of a record (env values dropped).
     #[must_use]
     pub fn from_record(record: &DeploymentRecord) -> Self {
-        let runtime = record.runtime.as_ref();
+        let runtime = record.runtime.as_deref();
         let first = runtime.and_then(|r| r.instances.first());
         let (pid, container) = match first {
             Some(i) if record.provider == "local" => (i.id.parse().ok(), None),
@@ -94,7 +94,7 @@ impl DeploymentView {
             env: record.config.env.keys().map(str::to_owned).collect(),
             created_at: record.created_at,
             updated_at: record.updated_at,
-            last_failure: record.last_failure.clone(),
+            last_failure: record.last_failure.as_deref().cloned(),
         }
     }
 }

@@ -277,7 +277,7 @@ impl Op<'_> {
             .unwrap_or_else(|| FailureReport::new(error.to_string()));
         let record = self
             .transition(DeploymentStatus::failed(error.to_string()), |r| {
-                r.last_failure = Some(failure.clone());
+                r.last_failure = Some(Arc::new(failure.clone()));
             })
             .await?;
         self.inner.bus.emit(Event::Failed {
@@ -335,8 +335,10 @@ impl Op<'_> {
             Ok(runtime) => {
                 revision.state = RevisionState::Succeeded;
                 self.save_revision(revision).await?;
-                self.transition(DeploymentStatus::Running, |r| r.runtime = Some(runtime))
-                    .await
+                self.transition(DeploymentStatus::Running, |r| {
+                    r.runtime = Some(Arc::new(runtime))
+                })
+                .await
             }
             Err(e) => {
                 revision.state = RevisionState::Failed {
@@ -428,7 +430,7 @@ impl Op<'_> {
                 self.transition(DeploymentStatus::Running, |r| {
                     r.revision = new_rev;
                     r.config = config;
-                    r.runtime = Some(runtime);
+                    r.runtime = Some(Arc::new(runtime));
                 })
                 .await
             }
@@ -448,7 +450,7 @@ impl Op<'_> {
                         .cloned()
                         .unwrap_or_else(|| FailureReport::new(e.to_string()));
                     self.transition(DeploymentStatus::Running, |r| {
-                        r.last_failure = Some(failure.clone())
+                        r.last_failure = Some(Arc::new(failure.clone()))
                     })
                     .await?;
                     self.inner.bus.emit(Event::Failed {
@@ -489,8 +491,10 @@ impl Op<'_> {
             .await
         {
             Ok(runtime) => {
-                self.transition(DeploymentStatus::Running, |r| r.runtime = Some(runtime))
-                    .await
+                self.transition(DeploymentStatus::Running, |r| {
+                    r.runtime = Some(Arc::new(runtime))
+                })
+                .await
             }
             Err(e) => {
                 self.fail(&e).await?;
@@ -584,7 +588,7 @@ impl Op<'_> {
         }
         self.transition(status, |r| {
             if failure.is_some() {
-                r.last_failure = failure;
+                r.last_failure = failure.map(Arc::new);
             }
             if !r.status.is_running() {
                 r.runtime = None;
@@ -691,7 +695,7 @@ async fn reconcile(
         if target == StatusKind::Running {
             let record = op
                 .transition_same(|r| {
-                    r.runtime = runtime;
+                    r.runtime = runtime.map(Arc::new);
                     r.revision = revision.max(r.revision);
                 })
                 .await?;
@@ -709,10 +713,10 @@ async fn reconcile(
     let record = op
         .transition(found, |r| {
             if runtime.is_some() {
-                r.runtime = runtime;
+                r.runtime = runtime.map(Arc::new);
             }
             if failure.is_some() {
-                r.last_failure = failure;
+                r.last_failure = failure.map(Arc::new);
             }
         })
         .await?;

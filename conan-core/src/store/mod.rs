@@ -47,12 +47,13 @@ pub struct DeploymentRecord {
     pub revision: Revision,
     /// The config of `revision`.
     pub config: Arc<DeploymentConfig>,
-    /// What the provider reported last (instances, URL).
+    /// What the provider reported last (instances, URL). Shared: records are cloned on
+    /// every status change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<RuntimeInfo>,
+    pub runtime: Option<Arc<RuntimeInfo>>,
     /// The last failure bundle, if it ever failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<FailureReport>,
+    pub last_failure: Option<Arc<FailureReport>>,
     /// When it was first deployed.
     pub created_at: Timestamp,
     /// When it last changed.

@@ -48,10 +48,10 @@ pub(crate) async fn store_round_trip(store: &dyn StateStore) {
     store.save_deployment(&b).await.unwrap();
 
     a.status = DeploymentStatus::failed("boom");
-    a.runtime = Some(RuntimeInfo {
+    a.runtime = Some(Arc::new(RuntimeInfo {
         url: Some("http://127.0.0.1:1".into()),
         ..RuntimeInfo::default()
-    });
+    }));
     store.save_deployment(&a).await.unwrap();
 
     let all = store.load_deployments().await.unwrap();

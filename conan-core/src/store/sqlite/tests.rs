@@ -51,11 +51,11 @@ async fn fill(
         rec.revision = Revision(2);
         rec.config = rev2.config.clone();
         rec.status = DeploymentStatus::failed("crashed");
-        rec.last_failure = Some(FailureReport::new("exit 1"));
-        rec.runtime = Some(RuntimeInfo {
+        rec.last_failure = Some(Arc::new(FailureReport::new("exit 1")));
+        rec.runtime = Some(Arc::new(RuntimeInfo {
             url: Some(format!("http://127.0.0.1:{}", 4000 + i)),
             ..RuntimeInfo::default()
-        });
+        }));
         store.save_revision(&rev1).await.unwrap();
         store.save_revision(&rev2).await.unwrap();
         store.save_deployment(&rec).await.unwrap();
