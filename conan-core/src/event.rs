@@ -303,6 +303,19 @@ impl EventBus {
         }
     }
 
+    /// Whether anyone is subscribed (events emitted without subscribers are dropped).
+    #[must_use]
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// Emits the event `make` builds, building it only when someone is subscribed.
+    pub fn emit_with(&self, make: impl FnOnce() -> Event) {
+        if self.has_subscribers() {
+            self.emit(make());
+        }
+    }
+
     /// Emits an event to every current subscriber (a no-op without subscribers).
     pub fn emit(&self, event: Event) {
         if self.tx.receiver_count() == 0 {
@@ -375,7 +388,7 @@ impl EventSink {
 
     /// Reports progress.
     pub fn progress(&self, deployment: &DeploymentId, phase: Phase, message: impl Into<String>) {
-        self.emit(Event::Progress {
+        self.bus.emit_with(|| Event::Progress {
             deployment: deployment.clone(),
             phase,
             message: message.into(),
@@ -384,7 +397,7 @@ impl EventSink {
 
     /// Reports that the health check passes.
     pub fn healthy(&self, deployment: &DeploymentId) {
-        self.emit(Event::Healthy {
+        self.bus.emit_with(|| Event::Healthy {
             deployment: deployment.clone(),
         });
     }

@@ -70,7 +70,7 @@ impl DeploymentView {
         let runtime = record.runtime.as_deref();
         let first = runtime.and_then(|r| r.instances.first());
         let (pid, container) = match first {
-            Some(i) if record.provider == "local" => (i.id.parse().ok(), None),
+            Some(i) if &*record.provider == "local" => (i.id.parse().ok(), None),
             Some(i) => (None, Some(i.id.clone())),
             None => (None, None),
         };
@@ -80,8 +80,8 @@ impl DeploymentView {
         };
         Self {
             id: record.id.to_string(),
-            name: record.name.clone(),
-            provider: record.provider.clone(),
+            name: record.name.to_string(),
+            provider: record.provider.to_string(),
             status: record.status.kind().as_str().to_owned(),
             reason,
             revision: record.revision.0,

@@ -198,7 +198,7 @@ fn updated_config(
     let current = daemon.manager.get(target)?;
     let mut config = match body.config {
         Some(mut new) => {
-            new.name.clone_from(&current.name);
+            new.name = current.name.to_string();
             new.provider = new.provider.or_else(|| current.config.provider.clone());
             let mut env = current.config.env.clone();
             env.extend_from(&new.env);

@@ -233,7 +233,7 @@ impl std::fmt::Debug for DeploymentManager {
 #[derive(Default)]
 pub(crate) struct State {
     deployments: foldhash::HashMap<DeploymentId, Entry>,
-    names: foldhash::HashMap<String, DeploymentId>,
+    names: foldhash::HashMap<Arc<str>, DeploymentId>,
 }
 
 pub(crate) struct Entry {
@@ -245,7 +245,7 @@ pub(crate) struct Entry {
 impl State {
     fn insert(&mut self, record: DeploymentRecord, latest: Revision) {
         self.names.insert(record.name.clone(), record.id.clone());
-        let provider: Arc<str> = record.provider.as_str().into();
+        let provider = record.provider.clone();
         self.deployments.insert(
             record.id.clone(),
             Entry {
@@ -271,7 +271,7 @@ impl State {
                     Ok(k)
                 } else {
                     self.names
-                        .get(s)
+                        .get(s.as_str())
                         .ok_or_else(|| Error::deployment_not_found(s.as_str()))
                 }
             }
@@ -280,9 +280,9 @@ impl State {
 
     fn remove(&mut self, id: &DeploymentId) {
         if let Some(entry) = self.deployments.remove(id)
-            && self.names.get(&entry.record.name) == Some(id)
+            && self.names.get(&*entry.record.name) == Some(id)
         {
-            self.names.remove(&entry.record.name);
+            self.names.remove(&*entry.record.name);
         }
     }
 }
@@ -329,7 +329,7 @@ impl Inner {
             match (&kind, target) {
                 (ops::JobKind::Deploy(config), _) => {
                     let provider = self.registry.resolve(config)?;
-                    if state.names.contains_key(&config.name) {
+                    if state.names.contains_key(config.name.as_str()) {
                         return Err(Error::AlreadyExists {
                             name: config.name.clone(),
                         });
@@ -339,8 +339,8 @@ impl Inner {
                     state.insert(
                         DeploymentRecord {
                             id: id.clone(),
-                            name: config.name.clone(),
-                            provider: provider.name().to_owned(),
+                            name: config.name.as_str().into(),
+                            provider: provider.name().into(),
                             status: DeploymentStatus::Pending,
                             revision: Revision::FIRST,
                             config: config.clone(),
@@ -370,7 +370,7 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         let op_kind = kind.operation_kind();
         if let Some(k) = op_kind {
-            self.bus.emit(Event::Queued {
+            self.bus.emit_with(|| Event::Queued {
                 deployment: deployment.clone(),
                 operation: op,
                 kind: k,
@@ -440,7 +440,7 @@ impl Inner {
 
 fn check_update(current: &DeploymentRecord, config: &DeploymentConfig) -> Result<()> {
     let mut problems = Vec::new();
-    if config.name != current.name {
+    if *config.name != *current.name {
         problems.push(ConfigProblem::new(
             "name",
             format!(
@@ -450,7 +450,7 @@ fn check_update(current: &DeploymentRecord, config: &DeploymentConfig) -> Result
         ));
     }
     if let Some(p) = &config.provider
-        && p != &current.provider
+        && **p != *current.provider
     {
         problems.push(ConfigProblem::new(
             "provider",

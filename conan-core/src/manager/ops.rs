@@ -120,7 +120,7 @@ impl Inner {
         };
         let kind = job.kind.operation_kind();
         if let Some(kind) = kind {
-            self.bus.emit(Event::Started {
+            self.bus.emit_with(|| Event::Started {
                 deployment: deployment.clone(),
                 operation: op,
                 kind,
@@ -163,7 +163,7 @@ impl Inner {
             if let Err(e) = self.store.append_audit(vec![entry]).await {
                 tracing::warn!(%deployment, error = %e, "could not write the audit log");
             }
-            self.bus.emit(Event::Finished {
+            self.bus.emit_with(|| Event::Finished {
                 deployment: deployment.clone(),
                 operation: op,
                 kind,
@@ -229,7 +229,7 @@ impl Op<'_> {
             .store
             .save_deployment_with_audit(&record, vec![entry])
             .await?;
-        self.inner.bus.emit(Event::StatusChanged {
+        self.inner.bus.emit_with(|| Event::StatusChanged {
             deployment: self.deployment.clone(),
             from,
             to: record.status.clone(),
@@ -256,7 +256,7 @@ impl Op<'_> {
                 || f(ctx.clone()),
                 |attempt, delay: Duration, error| {
                     tracing::debug!(%deployment, attempt, ?delay, %error, "retrying transient error");
-                    bus.emit(Event::Retrying {
+                    bus.emit_with(|| Event::Retrying {
                         deployment: deployment.clone(),
                         operation: op,
                         attempt,
@@ -280,7 +280,7 @@ impl Op<'_> {
                 r.last_failure = Some(Arc::new(failure.clone()));
             })
             .await?;
-        self.inner.bus.emit(Event::Failed {
+        self.inner.bus.emit_with(|| Event::Failed {
             deployment: self.deployment.clone(),
             failure,
         });
@@ -453,11 +453,11 @@ impl Op<'_> {
                         r.last_failure = Some(Arc::new(failure.clone()))
                     })
                     .await?;
-                    self.inner.bus.emit(Event::Failed {
+                    self.inner.bus.emit_with(|| Event::Failed {
                         deployment: record.id.clone(),
                         failure,
                     });
-                    self.inner.bus.emit(Event::RolledBack {
+                    self.inner.bus.emit_with(|| Event::RolledBack {
                         deployment: record.id.clone(),
                         failed: new_rev,
                         serving: record.revision,
@@ -571,7 +571,9 @@ impl Op<'_> {
             .await?;
         self.inner.state().remove(&id);
         self.inner.store.delete_deployment(&id).await?;
-        self.inner.bus.emit(Event::Removed { deployment: id });
+        self.inner
+            .bus
+            .emit_with(|| Event::Removed { deployment: id });
         Ok(record)
     }
 
@@ -648,7 +650,7 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<DeploymentRecord>>
             };
             match reconcile(inner, &spec.id, status, runtime, failure, revision).await {
                 Ok(Some(record)) => {
-                    inner.bus.emit(Event::Recovered {
+                    inner.bus.emit_with(|| Event::Recovered {
                         deployment: record.id.clone(),
                         status: record.status.clone(),
                     });

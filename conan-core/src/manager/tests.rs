@@ -59,7 +59,7 @@ async fn deploy_records_revision_audit_and_events() {
     assert_eq!(rec.revision, Revision(1));
     assert!(rec.runtime.as_ref().unwrap().url.is_some());
     assert_eq!(m.get("hello").unwrap().id, rec.id);
-    assert_eq!(m.get(rec.id.as_str()).unwrap().name, "hello");
+    assert_eq!(m.get(rec.id.as_str()).unwrap().name.as_ref(), "hello");
 
     let history = m.history("hello").await.unwrap();
     assert_eq!(history.len(), 1);
@@ -573,14 +573,17 @@ async fn registry_picks_by_name_then_requirements_then_default() {
         .provider("plain")
         .build()
         .unwrap();
-    assert_eq!(m.deploy(explicit).await.unwrap().provider, "plain");
-    assert_eq!(m.deploy(config("d")).await.unwrap().provider, "fancy");
+    assert_eq!(m.deploy(explicit).await.unwrap().provider.as_ref(), "plain");
+    assert_eq!(
+        m.deploy(config("d")).await.unwrap().provider.as_ref(),
+        "fancy"
+    );
     let needs = DeploymentConfig::builder("r")
         .require(crate::capability::Capability::Metrics)
         .build()
         .unwrap();
     assert_eq!(
-        m.deploy(needs).await.unwrap().provider,
+        m.deploy(needs).await.unwrap().provider.as_ref(),
         "plain",
         "first registered that qualifies"
     );

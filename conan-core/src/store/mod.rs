@@ -37,10 +37,11 @@ use crate::time::Timestamp;
 pub struct DeploymentRecord {
     /// Its id.
     pub id: DeploymentId,
-    /// Its name (unique among live deployments).
-    pub name: String,
+    /// Its name (unique among live deployments). Shared, like the provider name: records
+    /// are cloned on every status change.
+    pub name: Arc<str>,
     /// The provider running it.
-    pub provider: String,
+    pub provider: Arc<str>,
     /// Current status.
     pub status: DeploymentStatus,
     /// The revision serving (or, while deploying, being deployed).

@@ -25,7 +25,7 @@ pub(crate) fn sample(name: &str, n: u64) -> (DeploymentRecord, RevisionRecord) {
     };
     let rec = DeploymentRecord {
         id,
-        name: name.to_owned(),
+        name: name.into(),
         provider: "memory".into(),
         status: DeploymentStatus::Pending,
         revision: Revision(1),

@@ -117,8 +117,8 @@ impl DeploymentRow {
     pub(super) fn encode(record: &DeploymentRecord) -> Result<Self> {
         Ok(Self {
             id: record.id.as_str().to_owned(),
-            name: record.name.clone(),
-            provider: record.provider.clone(),
+            name: record.name.to_string(),
+            provider: record.provider.to_string(),
             status: to_json("status", &record.status)?,
             revision: to_int("revision", record.revision.0)?,
             runtime: record
@@ -165,8 +165,8 @@ impl DeploymentRow {
             created_at: Timestamp::from_unix_micros(self.created_at),
             updated_at: Timestamp::from_unix_micros(self.updated_at),
             id: DeploymentId::new(self.id),
-            name: self.name,
-            provider: self.provider,
+            name: self.name.into(),
+            provider: self.provider.into(),
         })
     }
 

@@ -43,7 +43,7 @@ async fn fill(
         rev2.revision = Revision(2);
         rev2.cause = OperationKind::Update;
         rev2.config = Arc::new(
-            crate::config::DeploymentConfig::builder(&rec.name)
+            crate::config::DeploymentConfig::builder(&*rec.name)
                 .port(4000)
                 .build_unchecked(),
         );
