@@ -31,6 +31,11 @@ use crate::settings::{DEFAULT_INHERITED_ENV, LocalSettings};
 use crate::state::PersistedInstance;
 use crate::tree::TreeRef;
 
+/// The first interval between liveness checks of an adopted process.
+const ADOPTED_POLL_MIN: Duration = Duration::from_millis(50);
+/// The longest interval between liveness checks of an adopted process.
+const ADOPTED_POLL_MAX: Duration = Duration::from_secs(1);
+
 /// A process of an instance.
 #[derive(Debug)]
 pub(crate) enum Proc {
@@ -56,8 +61,12 @@ impl Proc {
                 Err(_) => ExitStatus::Unknown,
             },
             Proc::Adopted { pid, start_time } => {
+                // Not our child: no SIGCHLD, so `/proc` is checked, often at first, then
+                // backing off to once a second so idle adopted apps cost almost nothing.
+                let mut delay = ADOPTED_POLL_MIN;
                 while procfs::is_alive(*pid, Some(*start_time)) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 3 / 2).min(ADOPTED_POLL_MAX);
                 }
                 ExitStatus::Unknown
             }

@@ -4,21 +4,18 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use conan_core::{OutputStream, Timestamp};
-use std::os::fd::AsFd;
 
 use nix::fcntl::{FallocateFlags, fallocate};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::store::Batch;
+use super::tailer::{Registration, Tailer};
 use super::{LogStore, MAX_LINE_BYTES, SPLIT_MARKER};
 
-const READ_CHUNK: usize = 256 * 1024;
+/// The size of one read from a spool.
+pub(super) const READ_CHUNK: usize = 256 * 1024;
 const PUNCH_EVERY: u64 = 4 * 1024 * 1024;
 
 struct Spool {
@@ -30,13 +27,19 @@ struct Spool {
 }
 
 impl Spool {
-    /// Reads everything available; returns whether anything was read.
-    fn read(&mut self, buf: &mut [u8], out: &mut Vec<Batch>) -> io::Result<bool> {
+    /// Reads what is available, at most `max_chunks` reads; returns whether anything was
+    /// read and whether the budget ran out before the end of the file.
+    fn read(
+        &mut self,
+        buf: &mut [u8],
+        out: &mut Vec<Batch>,
+        max_chunks: usize,
+    ) -> io::Result<(bool, bool)> {
         let mut any = false;
-        loop {
+        for _ in 0..max_chunks {
             let n = self.file.read_at(buf, self.offset)?;
             if n == 0 {
-                return Ok(any);
+                return Ok((any, false));
             }
             any = true;
             self.offset += n as u64;
@@ -62,9 +65,10 @@ impl Spool {
             }
             out.push(batch);
             if n < buf.len() {
-                return Ok(any);
+                return Ok((any, false));
             }
         }
+        Ok((any, true))
     }
 
     fn flush_partial(&mut self, out: &mut Vec<Batch>) {
@@ -125,15 +129,27 @@ fn push_piece(batch: &mut Batch, piece: &[u8]) {
 struct CaptureState {
     spools: Vec<Spool>,
     offsets: File,
-    buf: Vec<u8>,
+    /// Set by `finish` and `detach`: the tailer reads no more.
+    stopped: bool,
 }
 
-/// The capture of one instance: its spool files, a tailer thread, and the persisted offsets.
+/// What the shared tailer learns from [`Capture::tail`].
+pub(super) enum Tail {
+    /// The read budget ran out: more is waiting.
+    More,
+    /// Everything written so far was read (or the capture stopped).
+    Done,
+}
+
+/// The capture of one instance: its spool files, their registration with the shared
+/// tailer, and the persisted offsets.
 pub(crate) struct Capture {
     state: Mutex<CaptureState>,
     store: Arc<LogStore>,
-    stop: AtomicBool,
     dir: PathBuf,
+    id: u64,
+    tailer: Arc<Tailer>,
+    registration: Mutex<Option<Registration>>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -156,6 +172,7 @@ impl Capture {
     }
 
     /// Starts capturing `dir`'s spools into `store`, resuming at the persisted offsets.
+    /// The shared tailer reads the backlog at once, then whatever the app writes.
     pub fn start(dir: &Path, store: Arc<LogStore>) -> io::Result<Arc<Self>> {
         let (out, err) = Self::spool_paths(dir);
         let offsets = OpenOptions::new()
@@ -189,6 +206,8 @@ impl Capture {
             punched: 0,
             partial: Vec::new(),
         };
+        let tailer = Tailer::global()?;
+        let id = tailer.next_id();
         let capture = Arc::new(Self {
             state: Mutex::new(CaptureState {
                 spools: vec![
@@ -196,72 +215,71 @@ impl Capture {
                     spool(open(&err)?, OutputStream::Stderr, o2),
                 ],
                 offsets,
-                buf: vec![0; READ_CHUNK],
+                stopped: false,
             }),
             store,
-            stop: AtomicBool::new(false),
             dir: dir.to_path_buf(),
+            id,
+            tailer: Arc::clone(&tailer),
+            registration: Mutex::new(None),
         });
-        let tailer = Arc::clone(&capture);
-        std::thread::Builder::new()
-            .name("conan-log-tail".into())
-            .spawn(move || tailer.run())?;
+        // Registered before the first read: a write after it raises an event.
+        let registration = tailer.register(&capture, id, &[&out, &err]);
+        *capture
+            .registration
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(registration);
         Ok(capture)
     }
 
-    fn run(&self) {
-        // inotify wakes the tailer as soon as the app writes; the timeout only bounds how
-        // long a stop request waits. Without inotify it falls back to polling.
-        let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .and_then(|i| {
-                let (out, err) = Self::spool_paths(&self.dir);
-                i.add_watch(&out, AddWatchFlags::IN_MODIFY)?;
-                i.add_watch(&err, AddWatchFlags::IN_MODIFY)?;
-                Ok(i)
-            })
-            .map_err(|e| tracing::debug!(error = %e, "inotify unavailable; polling the spools"))
-            .ok();
-        let mut idle = Duration::from_millis(1);
-        while !self.stop.load(Ordering::Acquire) {
-            if self.poll() {
-                idle = Duration::from_millis(1);
-                continue;
-            }
-            match &watch {
-                Some(inotify) => {
-                    let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-                    let _ = poll(&mut fds, PollTimeout::from(100u16));
-                    // Drain the queue; the events only say "something was written".
-                    while inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
-                }
-                None => {
-                    std::thread::sleep(idle);
-                    idle = (idle * 2).min(Duration::from_millis(25));
-                }
-            }
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CaptureState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The tailer's read: at most `max_chunks` chunks per spool into `buf`.
+    pub(super) fn tail(&self, buf: &mut [u8], max_chunks: usize) -> Tail {
+        let mut state = self.lock();
+        if state.stopped {
+            return Tail::Done;
+        }
+        if self.read_locked(&mut state, buf, max_chunks, false).1 {
+            Tail::More
+        } else {
+            Tail::Done
         }
     }
 
     /// Reads whatever the app wrote so far into the store; true when something was read.
     pub fn poll(&self) -> bool {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.poll_locked(&mut state, false)
+        let mut state = self.lock();
+        let mut buf = vec![0u8; READ_CHUNK];
+        self.read_locked(&mut state, &mut buf, usize::MAX, false).0
     }
 
-    fn poll_locked(&self, state: &mut CaptureState, final_flush: bool) -> bool {
+    /// Returns (anything read, budget exhausted).
+    fn read_locked(
+        &self,
+        state: &mut CaptureState,
+        buf: &mut [u8],
+        max_chunks: usize,
+        final_flush: bool,
+    ) -> (bool, bool) {
         let CaptureState {
-            spools,
-            offsets,
-            buf,
+            spools, offsets, ..
         } = state;
         let mut lines = Vec::new();
         let mut any = false;
+        let mut more = false;
         for spool in spools.iter_mut() {
-            match spool.read(buf, &mut lines) {
-                Ok(read) => any |= read,
+            match spool.read(buf, &mut lines, max_chunks) {
+                Ok((read, left)) => {
+                    any |= read;
+                    more |= left;
+                }
                 Err(e) => tracing::warn!(error = %e, "reading a log spool failed"),
             }
             if final_flush {
@@ -282,24 +300,44 @@ impl Capture {
                 spool.punch();
             }
         }
-        any
+        (any, more)
     }
 
-    /// Reads everything left, including a last unterminated line, and stops the tailer.
+    fn unregister(&self) {
+        let registration = self
+            .registration
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(r) = registration {
+            self.tailer.unregister(r);
+        }
+    }
+
+    /// Reads everything left, including a last unterminated line, and stops tailing.
     /// Call once the instance's processes are gone.
     pub fn finish(&self) {
-        self.stop.store(true, Ordering::Release);
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.poll_locked(&mut state, true);
+        self.unregister();
+        let mut state = self.lock();
+        if !state.stopped {
+            let mut buf = vec![0u8; READ_CHUNK];
+            self.read_locked(&mut state, &mut buf, usize::MAX, true);
+            state.stopped = true;
+        }
     }
 
-    /// Stops the tailer without the final flush (the processes keep running: a provider
-    /// being dropped, or handing over to a later manager).
+    /// Stops tailing without the final flush (the processes keep running: a provider
+    /// being dropped, or handing over to a later manager). No read is in progress once
+    /// this returns, so the persisted offsets are final.
     pub fn detach(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.unregister();
+        self.lock().stopped = true;
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 

@@ -6,8 +6,10 @@
 //! `O_APPEND` in the instance's state directory. Node writes to files synchronously, so
 //! nothing is queued inside the app when it calls `process.exit()` (on a pipe, Node drops
 //! queued writes at exit, which is how PM2 loses the crash message), and a burst costs the
-//! app exactly what writing to a file costs. A tailer thread per instance reads the spools,
-//! splits lines, stamps them, and appends them to the deployment's log store; consumed
+//! app exactly what writing to a file costs. One tailer thread for the whole process reads
+//! the spools of every instance — it sleeps in the kernel on a single inotify descriptor
+//! while nothing is written, so an idle deployment costs no thread and no wake-ups — splits
+//! lines, stamps them, and appends them to the deployment's log store; consumed
 //! spool space is freed with `fallocate(PUNCH_HOLE)`, which needs no cooperation from the
 //! writer, and the consumed offsets are persisted so a manager that adopts the instance
 //! later resumes exactly where the previous one stopped. Because the files belong to the
@@ -30,6 +32,7 @@
 
 mod capture;
 mod store;
+mod tailer;
 
 pub(crate) use capture::Capture;
 pub(crate) use store::{LogStore, LogStoreSettings};

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use conan_core::{LogLevel, LogLine, LogQuery, LogStream, OutputStream, Timestamp};
 use tokio::sync::broadcast;
@@ -30,6 +30,9 @@ pub(crate) struct LogStoreSettings {
 }
 
 const HEADER: char = '\u{1e}';
+
+/// Lines a slow follower may lag behind before it misses some.
+const LIVE_CAPACITY: usize = 16 * 1024;
 
 /// Lines captured together: one timestamp, one stream; `text` holds each message followed
 /// by `\n`.
@@ -166,7 +169,8 @@ struct Inner {
 /// One deployment's logs.
 pub(crate) struct LogStore {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<LogLine>,
+    /// The live feed, created by the first `follow` (its slots are allocated up front).
+    tx: OnceLock<broadcast::Sender<LogLine>>,
     dir: PathBuf,
     settings: LogStoreSettings,
 }
@@ -186,7 +190,6 @@ impl LogStore {
         let file_size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let rotated = dir.join("app.log.1").exists();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let (tx, _) = broadcast::channel(16 * 1024);
         Ok(Self {
             inner: Mutex::new(Inner {
                 ring: VecDeque::new(),
@@ -196,7 +199,7 @@ impl LogStore {
                 file_size,
                 rotated_out: false,
             }),
-            tx,
+            tx: OnceLock::new(),
             dir: dir.to_path_buf(),
             settings,
         })
@@ -212,15 +215,15 @@ impl LogStore {
     pub fn append_batches(&self, batches: Vec<Batch>) {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let live = self.tx.receiver_count() > 0;
+        let live = self.tx.get().filter(|tx| tx.receiver_count() > 0);
         for batch in batches {
             if batch.count == 0 {
                 continue;
             }
             self.write_batch(inner, &batch);
-            if live {
+            if let Some(tx) = live {
                 for line in batch.lines() {
-                    let _ = self.tx.send(line);
+                    let _ = tx.send(line);
                 }
             }
             inner.ring_bytes += batch.memory();
@@ -380,7 +383,12 @@ impl LogStore {
     /// all), then live lines when following.
     pub fn query(&self, query: &LogQuery) -> LogStream {
         let mut inner = self.lock();
-        let live = query.follow.then(|| self.tx.subscribe());
+        // Subscribed under the lock that `append_batches` holds: no line is missed.
+        let live = query.follow.then(|| {
+            self.tx
+                .get_or_init(|| broadcast::channel(LIVE_CAPACITY).0)
+                .subscribe()
+        });
         let history = if inner.dropped == 0 {
             let all: Vec<LogLine> = inner.ring.iter().flat_map(Batch::lines).collect();
             query.apply(&all)
