@@ -170,6 +170,11 @@ fn detect_json(t: &str) -> Option<LogLevel> {
 }
 
 fn detect_logfmt(t: &str) -> Option<LogLevel> {
+    // A byte search for '=' first: most lines have none, and it is much cheaper than the
+    // substring search.
+    if !t.as_bytes().contains(&b'=') {
+        return None;
+    }
     let idx = t.find("level=")?;
     if idx > 0 && !t.as_bytes()[idx - 1].is_ascii_whitespace() {
         return None;

@@ -1,5 +1,5 @@
 //! Quick throughput report: deploy+stop operations per second through the manager, on
-//! MemoryStore and SqliteStore (median of 5 runs of 2,000 deployments = 4,000 operations).
+//! MemoryStore and SqliteStore (median of 7 runs of 10,000 deployments = 20,000 operations).
 //!
 //! `cargo run --release -p conan-benches --bin throughput`
 
@@ -9,7 +9,7 @@ use conan::MemoryStore;
 use conan::store::SqliteStore;
 use conan_benches::{deploy_stop_cycles, median};
 
-const DEPLOYMENTS: usize = 2_000;
+const DEPLOYMENTS: usize = 10_000;
 
 #[tokio::main]
 async fn main() {
@@ -17,7 +17,7 @@ async fn main() {
     let only = std::env::args().nth(1).unwrap_or_default();
     let mut mem = Vec::new();
     let mut sql = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..7 {
         if only != "sqlite" {
             mem.push(deploy_stop_cycles(Arc::new(MemoryStore::new()), DEPLOYMENTS).await);
         }

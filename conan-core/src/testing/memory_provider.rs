@@ -1,6 +1,5 @@
 //! [`MemoryProvider`]: the in-memory reference provider, with fault injection.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -70,7 +69,7 @@ pub enum Fault {
 
 #[derive(Default)]
 struct Faults {
-    per_op: HashMap<ProviderOp, Fault>,
+    per_op: foldhash::HashMap<ProviderOp, Fault>,
     delay: Option<Duration>,
     crash_after_deploy: Option<Duration>,
     rng: Option<fastrand::Rng>,
@@ -122,9 +121,9 @@ impl Deployment {
 #[derive(Clone)]
 pub struct MemoryProvider {
     name: Arc<str>,
-    deployments: Arc<Mutex<HashMap<DeploymentId, Deployment>>>,
+    deployments: Arc<Mutex<foldhash::HashMap<DeploymentId, Deployment>>>,
     faults: Arc<Mutex<Faults>>,
-    calls: Arc<HashMap<ProviderOp, AtomicU32>>,
+    calls: Arc<[AtomicU32; ProviderOp::ALL.len()]>,
     next_instance: Arc<AtomicU32>,
 }
 
@@ -159,12 +158,7 @@ impl MemoryProvider {
             name: name.into(),
             deployments: Arc::default(),
             faults: Arc::default(),
-            calls: Arc::new(
-                ProviderOp::ALL
-                    .into_iter()
-                    .map(|op| (op, AtomicU32::new(0)))
-                    .collect(),
-            ),
+            calls: Arc::new(std::array::from_fn(|_| AtomicU32::new(0))),
             next_instance: Arc::new(AtomicU32::new(1)),
         }
     }
@@ -175,7 +169,7 @@ impl MemoryProvider {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn deployments(&self) -> MutexGuard<'_, HashMap<DeploymentId, Deployment>> {
+    fn deployments(&self) -> MutexGuard<'_, foldhash::HashMap<DeploymentId, Deployment>> {
         self.deployments
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -213,7 +207,7 @@ impl MemoryProvider {
     /// How many times `op` was called (including failed calls).
     #[must_use]
     pub fn calls(&self, op: ProviderOp) -> u32 {
-        self.calls.get(&op).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.calls[op as usize].load(Ordering::Relaxed)
     }
 
     /// Number of deployments it holds (any status).
@@ -234,9 +228,7 @@ impl MemoryProvider {
     }
 
     async fn enter(&self, ctx: &OperationContext, op: ProviderOp) -> Result<()> {
-        if let Some(c) = self.calls.get(&op) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
         let delay = self.faults().delay;
         if let Some(delay) = delay {
             tokio::select! {
