@@ -25,7 +25,7 @@
 //!     .health_check(HealthCheck::http("/health"))
 //!     .build()?;
 //! let record = manager.deploy(config).await?;
-//! println!("{} is {} at {:?}", record.name, record.status, record.runtime.and_then(|r| r.url));
+//! println!("{} is {} at {:?}", record.name, record.status, record.runtime.and_then(|r| r.url.clone()));
 //! manager.stop("hello").await?;
 //! # Ok(())
 //! # }
