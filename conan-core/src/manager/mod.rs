@@ -25,8 +25,10 @@
 //! internal high-priority operation on that deployment, so it is serialized with user
 //! operations like everything else.
 
+mod builder;
 mod handle;
 mod ops;
+mod recovery;
 mod registry;
 mod retry;
 mod scheduler;
@@ -34,9 +36,10 @@ mod scheduler;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use builder::DeploymentManagerBuilder;
 pub use handle::{OperationHandle, Request, SubmitOptions};
 pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
@@ -44,162 +47,17 @@ pub use scheduler::{Priority, QueueStats};
 
 use crate::config::{ConfigProblem, DeploymentConfig};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventBus, EventEnvelope, EventSink, OperationKind, StatusReport};
+use crate::event::{Event, EventBus, EventEnvelope, EventSink, OperationKind};
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::log::{LogQuery, LogStream};
 use crate::provider::{DynProvider, HealthReport, Metrics, Provider};
 use crate::status::DeploymentStatus;
-use crate::store::{
-    AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord, StateStore,
-};
+use crate::store::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
 use crate::time::Timestamp;
 use scheduler::{Queued, Scheduler};
 
 /// Default number of operations that run at once per provider.
 pub const DEFAULT_CONCURRENCY: usize = 16;
-
-/// Builds a [`DeploymentManager`].
-#[must_use]
-pub struct DeploymentManagerBuilder {
-    registry: ProviderRegistry,
-    limits: Vec<(String, usize)>,
-    concurrency: usize,
-    store: Option<Arc<dyn StateStore>>,
-    retry: RetryPolicy,
-    event_capacity: usize,
-}
-
-impl std::fmt::Debug for DeploymentManagerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeploymentManagerBuilder")
-            .field("registry", &self.registry)
-            .field("concurrency", &self.concurrency)
-            .field("retry", &self.retry)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DeploymentManagerBuilder {
-    fn new() -> Self {
-        Self {
-            registry: ProviderRegistry::new(),
-            limits: Vec::new(),
-            concurrency: DEFAULT_CONCURRENCY,
-            store: None,
-            retry: RetryPolicy::default(),
-            event_capacity: EventBus::DEFAULT_CAPACITY,
-        }
-    }
-
-    /// Registers a provider (the first registered is the default).
-    pub fn provider(self, provider: impl Provider) -> Self {
-        self.provider_arc(Arc::new(provider))
-    }
-
-    /// Registers a shared provider.
-    pub fn provider_arc(mut self, provider: Arc<DynProvider>) -> Self {
-        self.registry.register(provider);
-        self
-    }
-
-    /// Registers a provider with its own concurrency limit.
-    pub fn provider_with_limit(mut self, provider: Arc<DynProvider>, limit: usize) -> Self {
-        self.limits.push((provider.name().to_owned(), limit));
-        self.registry.register(provider);
-        self
-    }
-
-    /// The provider used when a config names none and requires nothing.
-    pub fn default_provider(mut self, name: impl Into<String>) -> Self {
-        self.registry.set_default(name);
-        self
-    }
-
-    /// The concurrency limit of providers without their own (default 16).
-    pub fn concurrency(mut self, limit: usize) -> Self {
-        self.concurrency = limit;
-        self
-    }
-
-    /// The state store (default: a fresh [`MemoryStore`]).
-    pub fn store(self, store: impl StateStore) -> Self {
-        self.store_arc(Arc::new(store))
-    }
-
-    /// A shared state store.
-    pub fn store_arc(mut self, store: Arc<dyn StateStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The retry policy for transient errors.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Events buffered per subscriber before it lags (default 4096).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity;
-        self
-    }
-
-    /// Loads the store and starts the manager. Must run inside a Tokio runtime.
-    ///
-    /// Deployments found in the store are loaded as they were; call
-    /// [`DeploymentManager::recover`] to reconcile them with what the providers run.
-    ///
-    /// # Errors
-    /// A store error while loading.
-    pub async fn build(self) -> Result<DeploymentManager> {
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let bus = EventBus::new(self.event_capacity);
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let mut scheduler = Scheduler::new(self.concurrency);
-        for (name, limit) in self.limits {
-            scheduler.set_limit(name.into(), limit);
-        }
-        let mut state = State::default();
-        for record in store.load_deployments().await? {
-            let latest = store
-                .revisions(&record.id)
-                .await?
-                .last()
-                .map_or(record.revision, |r| r.revision.max(record.revision));
-            state.insert(record, latest);
-        }
-        let inner = Arc::new(Inner {
-            registry: self.registry,
-            store,
-            sink: EventSink::new(bus.clone(), Some(reports_tx)),
-            bus,
-            retry: self.retry,
-            state: Mutex::new(state),
-            scheduler: Mutex::new(scheduler),
-            next_op: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
-            idle: Notify::new(),
-        });
-        tokio::spawn(forward_reports(Arc::downgrade(&inner), reports_rx));
-        Ok(DeploymentManager { inner })
-    }
-}
-
-async fn forward_reports(
-    inner: std::sync::Weak<Inner>,
-    mut rx: mpsc::UnboundedReceiver<StatusReport>,
-) {
-    while let Some(report) = rx.recv().await {
-        let Some(inner) = inner.upgrade() else { break };
-        if let Err(e) = inner.submit_job(
-            ops::Target::Id(report.deployment.clone()),
-            ops::JobKind::Observe(report.status, report.failure),
-            SubmitOptions::priority(Priority::High),
-        ) {
-            tracing::debug!(deployment = %report.deployment, error = %e, "provider status report dropped");
-        }
-    }
-}
 
 /// Deploys and supervises deployments through registered providers. Cheap to clone.
 ///
@@ -702,7 +560,7 @@ impl DeploymentManager {
     /// # Errors
     /// A provider or store error (other providers are still reconciled).
     pub async fn recover(&self) -> Result<Vec<DeploymentRecord>> {
-        ops::recover(&self.inner).await
+        recovery::recover(&self.inner).await
     }
 
     /// Refuses new operations, then waits until every queued and running one has finished.

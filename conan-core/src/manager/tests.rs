@@ -7,6 +7,7 @@ use super::*;
 use crate::event::Outcome;
 use crate::log::LogQuery;
 use crate::status::StatusKind;
+use crate::store::MemoryStore;
 use crate::store::{AuditAction, RevisionState};
 use crate::testing::{Fault, MemoryProvider, ProviderOp, wait_until};
 
