@@ -208,6 +208,7 @@ impl Inner {
             if remaining < std::time::Duration::from_millis(1) && n > 0 {
                 return Err(self.deadline_failure(config, last));
             }
+            let cut_short = remaining < limit;
             let result = tokio::select! {
                 exit = proc.wait() => {
                     let mut f = exited(exit, config.restart.min_uptime);
@@ -222,7 +223,10 @@ impl Inner {
                     .progress(&spec.id, Phase::WaitingForHealth, result.detail);
                 return Ok(());
             }
-            last = Some(result.detail);
+            // A last probe the deadline cut short says less than the answer before it.
+            if !(cut_short && result.timed_out && last.is_some()) {
+                last = Some(result.detail);
+            }
             if Instant::now() >= deadline {
                 return Err(self.deadline_failure(config, last));
             }

@@ -15,6 +15,8 @@ pub(crate) struct ProbeResult {
     pub ok: bool,
     /// `"GET /health -> 200"`, `"connect 127.0.0.1:4100: connection refused"`.
     pub detail: String,
+    /// The probe got no answer within its time limit.
+    pub timed_out: bool,
 }
 
 /// How to probe one instance.
@@ -79,6 +81,7 @@ impl Probe {
             Probe::Alive => ProbeResult {
                 ok: true,
                 detail: "process alive".into(),
+                timed_out: false,
             },
             Probe::Command { command, dir, env } => {
                 let mut cmd = tokio::process::Command::new("/bin/sh");
@@ -94,9 +97,10 @@ impl Probe {
                     Ok(Ok(status)) => ProbeResult {
                         ok: status.success(),
                         detail: format!("command exited with {status}"),
+                        timed_out: false,
                     },
                     Ok(Err(e)) => fail(format!("command could not run: {e}")),
-                    Err(_) => fail("command timed out".to_owned()),
+                    Err(_) => timed_out("command timed out".to_owned()),
                 }
             }
             Probe::Tcp { host, port } => {
@@ -104,9 +108,10 @@ impl Probe {
                     Ok(Ok(_)) => ProbeResult {
                         ok: true,
                         detail: format!("connect {host}:{port}: ok"),
+                        timed_out: false,
                     },
                     Ok(Err(e)) => fail(format!("connect {host}:{port}: {e}")),
-                    Err(_) => fail(format!("connect {host}:{port}: timed out")),
+                    Err(_) => timed_out(format!("connect {host}:{port}: timed out")),
                 }
             }
             Probe::Http { host, port, path } => {
@@ -114,9 +119,10 @@ impl Probe {
                     Ok(Ok(code)) => ProbeResult {
                         ok: (200..300).contains(&code),
                         detail: format!("GET {path} -> {code}"),
+                        timed_out: false,
                     },
                     Ok(Err(e)) => fail(format!("GET {path} on {host}:{port}: {e}")),
-                    Err(_) => fail(format!(
+                    Err(_) => timed_out(format!(
                         "GET {path} on {host}:{port}: no answer within {}",
                         conan_core::time::format_duration(limit)
                     )),
@@ -127,7 +133,19 @@ impl Probe {
 }
 
 fn fail(detail: String) -> ProbeResult {
-    ProbeResult { ok: false, detail }
+    ProbeResult {
+        ok: false,
+        detail,
+        timed_out: false,
+    }
+}
+
+fn timed_out(detail: String) -> ProbeResult {
+    ProbeResult {
+        ok: false,
+        detail,
+        timed_out: true,
+    }
 }
 
 /// Sends `GET path` and returns the status code of the answer.
