@@ -71,14 +71,18 @@ struct SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let started = self
-            .inner
-            .scheduler()
-            .finish(&self.deployment, &self.provider, self.success);
+        let (started, idle) = {
+            let mut scheduler = self.inner.scheduler();
+            let started = scheduler.finish(&self.deployment, &self.provider, self.success);
+            let stats = scheduler.stats();
+            (started, stats.pending == 0 && stats.processing == 0)
+        };
         if !started.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
             self.inner.spawn_all(started);
         }
-        self.inner.notify_if_idle();
+        if idle {
+            self.inner.idle.notify_waiters();
+        }
     }
 }
 
