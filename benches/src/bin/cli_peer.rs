@@ -1,16 +1,26 @@
-//! Peer comparison for the `conan` command and its daemon, against a bare spawn and PM2:
+//! Peer comparison for the `conan` command and its daemon, against a bare spawn, PM2 and
+//! supervisord:
 //!
 //! 1. start to ready of `examples/apps/hello`: `conan deploy --health /health` (daemon
 //!    already running) vs spawning `node app.js` and polling `GET /health` every
-//!    millisecond vs `pm2 start` + the same polling;
+//!    millisecond vs `pm2 start` + the same polling vs `supervisorctl start` + the same
+//!    polling;
 //! 2. the daemon's resident memory with N (50) idle deployments running;
 //! 3. the daemon's CPU use over 30 s with those deployments idle.
 //!
-//! PM2 is installed from npm into a temp dir; when npm or the install fails it is skipped
-//! with a notice. The harness builds `conan` in release mode first (or uses `CONAN_BIN`).
+//! PM2 is installed from npm into a temp dir, supervisor 4 from PyPI into a temp virtualenv
+//! (`python3 -m venv`); when either install fails that peer is skipped with a notice.
+//! supervisord runs in the foreground (`-n`) with a generated `supervisord.conf` in its temp
+//! dir: a `unix_http_server` socket there, one `[program:...]` per app (`autostart=false`,
+//! `startsecs=0` so `supervisorctl start` returns once the process is spawned, as `pm2
+//! start` does, instead of sleeping the default 1 s; `PORT` from `environment=`), ports from
+//! 31000-31999 (below the kernel's ephemeral range that the other peers draw from, and away
+//! from conan's 47000-47999). A guard shuts supervisord and its programs down and removes
+//! the temp dir even when a step fails. The harness builds `conan` in release mode first (or
+//! uses `CONAN_BIN`).
 //!
 //! ```text
-//! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2]
+//! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord]
 //! ```
 
 use std::io::{Read, Write};
@@ -222,7 +232,7 @@ fn pm2_install(dir: &Path) -> Option<PathBuf> {
     (ok && bin.exists()).then_some(bin)
 }
 
-fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64) {
+fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64, bare: Duration) {
     let pm2_cmd = |args: &[&str]| {
         let mut c = Command::new(pm2);
         c.args(args)
@@ -261,8 +271,227 @@ fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64) {
     let cpu = cpu_percent(pid, cpu_secs);
     let _ = pm2_cmd(&["kill"]).status();
     println!(
-        "  pm2: start to ready {}, daemon RSS with {apps} apps {:.1} MiB, daemon CPU over {cpu_secs} s {cpu:.2} %",
+        "  pm2: start to ready {} ({:.2}x bare), daemon RSS with {apps} apps {:.1} MiB, daemon CPU over {cpu_secs} s {cpu:.2} %",
         ms(ready),
+        ready.as_secs_f64() / bare.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
+}
+
+/// Installs supervisor 4 from PyPI into a virtualenv at `venv`; returns its `bin` dir.
+fn supervisord_install(venv: &Path) -> Option<PathBuf> {
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = quiet(Command::new("python3").args(["-m", "venv"]).arg(venv))
+        && quiet(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "supervisor>=4,<5",
+        ]));
+    let bin = venv.join("bin");
+    (ok && bin.join("supervisord").exists() && bin.join("supervisorctl").exists()).then_some(bin)
+}
+
+/// `n` free ports from 31000-31999: below the ephemeral range `free_port` draws from for the
+/// other peers, and away from conan's `CONAN_PORT_RANGE`.
+fn supervisord_ports(n: u64) -> Vec<u16> {
+    let ports: Vec<u16> = (31000..32000)
+        .filter(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .take(n as usize)
+        .collect();
+    assert_eq!(
+        ports.len() as u64,
+        n,
+        "not enough free ports in 31000-31999"
+    );
+    ports
+}
+
+/// A running `supervisord -n` in its own temp dir. Dropping it stops every program, shuts
+/// supervisord down (escalating to SIGTERM, then SIGKILL), kills any program that outlived
+/// it, and removes the temp dir.
+struct Supervisord {
+    bin: PathBuf,
+    conf: PathBuf,
+    child: Option<Child>,
+    // Dropped after `drop` has run: the directory goes once supervisord is gone.
+    dir: tempfile::TempDir,
+}
+
+impl Supervisord {
+    /// Writes `supervisord.conf` with one program per `(name, port)` and starts supervisord.
+    fn start(bin: PathBuf, dir: tempfile::TempDir, programs: &[(String, u16)]) -> Self {
+        let d = dir.path();
+        let hello = hello().canonicalize().expect("hello app dir");
+        std::fs::create_dir_all(d.join("logs")).expect("log dir");
+        let mut conf = format!(
+            "[unix_http_server]\nfile={sock}\nchmod=0700\n\n\
+             [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+             childlogdir={d}/logs\nnodaemon=true\n\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+             [supervisorctl]\nserverurl=unix://{sock}\n",
+            sock = d.join("supervisor.sock").display(),
+            d = d.display(),
+        );
+        for (name, port) in programs {
+            conf.push_str(&format!(
+                "\n[program:{name}]\ncommand=node app.js\ndirectory={}\n\
+                 environment=PORT=\"{port}\"\nautostart=false\nautorestart=false\n\
+                 startsecs=0\nstopasgroup=true\nkillasgroup=true\n",
+                hello.display()
+            ));
+        }
+        let conf_path = d.join("supervisord.conf");
+        std::fs::write(&conf_path, conf).expect("write supervisord.conf");
+        let child = Command::new(bin.join("supervisord"))
+            .arg("-n")
+            .arg("-c")
+            .arg(&conf_path)
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn supervisord");
+        let mut sv = Supervisord {
+            bin,
+            conf: conf_path,
+            child: Some(child),
+            dir,
+        };
+        let sock = sv.dir.path().join("supervisor.sock");
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Some(Ok(Some(status))) = sv.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "supervisord exited ({status}): see {}",
+                    sv.dir.path().join("supervisord.log").display()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "supervisord never opened its socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sv
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin.join("supervisorctl"))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run supervisorctl")
+    }
+
+    /// `supervisorctl start NAME`, which must report the program started.
+    fn start_program(&self, name: &str) {
+        let out = self.ctl(&["start", name]);
+        assert!(
+            out.status.success(),
+            "supervisorctl start {name} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Program pids, in case supervisord has to be killed before it stops them.
+        let pids: Vec<u32> = String::from_utf8_lossy(&self.ctl(&["pid", "all"]).stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&p| p != 0)
+            .collect();
+        let _ = self.ctl(&["stop", "all"]);
+        let _ = self.ctl(&["shutdown"]);
+        if !wait_exit(&mut child, Duration::from_secs(15)) {
+            let _ = Command::new("kill")
+                .arg(child.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+            if !wait_exit(&mut child, Duration::from_secs(10)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        for pid in pids {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("app.js") {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+fn supervisord_peer(
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    runs: u64,
+    apps: u64,
+    cpu_secs: u64,
+    bare: Duration,
+) {
+    let ports = supervisord_ports(runs + apps);
+    let ready_names: Vec<(String, u16)> = (0..runs)
+        .map(|i| (format!("ready-{i}"), ports[i as usize]))
+        .collect();
+    let idle_names: Vec<(String, u16)> = (0..apps)
+        .map(|i| (format!("idle-{i}"), ports[(runs + i) as usize]))
+        .collect();
+    let programs: Vec<(String, u16)> = ready_names.iter().chain(&idle_names).cloned().collect();
+    let sv = Supervisord::start(bin, dir, &programs);
+    let mut times = Vec::new();
+    for (name, port) in &ready_names {
+        let t = Instant::now();
+        sv.start_program(name);
+        wait_healthy(*port);
+        times.push(t.elapsed());
+        let _ = sv.ctl(&["stop", name]);
+    }
+    let ready = median(times);
+    for (name, port) in &idle_names {
+        sv.start_program(name);
+        wait_healthy(*port);
+    }
+    let rss = rss_kib(sv.pid());
+    let cpu = cpu_percent(sv.pid(), cpu_secs);
+    drop(sv);
+    println!(
+        "  supervisord: start to ready {} ({:.2}x bare), daemon RSS with {apps} apps {:.1} MiB, daemon CPU over {cpu_secs} s {cpu:.2} %",
+        ms(ready),
+        ready.as_secs_f64() / bare.as_secs_f64(),
         rss as f64 / 1024.0
     );
 }
@@ -272,6 +501,7 @@ fn main() {
     let runs = arg("--runs", 10).max(1);
     let cpu_secs = arg("--cpu-secs", 30).max(1);
     let no_pm2 = std::env::args().any(|a| a == "--no-pm2");
+    let no_supervisord = std::env::args().any(|a| a == "--no-supervisord");
     let tmp = tempfile::tempdir().expect("tempdir");
     let conan = Conan {
         bin: conan_bin(),
@@ -320,8 +550,20 @@ fn main() {
     } else {
         let dir = tmp.path().join("pm2");
         match pm2_install(&dir) {
-            Some(pm2) => pm2_peer(&pm2, &dir.join(".pm2"), runs, apps, cpu_secs),
+            Some(pm2) => pm2_peer(&pm2, &dir.join(".pm2"), runs, apps, cpu_secs, bare),
             None => println!("  pm2: skipped (npm missing or `npm install pm2` failed)"),
+        }
+    }
+
+    if no_supervisord {
+        println!("  supervisord: skipped (--no-supervisord)");
+    } else {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match supervisord_install(&dir.path().join("venv")) {
+            Some(bin) => supervisord_peer(bin, dir, runs, apps, cpu_secs, bare),
+            None => println!(
+                "  supervisord: skipped (python3 -m venv or `pip install 'supervisor>=4,<5'` failed)"
+            ),
         }
     }
 }
