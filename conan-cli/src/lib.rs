@@ -44,7 +44,7 @@
 //! |---|---|
 //! | `CONAN_HOME` | see above |
 //! | `CONAN_LOG` | the daemon's log filter (`info`; `debug`, `conan_core=trace`, ...) |
-//! | `CONAN_PORT_RANGE` | ports the local provider allocates from (`40000-44999`) |
+//! | `CONAN_PORT_RANGE` | ports the local provider allocates from (`20000-24999`) |
 //! | `CONAN_DOCKER_BASE_IMAGE` | base image of generated Dockerfiles (`node:20-slim`) |
 //! | `DOCKER_HOST` | the Docker daemon (`unix:///var/run/docker.sock`) |
 //! | `NO_COLOR` | no colour even on a terminal |

@@ -40,7 +40,7 @@ pub struct LocalSettings {
 /// # fn main() -> conan_core::Result<()> {
 /// let provider = conan_provider_local::LocalProvider::builder()
 ///     .state_dir("/var/lib/conan/local")
-///     .port_range(41000..=41999)
+///     .port_range(21000..=21999)
 ///     .node_path("/usr/bin/node")
 ///     .build()?;
 /// # Ok(()) }
@@ -61,7 +61,7 @@ impl Default for LocalProviderBuilder {
         Self {
             settings: LocalSettings {
                 state_dir,
-                port_range: 40000..=44999,
+                port_range: 20000..=24999,
                 node_path: PathBuf::from("node"),
                 host: "127.0.0.1".into(),
                 log_memory_bytes: 8 * 1024 * 1024,
@@ -82,7 +82,8 @@ impl LocalProviderBuilder {
         self
     }
 
-    /// Ports to allocate from (default 40000–44999).
+    /// Ports to allocate from (default 20000–24999: below Linux's ephemeral range
+    /// 32768–60999, so an outgoing connection never holds a port handed to an app).
     pub fn port_range(mut self, range: RangeInclusive<u16>) -> Self {
         self.settings.port_range = range;
         self

@@ -12,7 +12,7 @@ use common::*;
 use conan_core::prelude::*;
 use conan_provider_local::LocalProvider;
 
-const PORTS: std::ops::RangeInclusive<u16> = 43500..=43999;
+const PORTS: std::ops::RangeInclusive<u16> = 23500..=23999;
 
 struct KillOnDrop(std::process::Child);
 
@@ -168,7 +168,7 @@ async fn a_recycled_pid_is_never_adopted() {
     std::fs::create_dir_all(&dir).unwrap();
     let saved = serde_json::json!({
         "id": id, "revision": 1, "stopped": false,
-        "instance": { "key": "r1-x", "pid": stranger.id(), "start_time": 1, "port": 43990,
+        "instance": { "key": "r1-x", "pid": stranger.id(), "start_time": 1, "port": 23990,
                       "revision": 1, "started_at_micros": 0 }
     });
     std::fs::write(dir.join("state.json"), saved.to_string()).unwrap();

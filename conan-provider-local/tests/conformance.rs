@@ -24,14 +24,14 @@ fn harness() -> ConformanceHarness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_as_dyn_provider() {
-    let (p, _dir) = provider(44000..=44249);
+    let (p, _dir) = provider(24000..=24249);
     let p: Arc<LocalProvider> = p;
     conformance::run_all(p as Arc<DynProvider>, &harness()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_through_the_forwarding_arc_impl() {
-    let (p, _dir) = provider(44250..=44499);
+    let (p, _dir) = provider(24250..=24499);
     let forwarded: Arc<DynProvider> = Arc::new(p);
     conformance::run_all(forwarded, &harness()).await;
 }

@@ -9,7 +9,7 @@ use common::*;
 use conan_core::prelude::*;
 use conan_core::{Error, Event};
 
-const PORTS: std::ops::RangeInclusive<u16> = 44500..=44999;
+const PORTS: std::ops::RangeInclusive<u16> = 24500..=24999;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_app_turning_unhealthy_and_back_is_reported() {

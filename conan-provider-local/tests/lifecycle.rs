@@ -8,7 +8,7 @@ use common::*;
 use conan_core::prelude::*;
 use conan_core::{Error, ExitStatus};
 
-const PORTS: std::ops::RangeInclusive<u16> = 41000..=41999;
+const PORTS: std::ops::RangeInclusive<u16> = 21000..=21999;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_deploys_serves_reports_metrics_and_stops() {

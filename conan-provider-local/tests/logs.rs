@@ -9,7 +9,7 @@ use conan_core::prelude::*;
 use conan_core::{OutputStream, RestartMode};
 use futures::StreamExt;
 
-const PORTS: std::ops::RangeInclusive<u16> = 42000..=42499;
+const PORTS: std::ops::RangeInclusive<u16> = 22000..=22499;
 
 fn burst(name: &str, lines: u32) -> DeploymentConfig {
     let mut c = DeploymentConfig::new(name);
@@ -134,7 +134,7 @@ async fn log_file_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
     let p = conan_provider_local::LocalProvider::builder()
         .state_dir(dir.path())
-        .port_range(42400..=42499)
+        .port_range(22400..=22499)
         .log_rotation(64 * 1024, 3)
         .build()
         .unwrap();

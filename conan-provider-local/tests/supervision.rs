@@ -8,7 +8,7 @@ use common::*;
 use conan_core::prelude::*;
 use conan_core::{Event, ExitStatus, RestartMode};
 
-const PORTS: std::ops::RangeInclusive<u16> = 42500..=42999;
+const PORTS: std::ops::RangeInclusive<u16> = 22500..=22999;
 
 fn crash(name: &str, max_restarts: u32) -> DeploymentConfig {
     let mut c = DeploymentConfig::new(name);

@@ -8,7 +8,7 @@ use common::*;
 use conan_core::prelude::*;
 use conan_core::{Event, UpdateStrategy};
 
-const PORTS: std::ops::RangeInclusive<u16> = 43000..=43499;
+const PORTS: std::ops::RangeInclusive<u16> = 23000..=23499;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_switches_and_a_failed_revision_leaves_the_old_one_serving() {

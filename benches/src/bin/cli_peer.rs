@@ -15,7 +15,7 @@
 //! `startsecs=0` so `supervisorctl start` returns once the process is spawned, as `pm2
 //! start` does, instead of sleeping the default 1 s; `PORT` from `environment=`), ports from
 //! 31000-31999 (below the kernel's ephemeral range that the other peers draw from, and away
-//! from conan's 47000-47999). A guard shuts supervisord and its programs down and removes
+//! from conan's 27000-27999). A guard shuts supervisord and its programs down and removes
 //! the temp dir even when a step fails. The harness builds `conan` in release mode first (or
 //! uses `CONAN_BIN`).
 //!
@@ -59,7 +59,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or(45999)
+        .unwrap_or(25999)
 }
 
 fn healthy(port: u16) -> bool {
@@ -176,7 +176,7 @@ impl Conan {
         Command::new(&self.bin)
             .args(args)
             .env("CONAN_HOME", &self.home)
-            .env("CONAN_PORT_RANGE", "47000-47999")
+            .env("CONAN_PORT_RANGE", "27000-27999")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()

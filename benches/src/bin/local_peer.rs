@@ -38,7 +38,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or(45999)
+        .unwrap_or(25999)
 }
 
 async fn health(port: u16) -> bool {
@@ -101,7 +101,7 @@ async fn bare_ready(runs: usize) -> (Duration, u64) {
 async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
     let provider = LocalProvider::builder()
         .state_dir(state)
-        .port_range(46000..=46999)
+        .port_range(26000..=26999)
         .build()
         .expect("provider");
     let ctx = OperationContext::detached();
@@ -192,7 +192,7 @@ fn bare_burst(lines: u32, runs: usize, dir: &Path) -> Duration {
 async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
     let provider = LocalProvider::builder()
         .state_dir(state)
-        .port_range(47000..=47999)
+        .port_range(27000..=27999)
         .log_rotation(64 * 1024 * 1024, 5)
         .build()
         .expect("provider");

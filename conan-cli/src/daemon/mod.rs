@@ -197,7 +197,7 @@ async fn serve(home: &Home) -> CliResult {
     Ok(())
 }
 
-/// `CONAN_PORT_RANGE=41000-41999`: the ports the local provider allocates from.
+/// `CONAN_PORT_RANGE=21000-21999`: the ports the local provider allocates from.
 fn port_range_from_env() -> CliResult<Option<std::ops::RangeInclusive<u16>>> {
     let Ok(text) = std::env::var("CONAN_PORT_RANGE") else {
         return Ok(None);
@@ -209,7 +209,7 @@ fn port_range_from_env() -> CliResult<Option<std::ops::RangeInclusive<u16>>> {
     match parsed {
         Some((a, b)) => Ok(Some(a..=b)),
         None => Err(CliError::usage(format!(
-            "CONAN_PORT_RANGE={text}: expected FIRST-LAST, like 41000-41999"
+            "CONAN_PORT_RANGE={text}: expected FIRST-LAST, like 21000-21999"
         ))),
     }
 }

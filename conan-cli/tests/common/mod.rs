@@ -66,7 +66,7 @@ impl Home {
             .tempdir()
             .expect("tempdir");
         let n = HOMES.fetch_add(1, Ordering::Relaxed) % 20;
-        let first = 46_000 + (std::process::id() % 10) * 200 + n * 10;
+        let first = 26_000 + (std::process::id() % 10) * 200 + n * 10;
         Self {
             dir,
             docker_names: std::sync::Mutex::new(Vec::new()),
