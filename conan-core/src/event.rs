@@ -358,6 +358,13 @@ pub struct StatusReport {
 /// keeps a clone for its supervisors, which outlive the operation that started them.
 #[derive(Clone, Debug)]
 pub struct EventSink {
+    // One shared allocation: every operation clones the sink, and cloning the channel
+    // senders themselves would touch their shared counters each time.
+    inner: Arc<SinkInner>,
+}
+
+#[derive(Debug)]
+struct SinkInner {
     bus: EventBus,
     reports: Option<mpsc::UnboundedSender<StatusReport>>,
 }
@@ -366,7 +373,9 @@ impl EventSink {
     /// A sink that emits on `bus` and sends status reports to `reports`.
     #[must_use]
     pub fn new(bus: EventBus, reports: Option<mpsc::UnboundedSender<StatusReport>>) -> Self {
-        Self { bus, reports }
+        Self {
+            inner: Arc::new(SinkInner { bus, reports }),
+        }
     }
 
     /// A sink connected to nothing (events are dropped); for using a provider standalone.
@@ -378,17 +387,17 @@ impl EventSink {
     /// The bus this sink emits on.
     #[must_use]
     pub fn bus(&self) -> &EventBus {
-        &self.bus
+        &self.inner.bus
     }
 
     /// Emits any event.
     pub fn emit(&self, event: Event) {
-        self.bus.emit(event);
+        self.inner.bus.emit(event);
     }
 
     /// Reports progress.
     pub fn progress(&self, deployment: &DeploymentId, phase: Phase, message: impl Into<String>) {
-        self.bus.emit_with(|| Event::Progress {
+        self.inner.bus.emit_with(|| Event::Progress {
             deployment: deployment.clone(),
             phase,
             message: message.into(),
@@ -397,7 +406,7 @@ impl EventSink {
 
     /// Reports that the health check passes.
     pub fn healthy(&self, deployment: &DeploymentId) {
-        self.bus.emit_with(|| Event::Healthy {
+        self.inner.bus.emit_with(|| Event::Healthy {
             deployment: deployment.clone(),
         });
     }
@@ -453,7 +462,7 @@ impl EventSink {
         status: DeploymentStatus,
         failure: Option<FailureReport>,
     ) {
-        if let Some(tx) = &self.reports {
+        if let Some(tx) = &self.inner.reports {
             let _ = tx.send(StatusReport {
                 deployment: deployment.clone(),
                 status,

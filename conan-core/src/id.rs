@@ -18,7 +18,14 @@ impl DeploymentId {
     /// A fresh random identifier.
     #[must_use]
     pub fn generate() -> Self {
-        Self(format!("dep-{:016x}", fastrand::u64(..)).into())
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = *b"dep-0000000000000000";
+        let n = fastrand::u64(..);
+        for (i, b) in buf[4..].iter_mut().enumerate() {
+            *b = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        // Only ASCII was written, so the buffer is valid UTF-8.
+        Self(String::from_utf8_lossy(&buf).into())
     }
 
     /// Wraps an existing identifier (for example one read back from a store).
@@ -96,5 +103,23 @@ pub struct OperationId(pub u64);
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "op-{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_dep_and_sixteen_hex_digits() {
+        let a = DeploymentId::generate();
+        let b = DeploymentId::generate();
+        assert_ne!(a, b);
+        let hex = a.as_str().strip_prefix("dep-").unwrap();
+        assert_eq!(hex.len(), 16);
+        assert!(
+            hex.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }
