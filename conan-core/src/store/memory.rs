@@ -15,7 +15,39 @@ use crate::id::{DeploymentId, Revision};
 struct Inner {
     deployments: HashMap<DeploymentId, DeploymentRecord>,
     revisions: HashMap<DeploymentId, BTreeMap<Revision, RevisionRecord>>,
-    audit: Vec<AuditEntry>,
+    audit: AuditLog,
+}
+
+/// The audit log in fixed-size chunks: appending never copies the entries already logged
+/// (a plain `Vec` would move the whole log every time it doubles).
+#[derive(Default)]
+struct AuditLog {
+    chunks: Vec<Vec<AuditEntry>>,
+    len: usize,
+}
+
+impl AuditLog {
+    const CHUNK: usize = 4096;
+
+    fn push(&mut self, mut entry: AuditEntry) {
+        self.len += 1;
+        entry.seq = self.len as u64;
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < Self::CHUNK => chunk.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    /// Entries from position `start` (0-based) on.
+    fn iter_from(&self, start: usize) -> impl Iterator<Item = &AuditEntry> {
+        let first = start / Self::CHUNK;
+        let skip = start % Self::CHUNK;
+        self.chunks.iter().skip(first).flatten().skip(skip)
+    }
 }
 
 /// A [`StateStore`] in memory: fast, and gone with the process.
@@ -91,8 +123,7 @@ impl StateStore for MemoryStore {
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
         let mut inner = self.lock()?;
-        for mut entry in entries {
-            entry.seq = inner.audit.len() as u64 + 1;
+        for entry in entries {
             inner.audit.push(entry);
         }
         Ok(())
@@ -105,8 +136,7 @@ impl StateStore for MemoryStore {
     ) -> Result<()> {
         let mut inner = self.lock()?;
         inner.deployments.insert(record.id.clone(), record.clone());
-        for mut entry in entries {
-            entry.seq = inner.audit.len() as u64 + 1;
+        for entry in entries {
             inner.audit.push(entry);
         }
         Ok(())
@@ -117,10 +147,11 @@ impl StateStore for MemoryStore {
         let start = query.after_seq.map_or(0, |s| {
             usize::try_from(s)
                 .unwrap_or(usize::MAX)
-                .min(inner.audit.len())
+                .min(inner.audit.len)
         });
-        let matching = inner.audit[start..]
-            .iter()
+        let matching = inner
+            .audit
+            .iter_from(start)
             .filter(|e| query.deployment.as_ref().is_none_or(|d| &e.deployment == d));
         Ok(match query.limit {
             Some(n) => matching.take(n).cloned().collect(),
@@ -132,6 +163,44 @@ impl StateStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn audit_reads_across_chunk_boundaries() {
+        use crate::status::StatusKind;
+        use crate::store::AuditAction;
+        let store = MemoryStore::new();
+        let id = DeploymentId::new("dep-a");
+        let entries = (0..10_000)
+            .map(|_| {
+                AuditEntry::new(
+                    id.clone(),
+                    None,
+                    AuditAction::Transition {
+                        from: StatusKind::Pending,
+                        to: StatusKind::Deploying,
+                    },
+                )
+            })
+            .collect();
+        store.append_audit(entries).await.unwrap();
+        for after in [0, 1, 4095, 4096, 4097, 8191, 9_999, 10_000, 20_000] {
+            let got = store
+                .audit(&AuditQuery {
+                    after_seq: Some(after),
+                    limit: Some(3),
+                    ..AuditQuery::default()
+                })
+                .await
+                .unwrap();
+            let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+            let expected: Vec<u64> = (after + 1..=10_000).take(3).collect();
+            assert_eq!(seqs, expected, "after {after}");
+        }
+        assert_eq!(
+            store.audit(&AuditQuery::default()).await.unwrap().len(),
+            10_000
+        );
+    }
 
     #[tokio::test]
     async fn conforms() {
