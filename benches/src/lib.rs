@@ -1,6 +1,8 @@
 //! Shared helpers of Conan's benchmarks (`benches/`) and peer comparison harnesses
 //! (`src/bin/`).
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,4 +55,52 @@ pub async fn deploy_stop_cycles(store: Arc<dyn StateStore>, deployments: usize) 
 pub fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// A duration in milliseconds with one decimal (`"72.1 ms"`).
+#[must_use]
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A port the kernel considers free right now (25999 if none could be bound).
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(25999)
+}
+
+/// Resident memory of `pid` in KiB, from `/proc/PID/status` (0 when it is gone).
+#[must_use]
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Installs PM2 from npm under `dir`; its binary, or `None` when npm or the install failed.
+#[must_use]
+pub fn pm2_install(dir: &Path) -> Option<PathBuf> {
+    let ok = Command::new("npm")
+        .args([
+            "install",
+            "pm2",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let bin = dir.join("node_modules/.bin/pm2");
+    (ok && bin.exists()).then_some(bin)
 }

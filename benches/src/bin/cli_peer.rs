@@ -23,6 +23,7 @@
 //! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord]
 //! ```
 
+use conan_benches::{free_port, median, ms, pm2_install, rss_kib};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -44,22 +45,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(25999)
 }
 
 fn healthy(port: u16) -> bool {
@@ -85,19 +70,6 @@ fn wait_healthy(port: u16) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// Resident memory of `pid` in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// utime + stime of `pid` in clock ticks.
@@ -150,7 +122,7 @@ fn bare_ready(runs: u64) -> Duration {
         let _ = child.kill();
         let _ = child.wait();
     }
-    median(times)
+    median(&mut times)
 }
 
 fn conan_bin() -> PathBuf {
@@ -211,25 +183,7 @@ fn conan_ready(conan: &Conan, runs: u64) -> Duration {
         times.push(t.elapsed());
         conan.ok(&["rm", "--force", &name]);
     }
-    median(times)
-}
-
-fn pm2_install(dir: &Path) -> Option<PathBuf> {
-    let ok = Command::new("npm")
-        .args([
-            "install",
-            "pm2",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--prefix",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let bin = dir.join("node_modules/.bin/pm2");
-    (ok && bin.exists()).then_some(bin)
+    median(&mut times)
 }
 
 fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64, bare: Duration) {
@@ -255,7 +209,7 @@ fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64, bare: 
         times.push(t.elapsed());
         let _ = pm2_cmd(&["delete", &name]).status();
     }
-    let ready = median(times);
+    let ready = median(&mut times);
     for i in 0..apps {
         let port = free_port();
         let _ = pm2_cmd(&["start", "app.js", "--name", &format!("idle-{i}")])
@@ -480,7 +434,7 @@ fn supervisord_peer(
         times.push(t.elapsed());
         let _ = sv.ctl(&["stop", name]);
     }
-    let ready = median(times);
+    let ready = median(&mut times);
     for (name, port) in &idle_names {
         sv.start_program(name);
         wait_healthy(*port);

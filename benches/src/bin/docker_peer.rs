@@ -8,6 +8,7 @@
 //! `cargo run --release -p conan-benches --bin docker_peer [-- ITERATIONS]`
 //! (needs a daemon: `.ci/docker-up.sh`).
 
+use conan_benches::median;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -123,11 +124,6 @@ async fn conan_once(provider: &DockerProvider, i: usize) -> Result<Duration, Str
         .await
         .map_err(|e| e.to_string())?;
     Ok(elapsed)
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -12,6 +12,7 @@
 //! cargo run --release -p conan-benches --bin local_peer -- [--runs N] [--lines N] [--no-pm2]
 //! ```
 
+use conan_benches::{free_port, median, ms, pm2_install, rss_kib};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,22 +24,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn apps() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/apps")
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(25999)
 }
 
 async fn health(port: u16) -> bool {
@@ -58,17 +43,6 @@ async fn wait_healthy(port: u16) {
     while !health(port).await {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn bare_ready(runs: usize) -> (Duration, u64) {
@@ -95,7 +69,7 @@ async fn bare_ready(runs: usize) -> (Duration, u64) {
         let _ = child.kill();
         let _ = child.wait();
     }
-    (median(times), rss)
+    (median(&mut times), rss)
 }
 
 async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
@@ -122,26 +96,7 @@ async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
         rss = info.instances[0].id.parse().map(rss_kib).unwrap_or(0);
         provider.remove(&ctx, &spec.id).await.expect("remove");
     }
-    (median(times), rss)
-}
-
-fn pm2_install(dir: &Path) -> Option<PathBuf> {
-    let ok = Command::new("npm")
-        .args([
-            "install",
-            "pm2",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--prefix",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    let bin = dir.join("node_modules/.bin/pm2");
-    (ok && bin.exists()).then_some(bin)
+    (median(&mut times), rss)
 }
 
 async fn pm2_ready(pm2: &Path, home: &Path, runs: usize) -> Duration {
@@ -169,7 +124,7 @@ async fn pm2_ready(pm2: &Path, home: &Path, runs: usize) -> Duration {
         let _ = pm2_cmd(&["delete", &name]).status();
     }
     let _ = pm2_cmd(&["kill"]).status();
-    median(times)
+    median(&mut times)
 }
 
 fn bare_burst(lines: u32, runs: usize, dir: &Path) -> Duration {
@@ -186,7 +141,7 @@ fn bare_burst(lines: u32, runs: usize, dir: &Path) -> Duration {
         times.push(t.elapsed());
         assert!(status.success());
     }
-    median(times)
+    median(&mut times)
 }
 
 async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
@@ -239,7 +194,7 @@ async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
         assert_eq!(got.len(), lines as usize + 1, "every line captured");
         provider.remove(&ctx, &spec.id).await.expect("remove");
     }
-    median(times)
+    median(&mut times)
 }
 
 fn arg(name: &str) -> Option<String> {
@@ -272,7 +227,7 @@ async fn main() {
         conan_t.push(c);
         conan_rss = r;
     }
-    let (bare, conan) = (median(bare_t), median(conan_t));
+    let (bare, conan) = (median(&mut bare_t), median(&mut conan_t));
     println!("  bare spawn + poll : {}", ms(bare));
     println!(
         "  conan deploy      : {}  ({:.2}x bare)",
@@ -312,7 +267,7 @@ async fn main() {
         let state = tmp.path().join(format!("burst-state-{i}"));
         captured_t.push(conan_burst(lines, 1, &state).await);
     }
-    let (direct, captured) = (median(direct_t), median(captured_t));
+    let (direct, captured) = (median(&mut direct_t), median(&mut captured_t));
     println!("  app -> file       : {}", ms(direct));
     println!(
         "  through conan     : {}  ({:.2}x file), all {lines} lines verified",
