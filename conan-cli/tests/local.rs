@@ -146,19 +146,7 @@ fn local_deploy_ls_logs_update_rollback_stop_rm() {
 fn daemon_stop_leaves_apps_running_and_the_next_daemon_adopts_them() {
     let home = Home::new();
     let name = unique("adopt");
-    let hello = app("hello");
-    let view = home
-        .conan(&[
-            "deploy",
-            hello.to_str().unwrap(),
-            "--name",
-            &name,
-            "--health",
-            "/health",
-            "--json",
-        ])
-        .ok()
-        .json();
+    let view = home.deploy_hello(&name);
     let pid = pid_of(&view);
     let daemon = home.daemon_pid().expect("daemon pid");
 
@@ -370,19 +358,7 @@ fn docker_deploy_without_docker_says_how_to_start_it() {
 fn logs_and_events_follow_live() {
     let home = Home::new();
     let name = unique("follow");
-    let hello = app("hello");
-    let view = home
-        .conan(&[
-            "deploy",
-            hello.to_str().unwrap(),
-            "--name",
-            &name,
-            "--health",
-            "/health",
-            "--json",
-        ])
-        .ok()
-        .json();
+    let view = home.deploy_hello(&name);
     let url = view["url"].as_str().expect("url").to_owned();
 
     let logs = home.follow(&["logs", &name, "-f", "-n", "0"]);

@@ -129,16 +129,7 @@ impl Inner {
             shared.current = Some(inst);
             shared.status = DeploymentStatus::Running;
             // The gate just passed: healthy until the monitor says otherwise.
-            shared.health = HealthReport {
-                status: if spec.config.health_check.is_some() {
-                    HealthStatus::Healthy
-                } else {
-                    HealthStatus::Unknown
-                },
-                checked_at: Some(Timestamp::now()),
-                consecutive_failures: 0,
-                detail: None,
-            };
+            shared.health = supervisor::after_gate(spec.config.health_check.is_some());
         }
         dep.persist();
         ctx.events.healthy(&spec.id);

@@ -32,6 +32,21 @@ struct Supervisor {
     sink: EventSink,
 }
 
+/// The health of an instance that just passed its readiness gate: healthy when a check
+/// exists (the gate ran it), unknown otherwise.
+pub(crate) fn after_gate(has_check: bool) -> HealthReport {
+    HealthReport {
+        status: if has_check {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        },
+        checked_at: Some(Timestamp::now()),
+        consecutive_failures: 0,
+        detail: None,
+    }
+}
+
 /// Starts supervising `inst`, whose process is `proc`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
@@ -81,16 +96,7 @@ impl Supervisor {
             .map_or(std::time::Duration::from_secs(3600), |c| c.interval);
         let mut failures = 0u32;
         let mut healthy = true;
-        self.dep.lock().health = HealthReport {
-            status: if check.is_some() {
-                HealthStatus::Healthy
-            } else {
-                HealthStatus::Unknown
-            },
-            checked_at: Some(Timestamp::now()),
-            consecutive_failures: 0,
-            detail: None,
-        };
+        self.dep.lock().health = after_gate(check.is_some());
         loop {
             let mut next_probe = Instant::now() + interval;
             let exit = loop {

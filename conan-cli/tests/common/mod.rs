@@ -136,6 +136,22 @@ impl Home {
         }
     }
 
+    /// Deploys the sample hello app as `name` with its `/health` check; the `--json` view.
+    pub fn deploy_hello(&self, name: &str) -> Value {
+        let hello = app("hello");
+        self.conan(&[
+            "deploy",
+            hello.to_str().expect("utf-8 path"),
+            "--name",
+            name,
+            "--health",
+            "/health",
+            "--json",
+        ])
+        .ok()
+        .json()
+    }
+
     /// The deployment's entry in `conan ls --json`.
     pub fn listed(&self, name: &str) -> Option<Value> {
         let list = self.conan(&["ls", "--json"]).ok().json();
