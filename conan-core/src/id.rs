@@ -53,6 +53,13 @@ impl fmt::Debug for DeploymentId {
     }
 }
 
+// Hash, Eq and Ord are those of the inner `str`, so maps keyed by id can be searched by `&str`.
+impl std::borrow::Borrow<str> for DeploymentId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for DeploymentId {
     fn as_ref(&self) -> &str {
         &self.0

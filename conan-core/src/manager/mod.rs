@@ -122,10 +122,7 @@ impl State {
                 .map(|(k, _)| k)
                 .ok_or_else(|| Error::deployment_not_found(id.as_str())),
             ops::Target::Ref(s) => {
-                if let Some((k, _)) = self
-                    .deployments
-                    .get_key_value(&DeploymentId::new(s.as_str()))
-                {
+                if let Some((k, _)) = self.deployments.get_key_value(s.as_str()) {
                     Ok(k)
                 } else {
                     self.names
@@ -239,13 +236,11 @@ impl Inner {
             cancel: cancel.clone(),
             reply: Some(tx),
         };
-        let started = self.scheduler().submit(Queued::new(
-            op,
-            deployment.clone(),
-            provider,
-            opts.priority,
-            job,
-        ));
+        let mut started = Vec::new();
+        self.scheduler().submit(
+            Queued::new(op, deployment.clone(), provider, opts.priority, job),
+            &mut started,
+        );
         self.spawn_all(started);
         Ok(OperationHandle {
             id: op,
@@ -257,7 +252,7 @@ impl Inner {
         })
     }
 
-    fn spawn_all(self: &Arc<Self>, jobs: Vec<Queued<ops::Job>>) {
+    fn spawn_all(self: &Arc<Self>, jobs: impl IntoIterator<Item = Queued<ops::Job>>) {
         for job in jobs {
             let inner = self.clone();
             tokio::spawn(async move { inner.run(job).await });
@@ -265,7 +260,8 @@ impl Inner {
     }
 
     fn cancel_queued(self: &Arc<Self>, op: OperationId) {
-        let Some((mut job, started)) = self.scheduler().cancel(op) else {
+        let mut started = Vec::new();
+        let Some(mut job) = self.scheduler().cancel(op, &mut started) else {
             return;
         };
         self.spawn_all(started);

@@ -61,27 +61,34 @@ pub(crate) struct Job {
     pub reply: Option<oneshot::Sender<Result<DeploymentRecord>>>,
 }
 
-/// Releases the scheduler slot even if the operation panics.
+/// Holds a job's scheduler slot; [`SlotGuard::release`] gives it back and learns which
+/// jobs may start next. If the operation panics instead, `Drop` releases the slot and
+/// spawns those jobs, so the queue never stalls.
 struct SlotGuard {
     inner: Arc<Inner>,
     deployment: DeploymentId,
     provider: Arc<str>,
-    success: bool,
+    held: bool,
+}
+
+impl SlotGuard {
+    fn release(mut self, success: bool, started: &mut Vec<Queued<Job>>) {
+        self.held = false;
+        self.inner
+            .release(&self.deployment, &self.provider, success, started);
+    }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let (started, idle) = {
-            let mut scheduler = self.inner.scheduler();
-            let started = scheduler.finish(&self.deployment, &self.provider, self.success);
-            let stats = scheduler.stats();
-            (started, stats.pending == 0 && stats.processing == 0)
-        };
+        if !self.held {
+            return;
+        }
+        let mut started = Vec::new();
+        self.inner
+            .release(&self.deployment, &self.provider, false, &mut started);
         if !started.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
             self.inner.spawn_all(started);
-        }
-        if idle {
-            self.inner.idle.notify_waiters();
         }
     }
 }
@@ -108,7 +115,46 @@ impl Inner {
             })
     }
 
-    pub(crate) async fn run(self: Arc<Self>, queued: Queued<Job>) {
+    /// Gives a finished job's slot back to the scheduler; appends the jobs that may start
+    /// now to `started`.
+    fn release(
+        &self,
+        deployment: &DeploymentId,
+        provider: &Arc<str>,
+        success: bool,
+        started: &mut Vec<Queued<Job>>,
+    ) {
+        let idle = {
+            let mut scheduler = self.scheduler();
+            scheduler.finish(deployment, provider, success, started);
+            let stats = scheduler.stats();
+            stats.pending == 0 && stats.processing == 0
+        };
+        if idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Runs `first`, then keeps running in this task the jobs its completion lets start
+    /// (typically the next operation on the same deployment, or the next one waiting for
+    /// this provider slot); any further jobs get tasks of their own. Reusing the task saves
+    /// a spawn per operation.
+    pub(crate) async fn run(self: Arc<Self>, first: Queued<Job>) {
+        let mut next = Some(first);
+        let mut started = Vec::new();
+        while let Some(queued) = next.take() {
+            self.run_one(queued, &mut started).await;
+            let mut more = started.drain(..);
+            next = more.next();
+            self.spawn_all(more);
+            if next.is_some() {
+                // Operations that never wait would otherwise keep this worker to themselves.
+                tokio::task::consume_budget().await;
+            }
+        }
+    }
+
+    async fn run_one(self: &Arc<Self>, queued: Queued<Job>, started: &mut Vec<Queued<Job>>) {
         let Queued {
             op,
             deployment,
@@ -116,11 +162,11 @@ impl Inner {
             mut job,
             ..
         } = queued;
-        let mut guard = SlotGuard {
+        let guard = SlotGuard {
             inner: self.clone(),
             deployment: deployment.clone(),
             provider,
-            success: false,
+            held: true,
         };
         let kind = job.kind.operation_kind();
         if let Some(kind) = kind {
@@ -131,7 +177,7 @@ impl Inner {
             });
         }
         let mut ctx = Op {
-            inner: &self,
+            inner: self,
             id: op,
             deployment: deployment.clone(),
             cancel: job.cancel.clone(),
@@ -176,8 +222,7 @@ impl Inner {
         }
         // Release the slot before answering, so a caller that saw its result also sees the
         // queue counters include it.
-        guard.success = result.is_ok();
-        drop(guard);
+        guard.release(result.is_ok(), started);
         if let Some(reply) = job.reply.take() {
             let _ = reply.send(result);
         }

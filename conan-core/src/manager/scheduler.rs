@@ -81,26 +81,57 @@ impl<J> Queued<J> {
     }
 }
 
-struct Ready<J>(Queued<J>);
-
-impl<J> PartialEq for Ready<J> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
+/// A job waiting for a provider slot, as the heap sees it: only the ordering keys and
+/// where the job is parked. Keeping heap entries small makes push/pop cheap however large
+/// the job is.
+#[derive(PartialEq, Eq)]
+struct Ready {
+    priority: Priority,
+    seq: u64,
+    slot: usize,
 }
-impl<J> Eq for Ready<J> {}
-impl<J> PartialOrd for Ready<J> {
+
+impl PartialOrd for Ready {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<J> Ord for Ready<J> {
+impl Ord for Ready {
     fn cmp(&self, other: &Self) -> Ordering {
         // Max-heap: higher priority first, then lower seq (earlier) first.
-        self.0
-            .priority
-            .cmp(&other.0.priority)
-            .then_with(|| other.0.seq.cmp(&self.0.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+/// Jobs waiting for a provider slot, parked by index so the heap moves only keys.
+struct Parked<J> {
+    slots: Vec<Option<Queued<J>>>,
+    free: Vec<usize>,
+}
+
+impl<J> Parked<J> {
+    fn put(&mut self, job: Queued<J>) -> usize {
+        if let Some(i) = self.free.pop() {
+            self.slots[i] = Some(job);
+            i
+        } else {
+            self.slots.push(Some(job));
+            self.slots.len() - 1
+        }
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Queued<J>> {
+        let job = self.slots.get_mut(slot)?.take();
+        if job.is_some() {
+            self.free.push(slot);
+        }
+        job
+    }
+
+    fn get(&self, slot: usize) -> Option<&Queued<J>> {
+        self.slots.get(slot)?.as_ref()
     }
 }
 
@@ -110,16 +141,17 @@ struct DeploymentQueue<J> {
     waiting: VecDeque<Queued<J>>,
 }
 
-struct ProviderQueue<J> {
+struct ProviderQueue {
     running: usize,
     limit: usize,
-    ready: BinaryHeap<Ready<J>>,
+    ready: BinaryHeap<Ready>,
 }
 
 /// See the module docs.
 pub(crate) struct Scheduler<J> {
     deployments: HashMap<DeploymentId, DeploymentQueue<J>>,
-    providers: HashMap<Arc<str>, ProviderQueue<J>>,
+    providers: HashMap<Arc<str>, ProviderQueue>,
+    parked: Parked<J>,
     default_limit: usize,
     seq: u64,
     stats: QueueStats,
@@ -130,6 +162,10 @@ impl<J> Scheduler<J> {
         Self {
             deployments: HashMap::new(),
             providers: HashMap::new(),
+            parked: Parked {
+                slots: Vec::new(),
+                free: Vec::new(),
+            },
             default_limit: default_limit.max(1),
             seq: 0,
             stats: QueueStats::default(),
@@ -137,26 +173,50 @@ impl<J> Scheduler<J> {
     }
 
     pub(crate) fn set_limit(&mut self, provider: Arc<str>, limit: usize) {
-        self.provider(&provider).limit = limit.max(1);
+        Self::provider(&mut self.providers, self.default_limit, &provider).limit = limit.max(1);
     }
 
-    fn provider(&mut self, name: &Arc<str>) -> &mut ProviderQueue<J> {
-        let limit = self.default_limit;
-        self.providers
-            .entry(name.clone())
-            .or_insert_with(|| ProviderQueue {
-                running: 0,
-                limit,
-                ready: BinaryHeap::new(),
-            })
+    fn provider<'a>(
+        providers: &'a mut HashMap<Arc<str>, ProviderQueue>,
+        default_limit: usize,
+        name: &Arc<str>,
+    ) -> &'a mut ProviderQueue {
+        if !providers.contains_key(name) {
+            providers.insert(
+                name.clone(),
+                ProviderQueue {
+                    running: 0,
+                    limit: default_limit,
+                    ready: BinaryHeap::new(),
+                },
+            );
+        }
+        providers
+            .get_mut(name)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// Puts a claimed job in its provider's ready heap.
+    fn make_ready(&mut self, job: Queued<J>) -> Arc<str> {
+        let provider = job.provider.clone();
+        let key = (job.priority, job.seq);
+        let slot = self.parked.put(job);
+        Self::provider(&mut self.providers, self.default_limit, &provider)
+            .ready
+            .push(Ready {
+                priority: key.0,
+                seq: key.1,
+                slot,
+            });
+        provider
     }
 
     pub(crate) fn stats(&self) -> QueueStats {
         self.stats
     }
 
-    /// Adds a job; returns the jobs that may start now.
-    pub(crate) fn submit(&mut self, mut job: Queued<J>) -> Vec<Queued<J>> {
+    /// Adds a job; appends the jobs that may start now to `started`.
+    pub(crate) fn submit(&mut self, mut job: Queued<J>, started: &mut Vec<Queued<J>>) {
         self.seq += 1;
         job.seq = self.seq;
         self.stats.pending += 1;
@@ -169,107 +229,101 @@ impl<J> Scheduler<J> {
             });
         if dq.claimed {
             dq.waiting.push_back(job);
-            return Vec::new();
+            return;
         }
         dq.claimed = true;
-        let provider = job.provider.clone();
-        self.provider(&provider).ready.push(Ready(job));
-        self.fill(&provider)
+        let provider = self.make_ready(job);
+        self.fill(&provider, started);
     }
 
-    /// Marks the running job of `deployment` on `provider` finished; returns the jobs that
-    /// may start now.
+    /// Marks the running job of `deployment` on `provider` finished; appends the jobs that
+    /// may start now to `started`.
     pub(crate) fn finish(
         &mut self,
         deployment: &DeploymentId,
         provider: &Arc<str>,
         success: bool,
-    ) -> Vec<Queued<J>> {
+        started: &mut Vec<Queued<J>>,
+    ) {
         self.stats.processing = self.stats.processing.saturating_sub(1);
         if success {
             self.stats.completed += 1;
         } else {
             self.stats.failed += 1;
         }
-        let pq = self.provider(provider);
+        let pq = Self::provider(&mut self.providers, self.default_limit, provider);
         pq.running = pq.running.saturating_sub(1);
-        let mut to_fill = vec![provider.clone()];
+        let mut other = None;
         if let Some(dq) = self.deployments.get_mut(deployment) {
             if let Some(next) = dq.waiting.pop_front() {
-                let next_provider = next.provider.clone();
-                self.provider(&next_provider).ready.push(Ready(next));
+                let next_provider = self.make_ready(next);
                 if &next_provider != provider {
-                    to_fill.push(next_provider);
+                    other = Some(next_provider);
                 }
             } else {
                 self.deployments.remove(deployment);
             }
         }
-        let mut started = Vec::new();
-        for p in to_fill {
-            started.extend(self.fill(&p));
+        self.fill(provider, started);
+        if let Some(p) = other {
+            self.fill(&p, started);
         }
-        started
     }
 
-    fn fill(&mut self, provider: &Arc<str>) -> Vec<Queued<J>> {
-        let mut started = Vec::new();
-        let pq = self.provider(provider);
+    fn fill(&mut self, provider: &Arc<str>, started: &mut Vec<Queued<J>>) {
+        let pq = Self::provider(&mut self.providers, self.default_limit, provider);
         while pq.running < pq.limit {
-            let Some(Ready(job)) = pq.ready.pop() else {
+            let Some(ready) = pq.ready.pop() else {
                 break;
             };
+            let Some(job) = self.parked.take(ready.slot) else {
+                continue;
+            };
             pq.running += 1;
+            self.stats.pending -= 1;
+            self.stats.processing += 1;
             started.push(job);
         }
-        self.stats.pending -= started.len();
-        self.stats.processing += started.len();
-        started
     }
 
-    /// Removes a job that has not started. Returns it, plus the jobs that may start now
-    /// (the next job of the same deployment takes its place).
-    pub(crate) fn cancel(&mut self, op: OperationId) -> Option<(Queued<J>, Vec<Queued<J>>)> {
+    /// Removes a job that has not started. Returns it; the jobs that may start now (the next
+    /// job of the same deployment takes its place) are appended to `started`.
+    pub(crate) fn cancel(
+        &mut self,
+        op: OperationId,
+        started: &mut Vec<Queued<J>>,
+    ) -> Option<Queued<J>> {
         // Waiting behind another job of the same deployment: just remove it.
         for dq in self.deployments.values_mut() {
             if let Some(pos) = dq.waiting.iter().position(|j| j.op == op) {
                 let job = dq.waiting.remove(pos)?;
                 self.stats.pending -= 1;
                 self.stats.cancelled += 1;
-                return Some((job, Vec::new()));
+                return Some(job);
             }
         }
         // Claimed, waiting for a provider slot: remove it and promote the next one.
-        let provider = self
-            .providers
-            .iter()
-            .find(|(_, pq)| pq.ready.iter().any(|r| r.0.op == op))
-            .map(|(name, _)| name.clone())?;
-        let pq = self.provider(&provider);
-        let mut kept = BinaryHeap::with_capacity(pq.ready.len());
-        let mut removed = None;
-        for r in pq.ready.drain() {
-            if r.0.op == op {
-                removed = Some(r.0);
-            } else {
-                kept.push(r);
-            }
-        }
-        pq.ready = kept;
-        let job = removed?;
+        let parked = &self.parked;
+        let (provider, slot) = self.providers.iter().find_map(|(name, pq)| {
+            pq.ready
+                .iter()
+                .find(|r| parked.get(r.slot).is_some_and(|j| j.op == op))
+                .map(|r| (name.clone(), r.slot))
+        })?;
+        let pq = Self::provider(&mut self.providers, self.default_limit, &provider);
+        pq.ready.retain(|r| r.slot != slot);
+        let job = self.parked.take(slot)?;
         self.stats.pending -= 1;
         self.stats.cancelled += 1;
-        let mut started = Vec::new();
         if let Some(dq) = self.deployments.get_mut(&job.deployment) {
             if let Some(next) = dq.waiting.pop_front() {
-                let next_provider = next.provider.clone();
-                self.provider(&next_provider).ready.push(Ready(next));
-                started = self.fill(&next_provider);
+                let next_provider = self.make_ready(next);
+                self.fill(&next_provider, started);
             } else {
                 self.deployments.remove(&job.deployment);
             }
         }
-        Some((job, started))
+        Some(job)
     }
 }
 
@@ -291,20 +345,44 @@ mod tests {
         v.into_iter().map(|j| j.job).collect()
     }
 
+    fn submit(s: &mut Scheduler<u64>, j: Queued<u64>) -> Vec<Queued<u64>> {
+        let mut started = Vec::new();
+        s.submit(j, &mut started);
+        started
+    }
+
+    fn finish(s: &mut Scheduler<u64>, dep: &str, p: &Arc<str>, ok: bool) -> Vec<Queued<u64>> {
+        let mut started = Vec::new();
+        s.finish(&DeploymentId::new(dep), p, ok, &mut started);
+        started
+    }
+
+    fn cancel(s: &mut Scheduler<u64>, op: u64) -> Option<(Queued<u64>, Vec<Queued<u64>>)> {
+        let mut started = Vec::new();
+        s.cancel(OperationId(op), &mut started)
+            .map(|j| (j, started))
+    }
+
     #[test]
     fn one_job_per_deployment_in_arrival_order() {
         let mut s = Scheduler::new(10);
         let p: Arc<str> = "p".into();
-        assert_eq!(ops(s.submit(job(1, "a", "p", Priority::Normal))), vec![1]);
-        assert!(s.submit(job(2, "a", "p", Priority::High)).is_empty());
-        assert!(s.submit(job(3, "a", "p", Priority::Normal)).is_empty());
-        assert_eq!(ops(s.submit(job(4, "b", "p", Priority::Normal))), vec![4]);
+        assert_eq!(
+            ops(submit(&mut s, job(1, "a", "p", Priority::Normal))),
+            vec![1]
+        );
+        assert!(submit(&mut s, job(2, "a", "p", Priority::High)).is_empty());
+        assert!(submit(&mut s, job(3, "a", "p", Priority::Normal)).is_empty());
+        assert_eq!(
+            ops(submit(&mut s, job(4, "b", "p", Priority::Normal))),
+            vec![4]
+        );
         assert_eq!(s.stats().pending, 2);
         assert_eq!(s.stats().processing, 2);
-        assert_eq!(ops(s.finish(&DeploymentId::new("a"), &p, true)), vec![2]);
-        assert_eq!(ops(s.finish(&DeploymentId::new("a"), &p, false)), vec![3]);
-        assert!(s.finish(&DeploymentId::new("a"), &p, true).is_empty());
-        assert!(s.finish(&DeploymentId::new("b"), &p, true).is_empty());
+        assert_eq!(ops(finish(&mut s, "a", &p, true)), vec![2]);
+        assert_eq!(ops(finish(&mut s, "a", &p, false)), vec![3]);
+        assert!(finish(&mut s, "a", &p, true).is_empty());
+        assert!(finish(&mut s, "b", &p, true).is_empty());
         let st = s.stats();
         assert_eq!(
             (st.pending, st.processing, st.completed, st.failed),
@@ -317,15 +395,18 @@ mod tests {
     fn provider_limit_and_priority() {
         let mut s = Scheduler::new(1);
         let p: Arc<str> = "p".into();
-        assert_eq!(ops(s.submit(job(1, "a", "p", Priority::Normal))), vec![1]);
-        assert!(s.submit(job(2, "b", "p", Priority::Low)).is_empty());
-        assert!(s.submit(job(3, "c", "p", Priority::Normal)).is_empty());
-        assert!(s.submit(job(4, "d", "p", Priority::High)).is_empty());
-        assert!(s.submit(job(5, "e", "p", Priority::Normal)).is_empty());
-        assert_eq!(ops(s.finish(&DeploymentId::new("a"), &p, true)), vec![4]);
-        assert_eq!(ops(s.finish(&DeploymentId::new("d"), &p, true)), vec![3]);
-        assert_eq!(ops(s.finish(&DeploymentId::new("c"), &p, true)), vec![5]);
-        assert_eq!(ops(s.finish(&DeploymentId::new("e"), &p, true)), vec![2]);
+        assert_eq!(
+            ops(submit(&mut s, job(1, "a", "p", Priority::Normal))),
+            vec![1]
+        );
+        assert!(submit(&mut s, job(2, "b", "p", Priority::Low)).is_empty());
+        assert!(submit(&mut s, job(3, "c", "p", Priority::Normal)).is_empty());
+        assert!(submit(&mut s, job(4, "d", "p", Priority::High)).is_empty());
+        assert!(submit(&mut s, job(5, "e", "p", Priority::Normal)).is_empty());
+        assert_eq!(ops(finish(&mut s, "a", &p, true)), vec![4]);
+        assert_eq!(ops(finish(&mut s, "d", &p, true)), vec![3]);
+        assert_eq!(ops(finish(&mut s, "c", &p, true)), vec![5]);
+        assert_eq!(ops(finish(&mut s, "e", &p, true)), vec![2]);
     }
 
     #[test]
@@ -333,44 +414,41 @@ mod tests {
         let mut s = Scheduler::new(1);
         s.set_limit("wide".into(), 2);
         assert_eq!(
-            ops(s.submit(job(1, "a", "narrow", Priority::Normal))),
+            ops(submit(&mut s, job(1, "a", "narrow", Priority::Normal))),
             vec![1]
         );
-        assert!(s.submit(job(2, "b", "narrow", Priority::Normal)).is_empty());
+        assert!(submit(&mut s, job(2, "b", "narrow", Priority::Normal)).is_empty());
         assert_eq!(
-            ops(s.submit(job(3, "c", "wide", Priority::Normal))),
+            ops(submit(&mut s, job(3, "c", "wide", Priority::Normal))),
             vec![3]
         );
         assert_eq!(
-            ops(s.submit(job(4, "d", "wide", Priority::Normal))),
+            ops(submit(&mut s, job(4, "d", "wide", Priority::Normal))),
             vec![4]
         );
-        assert!(s.submit(job(5, "e", "wide", Priority::Normal)).is_empty());
+        assert!(submit(&mut s, job(5, "e", "wide", Priority::Normal)).is_empty());
     }
 
     #[test]
     fn cancel_queued_jobs() {
         let mut s = Scheduler::new(1);
-        s.submit(job(1, "a", "p", Priority::Normal));
-        s.submit(job(2, "a", "p", Priority::Normal));
-        s.submit(job(3, "b", "p", Priority::Normal));
-        s.submit(job(4, "b", "p", Priority::Normal));
+        submit(&mut s, job(1, "a", "p", Priority::Normal));
+        submit(&mut s, job(2, "a", "p", Priority::Normal));
+        submit(&mut s, job(3, "b", "p", Priority::Normal));
+        submit(&mut s, job(4, "b", "p", Priority::Normal));
         // 2 waits behind 1 on deployment a.
-        let (j, started) = s.cancel(OperationId(2)).unwrap();
+        let (j, started) = cancel(&mut s, 2).unwrap();
         assert_eq!(j.job, 2);
         assert!(started.is_empty());
         // 3 holds b's claim while waiting for the provider; cancelling it promotes 4.
-        let (j, started) = s.cancel(OperationId(3)).unwrap();
+        let (j, started) = cancel(&mut s, 3).unwrap();
         assert_eq!(j.job, 3);
         assert!(started.is_empty(), "provider is still busy with 1");
         assert!(
-            s.cancel(OperationId(1)).is_none(),
+            cancel(&mut s, 1).is_none(),
             "running jobs are not in the queue"
         );
-        assert_eq!(
-            ops(s.finish(&DeploymentId::new("a"), &"p".into(), true)),
-            vec![4]
-        );
+        assert_eq!(ops(finish(&mut s, "a", &"p".into(), true)), vec![4]);
         assert_eq!(s.stats().cancelled, 2);
         assert_eq!(s.stats().pending, 0);
     }
