@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::capability::{Capabilities, Capability};
+use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
 use crate::event::{EventSink, Phase};
 use crate::failure::{ExitStatus, FailureReport};
-use crate::id::DeploymentId;
+use crate::id::{DeploymentId, Revision};
 use crate::log::{LogLine, LogQuery, LogStream, OutputStream};
 use crate::provider::{
     DeploymentSpec, HealthReport, HealthStatus, InstanceInfo, Metrics, OperationContext, Provider,
@@ -81,23 +82,79 @@ struct Deployment {
     port: u16,
     instance: u32,
     started_at: Timestamp,
-    logs: Vec<LogLine>,
+    /// What `deploy`/`update`/`start` return; built once per instance.
+    runtime: RuntimeInfo,
+    logs: Vec<Synthetic>,
     /// Created on the first follow, so deployments nobody follows cost no channel.
     live: Option<broadcast::Sender<LogLine>>,
     restarts: u32,
 }
 
+/// A synthetic log line, kept as data and rendered into a [`LogLine`] only when someone
+/// reads or follows it: deployments whose logs nobody reads cost no text formatting.
+#[derive(Clone)]
+struct Synthetic {
+    at: Timestamp,
+    stream: OutputStream,
+    instance: u32,
+    text: Text,
+}
+
+#[derive(Clone)]
+enum Text {
+    Listening {
+        config: Arc<DeploymentConfig>,
+        revision: Revision,
+        port: u16,
+    },
+    Started(Revision),
+    Stopped,
+    Crashed,
+}
+
+impl Synthetic {
+    fn render(&self) -> LogLine {
+        let message = match &self.text {
+            Text::Listening {
+                config,
+                revision,
+                port,
+            } => format!(
+                "{} revision {revision} listening on port {port}",
+                config.name
+            ),
+            Text::Started(revision) => format!("started revision {revision}"),
+            Text::Stopped => "stopped".to_owned(),
+            Text::Crashed => "Error: crashed (injected)".to_owned(),
+        };
+        LogLine::at(self.at, self.stream, message).with_source(format!("mem-{}", self.instance))
+    }
+}
+
 impl Deployment {
-    fn log(&mut self, stream: OutputStream, message: String) {
-        let line = LogLine::new(stream, message).with_source(format!("mem-{}", self.instance));
+    fn log(&mut self, stream: OutputStream, text: Text) {
+        let line = Synthetic {
+            at: Timestamp::now(),
+            stream,
+            instance: self.instance,
+            text,
+        };
         if let Some(live) = &self.live {
-            let _ = live.send(line.clone());
+            let _ = live.send(line.render());
         }
         self.logs.push(line);
     }
 
+    fn rendered_logs(&self) -> Vec<LogLine> {
+        self.logs.iter().map(Synthetic::render).collect()
+    }
+
     fn runtime(&self) -> RuntimeInfo {
-        RuntimeInfo {
+        self.runtime.clone()
+    }
+
+    fn refresh_runtime(&mut self) {
+        self.runtime = RuntimeInfo {
             instances: vec![InstanceInfo {
                 id: format!("mem-{}", self.instance),
                 port: Some(self.port),
@@ -106,7 +163,7 @@ impl Deployment {
             }],
             url: Some(format!("memory://127.0.0.1:{}", self.port)),
             details: serde_json::Map::new(),
-        }
+        };
     }
 }
 
@@ -296,16 +353,19 @@ impl MemoryProvider {
             port,
             instance,
             started_at: Timestamp::now(),
+            runtime: RuntimeInfo::default(),
             logs: Vec::new(),
             live: None,
             restarts: 0,
         };
+        d.refresh_runtime();
         d.log(
             OutputStream::Stdout,
-            format!(
-                "{} revision {} listening on port {port}",
-                spec.config.name, spec.revision
-            ),
+            Text::Listening {
+                config: spec.config.clone(),
+                revision: spec.revision,
+                port,
+            },
         );
         d
     }
@@ -325,11 +385,11 @@ impl MemoryProvider {
                 if d.instance != instance || !d.status.is_running() {
                     return;
                 }
-                d.log(OutputStream::Stderr, "Error: crashed (injected)".into());
+                d.log(OutputStream::Stderr, Text::Crashed);
                 d.status = DeploymentStatus::failed("crashed with exit code 1");
                 FailureReport::new("crashed with exit code 1")
                     .with_exit(ExitStatus::Code(1))
-                    .with_logs(d.logs.clone())
+                    .with_logs(d.rendered_logs())
             };
             sink.failed(&id, report);
         });
@@ -409,10 +469,8 @@ impl Provider for MemoryProvider {
         d.spec = spec.clone();
         d.status = DeploymentStatus::Running;
         d.started_at = Timestamp::now();
-        d.log(
-            OutputStream::Stdout,
-            format!("started revision {}", spec.revision),
-        );
+        d.refresh_runtime();
+        d.log(OutputStream::Stdout, Text::Started(spec.revision));
         Ok(d.runtime())
     }
 
@@ -421,7 +479,7 @@ impl Provider for MemoryProvider {
         let mut all = self.deployments();
         let d = all.get_mut(id).ok_or_else(|| Self::not_found(id))?;
         if d.status.is_running() {
-            d.log(OutputStream::System, "stopped".into());
+            d.log(OutputStream::System, Text::Stopped);
         }
         d.status = DeploymentStatus::Stopped;
         Ok(())
@@ -445,7 +503,7 @@ impl Provider for MemoryProvider {
     async fn logs(&self, id: &DeploymentId, query: &LogQuery) -> Result<LogStream> {
         let mut all = self.deployments();
         let d = all.get_mut(id).ok_or_else(|| Self::not_found(id))?;
-        let history = query.apply(&d.logs);
+        let history = query.apply(&d.rendered_logs());
         let live = query.follow.then(|| {
             d.live
                 .get_or_insert_with(|| broadcast::channel(1024).0)
