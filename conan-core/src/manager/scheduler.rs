@@ -150,7 +150,8 @@ struct ProviderQueue {
 /// See the module docs.
 pub(crate) struct Scheduler<J> {
     deployments: HashMap<DeploymentId, DeploymentQueue<J>>,
-    providers: HashMap<Arc<str>, ProviderQueue>,
+    /// A handful of providers: a list searched by pointer, then by name, beats hashing.
+    providers: Vec<(Arc<str>, ProviderQueue)>,
     parked: Parked<J>,
     default_limit: usize,
     seq: u64,
@@ -161,7 +162,7 @@ impl<J> Scheduler<J> {
     pub(crate) fn new(default_limit: usize) -> Self {
         Self {
             deployments: HashMap::new(),
-            providers: HashMap::new(),
+            providers: Vec::new(),
             parked: Parked {
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -177,23 +178,28 @@ impl<J> Scheduler<J> {
     }
 
     fn provider<'a>(
-        providers: &'a mut HashMap<Arc<str>, ProviderQueue>,
+        providers: &'a mut Vec<(Arc<str>, ProviderQueue)>,
         default_limit: usize,
         name: &Arc<str>,
     ) -> &'a mut ProviderQueue {
-        if !providers.contains_key(name) {
-            providers.insert(
-                name.clone(),
-                ProviderQueue {
-                    running: 0,
-                    limit: default_limit,
-                    ready: BinaryHeap::new(),
-                },
-            );
-        }
-        providers
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!("inserted above"))
+        let i = match providers
+            .iter()
+            .position(|(n, _)| Arc::ptr_eq(n, name) || n == name)
+        {
+            Some(i) => i,
+            None => {
+                providers.push((
+                    name.clone(),
+                    ProviderQueue {
+                        running: 0,
+                        limit: default_limit,
+                        ready: BinaryHeap::new(),
+                    },
+                ));
+                providers.len() - 1
+            }
+        };
+        &mut providers[i].1
     }
 
     /// Puts a claimed job in its provider's ready heap.

@@ -1,7 +1,5 @@
 //! [`MemoryStore`]: state kept in process memory.
 
-use std::collections::BTreeMap;
-
 use foldhash::HashMap;
 use std::sync::Mutex;
 
@@ -9,12 +7,13 @@ use async_trait::async_trait;
 
 use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
 use crate::error::{Error, Result};
-use crate::id::{DeploymentId, Revision};
+use crate::id::DeploymentId;
 
 #[derive(Default)]
 struct Inner {
     deployments: HashMap<DeploymentId, DeploymentRecord>,
-    revisions: HashMap<DeploymentId, BTreeMap<Revision, RevisionRecord>>,
+    /// Per deployment, ordered by revision (new revisions arrive last, so inserting is a push).
+    revisions: HashMap<DeploymentId, Vec<RevisionRecord>>,
     audit: AuditLog,
 }
 
@@ -104,21 +103,20 @@ impl StateStore for MemoryStore {
     }
 
     async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
-        self.lock()?
+        let mut inner = self.lock()?;
+        let history = inner
             .revisions
             .entry(revision.deployment.clone())
-            .or_default()
-            .insert(revision.revision, revision.clone());
+            .or_insert_with(|| Vec::with_capacity(2));
+        match history.binary_search_by_key(&revision.revision, |r| r.revision) {
+            Ok(i) => history[i] = revision.clone(),
+            Err(i) => history.insert(i, revision.clone()),
+        }
         Ok(())
     }
 
     async fn revisions(&self, id: &DeploymentId) -> Result<Vec<RevisionRecord>> {
-        Ok(self
-            .lock()?
-            .revisions
-            .get(id)
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default())
+        Ok(self.lock()?.revisions.get(id).cloned().unwrap_or_default())
     }
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
