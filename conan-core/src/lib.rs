@@ -86,7 +86,7 @@ pub use secret::{Env, SecretString};
 pub use status::{DeploymentStatus, StatusKind};
 pub use store::{
     AuditAction, AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord,
-    RevisionState, StateStore,
+    RevisionState, StateStore, StatusChange,
 };
 pub use time::Timestamp;
 

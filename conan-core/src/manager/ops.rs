@@ -15,7 +15,9 @@ use crate::failure::FailureReport;
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::provider::{DeploymentSpec, DynProvider, OperationContext};
 use crate::status::{DeploymentStatus, StatusKind, is_allowed};
-use crate::store::{AuditAction, AuditEntry, DeploymentRecord, RevisionRecord, RevisionState};
+use crate::store::{
+    AuditAction, AuditEntry, DeploymentRecord, RevisionRecord, RevisionState, StatusChange,
+};
 use crate::time::Timestamp;
 
 pub(crate) enum Target {
@@ -253,6 +255,17 @@ impl Op<'_> {
         to: DeploymentStatus,
         update: impl FnOnce(&mut DeploymentRecord),
     ) -> Result<DeploymentRecord> {
+        self.transition_with(to, None, update).await
+    }
+
+    /// [`transition`](Self::transition), writing `revision` (whose state changed with the
+    /// status) in the same store call.
+    pub(super) async fn transition_with(
+        &self,
+        to: DeploymentStatus,
+        revision: Option<&RevisionRecord>,
+        update: impl FnOnce(&mut DeploymentRecord),
+    ) -> Result<DeploymentRecord> {
         let (record, from) = {
             let mut state = self.inner.state();
             let entry = state
@@ -276,7 +289,11 @@ impl Op<'_> {
         );
         self.inner
             .store
-            .save_deployment_with_audit(&record, vec![entry])
+            .save_status_change(StatusChange {
+                record: &record,
+                revision,
+                audit: std::slice::from_ref(&entry),
+            })
             .await?;
         self.inner.bus.emit_with(|| Event::StatusChanged {
             deployment: self.deployment.clone(),
@@ -319,13 +336,17 @@ impl Op<'_> {
         result
     }
 
-    async fn fail(&self, error: &Error) -> Result<DeploymentRecord> {
+    async fn fail(
+        &self,
+        error: &Error,
+        revision: Option<&RevisionRecord>,
+    ) -> Result<DeploymentRecord> {
         let failure = error
             .failure()
             .cloned()
             .unwrap_or_else(|| FailureReport::new(error.to_string()));
         let record = self
-            .transition(DeploymentStatus::failed(error.to_string()), |r| {
+            .transition_with(DeploymentStatus::failed(error.to_string()), revision, |r| {
                 r.last_failure = Some(Arc::new(failure.clone()));
             })
             .await?;
@@ -334,10 +355,6 @@ impl Op<'_> {
             failure,
         });
         Ok(record)
-    }
-
-    async fn save_revision(&self, revision: RevisionRecord) -> Result<()> {
-        self.inner.store.save_revision(&revision).await
     }
 
     async fn execute(&mut self, kind: &JobKind) -> Result<DeploymentRecord> {
@@ -370,9 +387,9 @@ impl Op<'_> {
             state: RevisionState::Pending,
             created_at: record.created_at,
         };
-        self.save_revision(revision.clone()).await?;
         // The Pending record is first persisted by this transition.
-        self.transition(DeploymentStatus::Deploying, |_| {}).await?;
+        self.transition_with(DeploymentStatus::Deploying, Some(&revision), |_| {})
+            .await?;
         let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
         match self
             .call(|ctx| {
@@ -383,8 +400,7 @@ impl Op<'_> {
         {
             Ok(runtime) => {
                 revision.state = RevisionState::Succeeded;
-                self.save_revision(revision).await?;
-                self.transition(DeploymentStatus::Running, |r| {
+                self.transition_with(DeploymentStatus::Running, Some(&revision), |r| {
                     r.runtime = Some(Arc::new(runtime))
                 })
                 .await
@@ -393,8 +409,7 @@ impl Op<'_> {
                 revision.state = RevisionState::Failed {
                     reason: e.to_string(),
                 };
-                self.save_revision(revision).await?;
-                self.fail(&e).await?;
+                self.fail(&e, Some(&revision)).await?;
                 Err(e)
             }
         }
@@ -455,8 +470,8 @@ impl Op<'_> {
             state: RevisionState::Pending,
             created_at: Timestamp::now(),
         };
-        self.save_revision(revision.clone()).await?;
-        self.transition(DeploymentStatus::Updating, |_| {}).await?;
+        self.transition_with(DeploymentStatus::Updating, Some(&revision), |_| {})
+            .await?;
         let spec = DeploymentSpec::new(record.id.clone(), new_rev, config.clone());
         let result = if from == StatusKind::Running {
             self.call(|ctx| {
@@ -475,8 +490,7 @@ impl Op<'_> {
         match result {
             Ok(runtime) => {
                 revision.state = RevisionState::Succeeded;
-                self.save_revision(revision).await?;
-                self.transition(DeploymentStatus::Running, |r| {
+                self.transition_with(DeploymentStatus::Running, Some(&revision), |r| {
                     r.revision = new_rev;
                     r.config = config;
                     r.runtime = Some(Arc::new(runtime));
@@ -487,7 +501,6 @@ impl Op<'_> {
                 revision.state = RevisionState::Failed {
                     reason: e.to_string(),
                 };
-                self.save_revision(revision).await?;
                 let still_serving = from == StatusKind::Running
                     && matches!(
                         provider.status(&record.id).await,
@@ -498,7 +511,7 @@ impl Op<'_> {
                         .failure()
                         .cloned()
                         .unwrap_or_else(|| FailureReport::new(e.to_string()));
-                    self.transition(DeploymentStatus::Running, |r| {
+                    self.transition_with(DeploymentStatus::Running, Some(&revision), |r| {
                         r.last_failure = Some(Arc::new(failure.clone()))
                     })
                     .await?;
@@ -513,7 +526,7 @@ impl Op<'_> {
                         reason: e.to_string(),
                     });
                 } else {
-                    self.fail(&e).await?;
+                    self.fail(&e, Some(&revision)).await?;
                 }
                 Err(e)
             }
@@ -546,7 +559,7 @@ impl Op<'_> {
                 .await
             }
             Err(e) => {
-                self.fail(&e).await?;
+                self.fail(&e, None).await?;
                 Err(e)
             }
         }
@@ -576,7 +589,7 @@ impl Op<'_> {
                     .await
             }
             Err(e) => {
-                self.fail(&e).await?;
+                self.fail(&e, None).await?;
                 Err(e)
             }
         }
@@ -612,7 +625,7 @@ impl Op<'_> {
             }
         };
         if let Err(e) = result {
-            self.fail(&e).await?;
+            self.fail(&e, None).await?;
             return Err(e);
         }
         let record = self

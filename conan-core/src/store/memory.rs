@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
+use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore, StatusChange};
 use crate::error::{Error, Result};
 use crate::id::DeploymentId;
 
@@ -15,6 +15,19 @@ struct Inner {
     /// Per deployment, ordered by revision (new revisions arrive last, so inserting is a push).
     revisions: HashMap<DeploymentId, Vec<RevisionRecord>>,
     audit: AuditLog,
+}
+
+impl Inner {
+    fn save_revision(&mut self, revision: &RevisionRecord) {
+        let history = self
+            .revisions
+            .entry(revision.deployment.clone())
+            .or_insert_with(|| Vec::with_capacity(2));
+        match history.binary_search_by_key(&revision.revision, |r| r.revision) {
+            Ok(i) => history[i] = revision.clone(),
+            Err(i) => history.insert(i, revision.clone()),
+        }
+    }
 }
 
 /// The audit log in fixed-size chunks: appending never copies the entries already logged
@@ -103,15 +116,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
-        let mut inner = self.lock()?;
-        let history = inner
-            .revisions
-            .entry(revision.deployment.clone())
-            .or_insert_with(|| Vec::with_capacity(2));
-        match history.binary_search_by_key(&revision.revision, |r| r.revision) {
-            Ok(i) => history[i] = revision.clone(),
-            Err(i) => history.insert(i, revision.clone()),
-        }
+        self.lock()?.save_revision(revision);
         Ok(())
     }
 
@@ -127,15 +132,16 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    async fn save_deployment_with_audit(
-        &self,
-        record: &DeploymentRecord,
-        entries: Vec<AuditEntry>,
-    ) -> Result<()> {
+    async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
         let mut inner = self.lock()?;
-        inner.deployments.insert(record.id.clone(), record.clone());
-        for entry in entries {
-            inner.audit.push(entry);
+        if let Some(revision) = change.revision {
+            inner.save_revision(revision);
+        }
+        inner
+            .deployments
+            .insert(change.record.id.clone(), change.record.clone());
+        for entry in change.audit {
+            inner.audit.push(entry.clone());
         }
         Ok(())
     }

@@ -192,17 +192,30 @@ pub trait StateStore: Send + Sync + 'static {
     /// Reads the audit log, oldest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
 
-    /// Saves a deployment and appends audit entries as one step: what the manager does on
-    /// every status change. The default calls the two methods in turn; a store that can
-    /// should do both in one transaction.
-    async fn save_deployment_with_audit(
-        &self,
-        record: &DeploymentRecord,
-        entries: Vec<AuditEntry>,
-    ) -> Result<()> {
-        self.save_deployment(record).await?;
-        self.append_audit(entries).await
+    /// Writes one status change: the revision whose state changed with it (if any), the
+    /// deployment record, and audit entries. This is what the manager does on every status
+    /// change. The default calls `save_revision`, `save_deployment` and `append_audit` in
+    /// turn; a store that can should write all of it in one transaction, so a crash never
+    /// leaves a revision's state and the deployment's status disagreeing.
+    async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
+        if let Some(revision) = change.revision {
+            self.save_revision(revision).await?;
+        }
+        self.save_deployment(change.record).await?;
+        self.append_audit(change.audit.to_vec()).await
     }
+}
+
+/// What one status change writes (see [`StateStore::save_status_change`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StatusChange<'a> {
+    /// The deployment as it is after the change.
+    pub record: &'a DeploymentRecord,
+    /// A revision whose state changed with it (a deploy or update started, succeeded or
+    /// failed).
+    pub revision: Option<&'a RevisionRecord>,
+    /// Audit entries to append (their `seq` is assigned by the store).
+    pub audit: &'a [AuditEntry],
 }
 
 #[async_trait]
@@ -228,12 +241,8 @@ impl<T: StateStore + ?Sized> StateStore for Arc<T> {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
         (**self).audit(query).await
     }
-    async fn save_deployment_with_audit(
-        &self,
-        record: &DeploymentRecord,
-        entries: Vec<AuditEntry>,
-    ) -> Result<()> {
-        (**self).save_deployment_with_audit(record, entries).await
+    async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
+        (**self).save_status_change(change).await
     }
 }
 

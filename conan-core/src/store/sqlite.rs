@@ -50,7 +50,7 @@ use async_trait::async_trait;
 
 use self::rows::{AuditFilter, AuditRow, DeploymentRow, RevisionRow};
 use self::writer::Writer;
-use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
+use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore, StatusChange};
 use crate::error::Result;
 use crate::id::DeploymentId;
 
@@ -175,19 +175,20 @@ impl StateStore for SqliteStore {
             .await
     }
 
-    async fn save_deployment_with_audit(
-        &self,
-        record: &DeploymentRecord,
-        entries: Vec<AuditEntry>,
-    ) -> Result<()> {
-        let row = DeploymentRow::encode(record)?;
-        let audit = entries
+    async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
+        let revision = change.revision.map(RevisionRow::encode).transpose()?;
+        let row = DeploymentRow::encode(change.record)?;
+        let audit = change
+            .audit
             .iter()
             .map(AuditRow::encode)
             .collect::<Result<Vec<_>>>()?;
         self.writer
             .call(true, move |conn| {
                 writer::atomic(conn, |conn| {
+                    if let Some(revision) = &revision {
+                        rows::save_revision(conn, revision)?;
+                    }
                     rows::save_deployment(conn, &row)?;
                     rows::append_audit(conn, &audit)
                 })

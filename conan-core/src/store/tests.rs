@@ -136,4 +136,84 @@ pub(crate) async fn store_round_trip(store: &dyn StateStore) {
         3,
         "audit log survives removal"
     );
+
+    status_change_writes_revision_record_and_audit(store).await;
+}
+
+/// `save_status_change` writes all three parts, and replaces an earlier state of the
+/// same revision.
+async fn status_change_writes_revision_record_and_audit(store: &dyn StateStore) {
+    let (mut rec, mut rev) = sample("gamma", 3);
+    let before = store.audit(&AuditQuery::default()).await.unwrap().len();
+    rec.status = DeploymentStatus::Deploying;
+    let entry = AuditEntry::new(
+        rec.id.clone(),
+        Some(crate::id::OperationId(9)),
+        AuditAction::Transition {
+            from: StatusKind::Pending,
+            to: StatusKind::Deploying,
+        },
+    );
+    let change = StatusChange {
+        record: &rec,
+        revision: Some(&rev),
+        audit: std::slice::from_ref(&entry),
+    };
+    store.save_status_change(change).await.unwrap();
+    rec.status = DeploymentStatus::Running;
+    rev.state = RevisionState::Succeeded;
+    store
+        .save_status_change(StatusChange {
+            record: &rec,
+            revision: Some(&rev),
+            audit: &[],
+        })
+        .await
+        .unwrap();
+    let loaded = store.load_deployments().await.unwrap();
+    assert_eq!(loaded.iter().find(|r| r.id == rec.id), Some(&rec));
+    assert_eq!(store.revisions(&rec.id).await.unwrap(), vec![rev]);
+    let log = store
+        .audit(&AuditQuery {
+            deployment: Some(rec.id.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].action, entry.action);
+    assert_eq!(log[0].seq, u64::try_from(before).unwrap() + 1);
+}
+
+/// A store that implements only the required methods, to test the trait's defaults.
+struct RequiredOnly(MemoryStore);
+
+#[async_trait]
+impl StateStore for RequiredOnly {
+    async fn save_deployment(&self, record: &DeploymentRecord) -> Result<()> {
+        self.0.save_deployment(record).await
+    }
+    async fn delete_deployment(&self, id: &DeploymentId) -> Result<()> {
+        self.0.delete_deployment(id).await
+    }
+    async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        self.0.load_deployments().await
+    }
+    async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
+        self.0.save_revision(revision).await
+    }
+    async fn revisions(&self, id: &DeploymentId) -> Result<Vec<RevisionRecord>> {
+        self.0.revisions(id).await
+    }
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        self.0.append_audit(entries).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.0.audit(query).await
+    }
+}
+
+#[tokio::test]
+async fn default_methods_conform() {
+    store_round_trip(&RequiredOnly(MemoryStore::new())).await;
 }
