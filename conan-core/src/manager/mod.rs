@@ -195,7 +195,7 @@ impl Inner {
                         DeploymentRecord {
                             id: id.clone(),
                             name: config.name.as_str().into(),
-                            provider: provider.name().into(),
+                            provider: self.registry.shared_name(provider.name()),
                             status: DeploymentStatus::Pending,
                             revision: Revision::FIRST,
                             config: config.clone(),

@@ -190,8 +190,7 @@ impl Inner {
                 operation: job.kind.name().to_owned(),
             })
         } else {
-            // Boxed: the operation future is large, and spawning copies the task future.
-            Box::pin(ctx.execute(&job.kind)).await
+            ctx.execute(&job.kind).await
         };
         if let Some(kind) = kind {
             let outcome = match &result {

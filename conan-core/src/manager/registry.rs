@@ -18,6 +18,8 @@ use crate::provider::DynProvider;
 #[derive(Clone, Default)]
 pub struct ProviderRegistry {
     providers: Vec<Arc<DynProvider>>,
+    /// The providers' names, shared by every record that names them.
+    names: Vec<Arc<str>>,
     default: Option<String>,
 }
 
@@ -40,7 +42,18 @@ impl ProviderRegistry {
     /// Adds a provider; a provider of the same name is replaced.
     pub fn register(&mut self, provider: Arc<DynProvider>) {
         self.providers.retain(|p| p.name() != provider.name());
+        self.names.retain(|n| **n != *provider.name());
+        self.names.push(provider.name().into());
         self.providers.push(provider);
+    }
+
+    /// The registered name `name` as a shared string (no allocation per deployment).
+    pub(crate) fn shared_name(&self, name: &str) -> Arc<str> {
+        self.names
+            .iter()
+            .find(|n| ***n == *name)
+            .cloned()
+            .unwrap_or_else(|| name.into())
     }
 
     /// Makes `name` the default.

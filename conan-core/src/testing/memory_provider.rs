@@ -82,8 +82,6 @@ struct Deployment {
     port: u16,
     instance: u32,
     started_at: Timestamp,
-    /// What `deploy`/`update`/`start` return; built once per instance.
-    runtime: RuntimeInfo,
     logs: Vec<Synthetic>,
     /// Created on the first follow, so deployments nobody follows cost no channel.
     live: Option<broadcast::Sender<LogLine>>,
@@ -150,11 +148,7 @@ impl Deployment {
     }
 
     fn runtime(&self) -> RuntimeInfo {
-        self.runtime.clone()
-    }
-
-    fn refresh_runtime(&mut self) {
-        self.runtime = RuntimeInfo {
+        RuntimeInfo {
             instances: vec![InstanceInfo {
                 id: format!("mem-{}", self.instance),
                 port: Some(self.port),
@@ -163,7 +157,7 @@ impl Deployment {
             }],
             url: Some(format!("memory://127.0.0.1:{}", self.port)),
             details: serde_json::Map::new(),
-        };
+        }
     }
 }
 
@@ -353,12 +347,10 @@ impl MemoryProvider {
             port,
             instance,
             started_at: Timestamp::now(),
-            runtime: RuntimeInfo::default(),
             logs: Vec::new(),
             live: None,
             restarts: 0,
         };
-        d.refresh_runtime();
         d.log(
             OutputStream::Stdout,
             Text::Listening {
@@ -469,7 +461,6 @@ impl Provider for MemoryProvider {
         d.spec = spec.clone();
         d.status = DeploymentStatus::Running;
         d.started_at = Timestamp::now();
-        d.refresh_runtime();
         d.log(OutputStream::Stdout, Text::Started(spec.revision));
         Ok(d.runtime())
     }
