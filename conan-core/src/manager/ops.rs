@@ -1,7 +1,10 @@
 //! What each operation does: status transitions around provider calls.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -230,6 +233,15 @@ impl Inner {
     }
 }
 
+/// The text of a panic payload (a `&str` or `String` message, as `panic!` makes).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic payload")
+}
+
 impl Op<'_> {
     pub(super) fn snapshot(&self) -> Result<(DeploymentRecord, Revision)> {
         let state = self.inner.state();
@@ -303,8 +315,10 @@ impl Op<'_> {
         Ok(record)
     }
 
-    /// Calls the provider with retries of transient errors.
-    async fn call<T, F, Fut>(&mut self, f: F) -> Result<T>
+    /// Calls the provider with retries of transient errors. A provider call that panics
+    /// fails the operation with a permanent [`Error::Provider`] instead of taking the
+    /// manager's task (and the operations queued behind it) down.
+    async fn call<T, F, Fut>(&mut self, provider: &DynProvider, f: F) -> Result<T>
     where
         F: Fn(OperationContext) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -313,12 +327,23 @@ impl Op<'_> {
         let bus = self.inner.bus.clone();
         let deployment = self.deployment.clone();
         let op = self.id;
+        let name = provider.name();
         let (result, attempts) = self
             .inner
             .retry
             .run(
                 &self.cancel,
-                || f(ctx.clone()),
+                || {
+                    let call = AssertUnwindSafe(f(ctx.clone())).catch_unwind();
+                    let deployment = &deployment;
+                    async move {
+                        call.await.unwrap_or_else(|panic| {
+                            let what = panic_message(panic.as_ref());
+                            tracing::error!(%deployment, provider = name, panic = what, "provider call panicked");
+                            Err(Error::provider(name, format!("panicked: {what}"), false))
+                        })
+                    }
+                },
                 |attempt, delay: Duration, error| {
                     tracing::debug!(%deployment, attempt, ?delay, %error, "retrying transient error");
                     bus.emit_with(|| Event::Retrying {
@@ -391,7 +416,7 @@ impl Op<'_> {
             .await?;
         let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
         match self
-            .call(|ctx| {
+            .call(&provider, |ctx| {
                 let (p, spec) = (provider.clone(), spec.clone());
                 async move { p.deploy(&ctx, &spec).await }
             })
@@ -473,14 +498,14 @@ impl Op<'_> {
             .await?;
         let spec = DeploymentSpec::new(record.id.clone(), new_rev, config.clone());
         let result = if from == StatusKind::Running {
-            self.call(|ctx| {
+            self.call(&provider, |ctx| {
                 let (p, spec) = (provider.clone(), spec.clone());
                 async move { p.update(&ctx, &spec).await }
             })
             .await
         } else {
             // Nothing runs (stopped or failed): start the new revision directly.
-            self.call(|ctx| {
+            self.call(&provider, |ctx| {
                 let (p, spec) = (provider.clone(), spec.clone());
                 async move { p.start(&ctx, &spec).await }
             })
@@ -545,7 +570,7 @@ impl Op<'_> {
         self.transition(DeploymentStatus::Deploying, |_| {}).await?;
         let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
         match self
-            .call(|ctx| {
+            .call(&provider, |ctx| {
                 let (p, spec) = (provider.clone(), spec.clone());
                 async move { p.start(&ctx, &spec).await }
             })
@@ -577,13 +602,20 @@ impl Op<'_> {
         self.transition(DeploymentStatus::Stopping, |_| {}).await?;
         let id = record.id.clone();
         match self
-            .call(|ctx| {
+            .call(&provider, |ctx| {
                 let (p, id) = (provider.clone(), id.clone());
                 async move { p.stop(&ctx, &id).await }
             })
             .await
         {
             Ok(()) => {
+                self.transition(DeploymentStatus::Stopped, |r| r.runtime = None)
+                    .await
+            }
+            // The provider runs nothing for it (a deploy that failed before anything
+            // started, or instances that vanished): nothing is left to stop.
+            Err(Error::NotFound { .. }) => {
+                tracing::debug!(deployment = %id, "provider runs nothing for it; stopped");
                 self.transition(DeploymentStatus::Stopped, |r| r.runtime = None)
                     .await
             }
@@ -613,7 +645,7 @@ impl Op<'_> {
             Ok(())
         } else {
             match self
-                .call(|ctx| {
+                .call(&provider, |ctx| {
                     let (p, id) = (provider.clone(), id.clone());
                     async move { p.remove(&ctx, &id).await }
                 })

@@ -614,3 +614,40 @@ async fn shutdown_waits_for_running_operations_and_refuses_new_ones() {
         Err(Error::ShutDown)
     ));
 }
+
+#[tokio::test]
+async fn a_panicking_provider_fails_the_operation_not_the_manager() {
+    let p = MemoryProvider::new();
+    let m = manager(&p).await;
+    p.inject(ProviderOp::Deploy, Fault::Panic);
+    // The stop waits behind the deploy on the same deployment: it must still run.
+    let deploy = m
+        .submit(Request::Deploy(config("buggy")), SubmitOptions::default())
+        .unwrap();
+    let stop = m
+        .submit(
+            Request::Stop {
+                target: "buggy".into(),
+            },
+            SubmitOptions::default(),
+        )
+        .unwrap();
+    match deploy.wait().await {
+        Err(Error::Provider {
+            message, transient, ..
+        }) => {
+            assert!(message.contains("panicked: injected panic"), "{message}");
+            assert!(!transient, "a panic is not retried");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.calls(ProviderOp::Deploy), 1);
+    assert_eq!(stop.wait().await.unwrap().status, DeploymentStatus::Stopped);
+    p.clear_faults();
+    assert_eq!(
+        m.deploy(config("healthy")).await.unwrap().status,
+        DeploymentStatus::Running
+    );
+    let stats = m.queue_stats();
+    assert_eq!((stats.pending, stats.processing), (0, 0));
+}

@@ -66,6 +66,8 @@ pub enum Fault {
     /// Each call fails transiently with this probability (seeded, see
     /// [`MemoryProvider::seed`]).
     RandomTransient(f64),
+    /// Every call panics (a provider bug), to test that callers contain it.
+    Panic,
 }
 
 #[derive(Default)]
@@ -292,6 +294,8 @@ impl MemoryProvider {
         let faults = &mut *faults;
         let fail = match faults.per_op.get_mut(&op) {
             None => None,
+            // The faults lock is poisoned by this; `faults()` recovers from that.
+            Some(Fault::Panic) => panic!("injected panic in {op:?}"),
             Some(Fault::Permanent) => Some(false),
             Some(Fault::Transient(0)) => None,
             Some(Fault::Transient(n)) => {
