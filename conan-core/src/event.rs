@@ -12,7 +12,7 @@
 //! Events never carry env values: configs are referred to by deployment id only.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -286,7 +286,16 @@ pub struct EventEnvelope {
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<EventEnvelope>,
-    seq: Arc<AtomicU64>,
+    shared: Arc<BusShared>,
+}
+
+#[derive(Debug, Default)]
+struct BusShared {
+    seq: AtomicU64,
+    /// Set by the first `subscribe`. Until then emitting skips the channel entirely:
+    /// asking the channel for its receiver count takes a lock that every operation of
+    /// every deployment would otherwise contend on.
+    ever_subscribed: AtomicBool,
 }
 
 impl EventBus {
@@ -299,14 +308,14 @@ impl EventBus {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self {
             tx,
-            seq: Arc::new(AtomicU64::new(0)),
+            shared: Arc::default(),
         }
     }
 
     /// Whether anyone is subscribed (events emitted without subscribers are dropped).
     #[must_use]
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.shared.ever_subscribed.load(Ordering::Acquire) && self.tx.receiver_count() > 0
     }
 
     /// Emits the event `make` builds, building it only when someone is subscribed.
@@ -318,10 +327,10 @@ impl EventBus {
 
     /// Emits an event to every current subscriber (a no-op without subscribers).
     pub fn emit(&self, event: Event) {
-        if self.tx.receiver_count() == 0 {
+        if !self.has_subscribers() {
             return;
         }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = self.tx.send(EventEnvelope {
             seq,
             at: Timestamp::now(),
@@ -332,7 +341,9 @@ impl EventBus {
     /// A new subscriber; it sees events emitted from now on.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
-        self.tx.subscribe()
+        let rx = self.tx.subscribe();
+        self.shared.ever_subscribed.store(true, Ordering::Release);
+        rx
     }
 }
 
