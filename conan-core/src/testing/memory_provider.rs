@@ -282,16 +282,27 @@ impl MemoryProvider {
 
     async fn enter(&self, ctx: &OperationContext, op: ProviderOp) -> Result<()> {
         self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
-        let delay = self.faults().delay;
-        if let Some(delay) = delay {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = ctx.cancel.cancelled() => {}
+        // One lock when there is no delay (the common case).
+        let delay = {
+            let mut faults = self.faults();
+            match faults.delay {
+                Some(delay) => delay,
+                None => {
+                    ctx.check_cancelled(op.as_str())?;
+                    return self.injected(&mut faults, op);
+                }
             }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = ctx.cancel.cancelled() => {}
         }
         ctx.check_cancelled(op.as_str())?;
-        let mut faults = self.faults();
-        let faults = &mut *faults;
+        self.injected(&mut self.faults(), op)
+    }
+
+    /// The fault injected into this call of `op`, if any.
+    fn injected(&self, faults: &mut Faults, op: ProviderOp) -> Result<()> {
         let fail = match faults.per_op.get_mut(&op) {
             None => None,
             // The faults lock is poisoned by this; `faults()` recovers from that.
