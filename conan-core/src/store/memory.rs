@@ -18,14 +18,19 @@ struct Inner {
 }
 
 impl Inner {
-    fn save_revision(&mut self, revision: &RevisionRecord) {
+    /// Stores `revision`; returns the state it replaces, for the caller to drop after
+    /// unlocking.
+    fn save_revision(&mut self, revision: RevisionRecord) -> Option<RevisionRecord> {
         let history = self
             .revisions
             .entry(revision.deployment.clone())
             .or_insert_with(|| Vec::with_capacity(2));
         match history.binary_search_by_key(&revision.revision, |r| r.revision) {
-            Ok(i) => history[i] = revision.clone(),
-            Err(i) => history.insert(i, revision.clone()),
+            Ok(i) => Some(std::mem::replace(&mut history[i], revision)),
+            Err(i) => {
+                history.insert(i, revision);
+                None
+            }
         }
     }
 }
@@ -91,9 +96,9 @@ impl std::fmt::Debug for MemoryStore {
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn save_deployment(&self, record: &DeploymentRecord) -> Result<()> {
-        self.lock()?
-            .deployments
-            .insert(record.id.clone(), record.clone());
+        let record = record.clone();
+        let replaced = self.lock()?.deployments.insert(record.id.clone(), record);
+        drop(replaced);
         Ok(())
     }
 
@@ -116,7 +121,9 @@ impl StateStore for MemoryStore {
     }
 
     async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
-        self.lock()?.save_revision(revision);
+        let revision = revision.clone();
+        let replaced = self.lock()?.save_revision(revision);
+        drop(replaced);
         Ok(())
     }
 
@@ -133,16 +140,20 @@ impl StateStore for MemoryStore {
     }
 
     async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
-        let mut inner = self.lock()?;
-        if let Some(revision) = change.revision {
-            inner.save_revision(revision);
-        }
-        inner
-            .deployments
-            .insert(change.record.id.clone(), change.record.clone());
-        for entry in change.audit {
-            inner.audit.push(entry.clone());
-        }
+        // Clone before locking and drop what was replaced after unlocking: the lock is
+        // held only for the map and log updates themselves.
+        let record = change.record.clone();
+        let revision = change.revision.cloned();
+        let replaced = {
+            let mut inner = self.lock()?;
+            let old_revision = revision.and_then(|r| inner.save_revision(r));
+            let old_record = inner.deployments.insert(record.id.clone(), record);
+            for entry in change.audit {
+                inner.audit.push(entry.clone());
+            }
+            (old_record, old_revision)
+        };
+        drop(replaced);
         Ok(())
     }
 
