@@ -150,7 +150,7 @@ async fn forward_reports(
         let Some(inner) = inner.upgrade() else { break };
         if let Err(e) = inner.submit_job(
             ops::Target::Id(report.deployment.clone()),
-            ops::JobKind::Observe(report.status, report.failure),
+            ops::JobKind::Observe(report.status, report.failure.map(Box::new)),
             SubmitOptions::priority(Priority::High),
         ) {
             tracing::debug!(deployment = %report.deployment, error = %e, "provider status report dropped");

@@ -37,7 +37,8 @@ pub(crate) enum JobKind {
     Restart,
     Remove,
     /// A status change a provider observed on its own.
-    Observe(DeploymentStatus, Option<FailureReport>),
+    /// (Boxed: jobs move through the queue several times, and a report is large.)
+    Observe(DeploymentStatus, Option<Box<FailureReport>>),
 }
 
 impl JobKind {
@@ -394,7 +395,8 @@ impl Op<'_> {
             JobKind::Restart => self.restart().await,
             JobKind::Remove => self.remove().await,
             JobKind::Observe(status, failure) => {
-                self.observe(status.clone(), failure.clone()).await
+                self.observe(status.clone(), failure.as_deref().cloned())
+                    .await
             }
         }
     }
@@ -690,5 +692,15 @@ impl Op<'_> {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Jobs are moved through the queue several times; keep them small.
+    #[test]
+    fn queued_jobs_stay_small() {
+        let size = std::mem::size_of::<super::super::scheduler::Queued<super::Job>>();
+        assert!(size <= 128, "Queued<Job> is {size} bytes");
     }
 }
