@@ -179,44 +179,42 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
-        let (deployment, provider) = {
-            let mut state = self.state();
-            match (&kind, target) {
-                (ops::JobKind::Deploy(config), _) => {
-                    let provider = self.registry.resolve(config)?;
-                    if state.names.contains_key(config.name.as_str()) {
-                        return Err(Error::AlreadyExists {
-                            name: config.name.clone(),
-                        });
-                    }
-                    let id = DeploymentId::generate();
-                    let now = Timestamp::now();
-                    state.insert(
-                        DeploymentRecord {
-                            id: id.clone(),
-                            name: config.name.as_str().into(),
-                            provider: self.registry.shared_name(provider.name()),
-                            status: DeploymentStatus::Pending,
-                            revision: Revision::FIRST,
-                            config: config.clone(),
-                            runtime: None,
-                            last_failure: None,
-                            created_at: now,
-                            updated_at: now,
-                        },
-                        Revision::FIRST,
-                    );
-                    let provider = state.deployments.get(&id).map(|e| e.provider.clone());
-                    (id, provider)
+        let (deployment, provider) = match (&kind, target) {
+            (ops::JobKind::Deploy(config), _) => {
+                // Everything that allocates happens before taking the lock.
+                let provider = self.registry.resolve(config)?;
+                let provider = self.registry.shared_name(provider.name());
+                let id = DeploymentId::generate();
+                let now = Timestamp::now();
+                let record = DeploymentRecord {
+                    id: id.clone(),
+                    name: config.name.as_str().into(),
+                    provider: provider.clone(),
+                    status: DeploymentStatus::Pending,
+                    revision: Revision::FIRST,
+                    config: config.clone(),
+                    runtime: None,
+                    last_failure: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let mut state = self.state();
+                if state.names.contains_key(config.name.as_str()) {
+                    return Err(Error::AlreadyExists {
+                        name: config.name.clone(),
+                    });
                 }
-                (_, target) => {
-                    let id = state.resolve(&target)?.clone();
-                    let entry = state.deployments.get(&id);
-                    if let (ops::JobKind::Update(config), Some(entry)) = (&kind, entry) {
-                        check_update(&entry.record, config)?;
-                    }
-                    (id, entry.map(|e| e.provider.clone()))
+                state.insert(record, Revision::FIRST);
+                (id, Some(provider))
+            }
+            (_, target) => {
+                let state = self.state();
+                let id = state.resolve(&target)?.clone();
+                let entry = state.deployments.get(&id);
+                if let (ops::JobKind::Update(config), Some(entry)) = (&kind, entry) {
+                    check_update(&entry.record, config)?;
                 }
+                (id, entry.map(|e| e.provider.clone()))
             }
         };
         let provider = provider.ok_or_else(|| Error::deployment_not_found(deployment.as_str()))?;

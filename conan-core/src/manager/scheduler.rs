@@ -138,7 +138,47 @@ impl<J> Parked<J> {
 struct DeploymentQueue<J> {
     /// A job of this deployment is running or waiting for a provider slot.
     claimed: bool,
-    waiting: VecDeque<Queued<J>>,
+    waiting: Waiting<J>,
+}
+
+/// A deployment's jobs behind its running one, in arrival order. The first is kept
+/// inline: most deployments never have more than one waiting, and then queueing it
+/// allocates nothing (and freeing nothing happens under the scheduler's lock).
+struct Waiting<J> {
+    first: Option<Queued<J>>,
+    rest: VecDeque<Queued<J>>,
+}
+
+impl<J> Waiting<J> {
+    fn new() -> Self {
+        Self {
+            first: None,
+            rest: VecDeque::new(),
+        }
+    }
+
+    fn push_back(&mut self, job: Queued<J>) {
+        if self.first.is_none() {
+            self.first = Some(job);
+        } else {
+            self.rest.push_back(job);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Queued<J>> {
+        let job = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(job)
+    }
+
+    /// Removes the job of operation `op`.
+    fn remove(&mut self, op: OperationId) -> Option<Queued<J>> {
+        if self.first.as_ref().is_some_and(|j| j.op == op) {
+            return self.pop_front();
+        }
+        let pos = self.rest.iter().position(|j| j.op == op)?;
+        self.rest.remove(pos)
+    }
 }
 
 struct ProviderQueue {
@@ -231,7 +271,7 @@ impl<J> Scheduler<J> {
             .entry(job.deployment.clone())
             .or_insert_with(|| DeploymentQueue {
                 claimed: false,
-                waiting: VecDeque::new(),
+                waiting: Waiting::new(),
             });
         if dq.claimed {
             dq.waiting.push_back(job);
@@ -301,8 +341,7 @@ impl<J> Scheduler<J> {
     ) -> Option<Queued<J>> {
         // Waiting behind another job of the same deployment: just remove it.
         for dq in self.deployments.values_mut() {
-            if let Some(pos) = dq.waiting.iter().position(|j| j.op == op) {
-                let job = dq.waiting.remove(pos)?;
+            if let Some(job) = dq.waiting.remove(op) {
                 self.stats.pending -= 1;
                 self.stats.cancelled += 1;
                 return Some(job);
@@ -395,6 +434,27 @@ mod tests {
             (0, 0, 3, 1)
         );
         assert!(s.deployments.is_empty());
+    }
+
+    #[test]
+    fn many_waiting_jobs_keep_arrival_order_when_one_is_cancelled() {
+        let mut s = Scheduler::new(10);
+        let p: Arc<str> = "p".into();
+        assert_eq!(
+            ops(submit(&mut s, job(1, "a", "p", Priority::Normal))),
+            vec![1]
+        );
+        for op in 2..=5 {
+            assert!(submit(&mut s, job(op, "a", "p", Priority::Normal)).is_empty());
+        }
+        // 2 is the inline first waiter, 3..5 queue behind it; cancel one of each.
+        assert_eq!(cancel(&mut s, 2).unwrap().0.job, 2);
+        assert_eq!(cancel(&mut s, 4).unwrap().0.job, 4);
+        assert_eq!(ops(finish(&mut s, "a", &p, true)), vec![3]);
+        assert_eq!(ops(finish(&mut s, "a", &p, true)), vec![5]);
+        assert!(finish(&mut s, "a", &p, true).is_empty());
+        assert!(s.deployments.is_empty());
+        assert_eq!(s.stats().pending, 0);
     }
 
     #[test]
