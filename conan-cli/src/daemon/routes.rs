@@ -439,13 +439,10 @@ async fn audit(daemon: &Daemon, params: &Params) -> Response<Body> {
         Ok(l) => l.unwrap_or(100),
         Err(_) => return bad_request("limit: not a number"),
     };
+    query.limit = Some(limit);
+    query.newest = true;
     match daemon.manager.audit(&query).await {
-        Ok(mut entries) => {
-            if entries.len() > limit {
-                entries.drain(..entries.len() - limit);
-            }
-            json(StatusCode::OK, &entries)
-        }
+        Ok(entries) => json(StatusCode::OK, &entries),
         Err(e) => failure_response(daemon, &e, ""),
     }
 }

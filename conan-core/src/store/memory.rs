@@ -59,6 +59,15 @@ impl AuditLog {
         }
     }
 
+    /// Entries from the newest back to position `start` (0-based), newest first.
+    fn iter_back_to(&self, start: usize) -> impl Iterator<Item = &AuditEntry> {
+        self.chunks
+            .iter()
+            .rev()
+            .flat_map(|chunk| chunk.iter().rev())
+            .take(self.len.saturating_sub(start))
+    }
+
     /// Entries from position `start` (0-based) on.
     fn iter_from(&self, start: usize) -> impl Iterator<Item = &AuditEntry> {
         let first = start / Self::CHUNK;
@@ -164,13 +173,26 @@ impl StateStore for MemoryStore {
                 .unwrap_or(usize::MAX)
                 .min(inner.audit.len)
         });
-        let matching = inner
-            .audit
-            .iter_from(start)
-            .filter(|e| query.deployment.as_ref().is_none_or(|d| &e.deployment == d));
-        Ok(match query.limit {
-            Some(n) => matching.take(n).cloned().collect(),
-            None => matching.cloned().collect(),
+        let wanted = |e: &&AuditEntry| query.deployment.as_ref().is_none_or(|d| &e.deployment == d);
+        let limit = query.limit.unwrap_or(usize::MAX);
+        Ok(if query.newest {
+            let mut newest: Vec<AuditEntry> = inner
+                .audit
+                .iter_back_to(start)
+                .filter(wanted)
+                .take(limit)
+                .cloned()
+                .collect();
+            newest.reverse();
+            newest
+        } else {
+            inner
+                .audit
+                .iter_from(start)
+                .filter(wanted)
+                .take(limit)
+                .cloned()
+                .collect()
         })
     }
 }
@@ -210,6 +232,18 @@ mod tests {
             let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
             let expected: Vec<u64> = (after + 1..=10_000).take(3).collect();
             assert_eq!(seqs, expected, "after {after}");
+            let newest = store
+                .audit(&AuditQuery {
+                    after_seq: Some(after),
+                    limit: Some(3),
+                    newest: true,
+                    ..AuditQuery::default()
+                })
+                .await
+                .unwrap();
+            let seqs: Vec<u64> = newest.iter().map(|e| e.seq).collect();
+            let expected: Vec<u64> = (after.max(9_997) + 1..=10_000).collect();
+            assert_eq!(seqs, expected, "newest after {after}");
         }
         assert_eq!(
             store.audit(&AuditQuery::default()).await.unwrap().len(),

@@ -163,8 +163,11 @@ pub struct AuditQuery {
     pub deployment: Option<DeploymentId>,
     /// Only entries with `seq` greater than this.
     pub after_seq: Option<u64>,
-    /// At most this many (the oldest first).
+    /// At most this many: the oldest matching ones, or the newest with `newest`.
     pub limit: Option<usize>,
+    /// With `limit`, take the newest matching entries instead of the oldest (what a
+    /// "recent events" view wants). Entries are returned oldest first either way.
+    pub newest: bool,
 }
 
 /// Where the manager keeps its state. Implementations must be safe to share between tasks;

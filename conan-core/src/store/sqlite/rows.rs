@@ -273,6 +273,7 @@ pub(super) struct AuditFilter {
     deployment: Option<String>,
     after_seq: i64,
     limit: i64,
+    newest: bool,
 }
 
 impl AuditFilter {
@@ -286,6 +287,7 @@ impl AuditFilter {
             limit: query
                 .limit
                 .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            newest: query.newest,
         }
     }
 }
@@ -392,16 +394,20 @@ pub(super) fn append_audit(conn: &Connection, rows: &[AuditRow]) -> Result<()> {
 
 pub(super) fn audit(conn: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
     const COLUMNS: &str = "SELECT seq, at, deployment, operation, action FROM audit";
-    let rows = match &filter.deployment {
+    // The newest N are read newest first and turned around below.
+    let order = if filter.newest { "DESC" } else { "ASC" };
+    let rows: rusqlite::Result<Vec<AuditRow>> = match &filter.deployment {
         None => conn
-            .prepare_cached(&format!("{COLUMNS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
+            .prepare_cached(&format!(
+                "{COLUMNS} WHERE seq > ?1 ORDER BY seq {order} LIMIT ?2"
+            ))
             .and_then(|mut stmt| {
                 stmt.query_map(params![filter.after_seq, filter.limit], AuditRow::read)?
                     .collect()
             }),
         Some(deployment) => conn
             .prepare_cached(&format!(
-                "{COLUMNS} WHERE deployment = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2"
+                "{COLUMNS} WHERE deployment = ?3 AND seq > ?1 ORDER BY seq {order} LIMIT ?2"
             ))
             .and_then(|mut stmt| {
                 stmt.query_map(
@@ -411,5 +417,9 @@ pub(super) fn audit(conn: &Connection, filter: &AuditFilter) -> Result<Vec<Audit
                 .collect()
             }),
     };
-    rows.map_err(|e| sql_error("reading the audit log", e))
+    let mut rows = rows.map_err(|e| sql_error("reading the audit log", e))?;
+    if filter.newest {
+        rows.reverse();
+    }
+    Ok(rows)
 }

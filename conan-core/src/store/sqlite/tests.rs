@@ -231,6 +231,11 @@ async fn audit_filters_combine() {
         deployment: deployment.map(|d| records[d].id.clone()),
         after_seq,
         limit,
+        newest: false,
+    };
+    let newest = |deployment: Option<usize>, after_seq, limit| AuditQuery {
+        newest: true,
+        ..query(deployment, after_seq, limit)
     };
 
     assert_eq!(
@@ -266,6 +271,21 @@ async fn audit_filters_combine() {
             .await
             .unwrap(),
         log
+    );
+    // The newest N, still oldest first.
+    let n = log.len();
+    assert_eq!(
+        store.audit(&newest(None, None, Some(2))).await.unwrap(),
+        log[n - 2..]
+    );
+    let of2 = of(2);
+    assert_eq!(
+        store.audit(&newest(Some(2), None, Some(1))).await.unwrap(),
+        of2[of2.len() - 1..]
+    );
+    assert_eq!(
+        store.audit(&newest(None, Some(3), None)).await.unwrap(),
+        log[3..]
     );
 }
 
