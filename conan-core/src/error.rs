@@ -117,6 +117,12 @@ pub enum Error {
         /// Provider name.
         provider: String,
     },
+    /// A provider of that name is registered already.
+    #[error("a provider named '{name}' is already registered")]
+    ProviderExists {
+        /// The name.
+        name: String,
+    },
     /// No registered provider fits the deployment.
     #[error("no provider fits: {reason}")]
     NoProvider {
@@ -243,6 +249,7 @@ impl Error {
             Error::BuildFailed { .. } => "build_failed",
             Error::Timeout { .. } => "timeout",
             Error::NotSupported { .. } => "not_supported",
+            Error::ProviderExists { .. } => "provider_exists",
             Error::NoProvider { .. } => "no_provider",
             Error::Cancelled { .. } => "cancelled",
             Error::ShutDown => "shut_down",

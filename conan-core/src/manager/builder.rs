@@ -1,7 +1,7 @@
 //! [`DeploymentManagerBuilder`]: providers, limits, store, retry policy.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -126,7 +126,7 @@ impl DeploymentManagerBuilder {
             state.insert(record, latest);
         }
         let inner = Arc::new(Inner {
-            registry: self.registry,
+            registry: RwLock::new(Arc::new(self.registry)),
             store,
             sink: EventSink::new(bus.clone(), Some(reports_tx)),
             bus,

@@ -34,7 +34,7 @@ mod retry;
 mod scheduler;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,7 @@ pub struct DeploymentManager {
 impl std::fmt::Debug for DeploymentManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeploymentManager")
-            .field("providers", &self.inner.registry.names())
+            .field("providers", &self.inner.registry().names())
             .field("queue", &self.queue_stats())
             .finish_non_exhaustive()
     }
@@ -143,7 +143,9 @@ impl State {
 }
 
 pub(crate) struct Inner {
-    registry: ProviderRegistry,
+    /// Replaced as a whole when a provider is added after `build()`; readers take a
+    /// snapshot.
+    registry: RwLock<Arc<ProviderRegistry>>,
     store: Arc<dyn StateStore>,
     bus: EventBus,
     sink: EventSink,
@@ -156,6 +158,14 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The registered providers, as of now.
+    fn registry(&self) -> Arc<ProviderRegistry> {
+        self.registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-updated (every update is a
         // single insert/assign), so a poisoned lock is safe to keep using.
@@ -182,8 +192,8 @@ impl Inner {
         let (deployment, provider) = match (&kind, target) {
             (ops::JobKind::Deploy(config), _) => {
                 // Everything that allocates happens before taking the lock.
-                let provider = self.registry.resolve(config)?;
-                let provider = self.registry.shared_name(provider.name());
+                let registry = self.registry();
+                let provider = registry.shared_name(registry.resolve(config)?.name());
                 let id = DeploymentId::generate();
                 let now = Timestamp::now();
                 let record = DeploymentRecord {
@@ -542,8 +552,35 @@ impl DeploymentManager {
 
     /// The registered providers.
     #[must_use]
-    pub fn registry(&self) -> &ProviderRegistry {
-        &self.inner.registry
+    pub fn registry(&self) -> Arc<ProviderRegistry> {
+        self.inner.registry()
+    }
+
+    /// Registers a provider after [`build`](DeploymentManagerBuilder::build) (for example
+    /// Docker, once its daemon answers), then reconciles the deployments the store says it
+    /// runs, as [`recover`](Self::recover) does for the others. Returns those deployments.
+    ///
+    /// # Errors
+    /// [`Error::ProviderExists`] when a provider of that name is registered already (the
+    /// deployments it runs would be left to a different instance); otherwise a provider or
+    /// store error from the reconciliation (the provider stays registered).
+    pub async fn add_provider(&self, provider: impl Provider) -> Result<Vec<DeploymentRecord>> {
+        let name = provider.name().to_owned();
+        {
+            let mut registry = self
+                .inner
+                .registry
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if registry.get(&name).is_some() {
+                return Err(Error::ProviderExists { name });
+            }
+            let mut updated = ProviderRegistry::clone(&registry);
+            updated.register(Arc::new(provider));
+            *registry = Arc::new(updated);
+        }
+        tracing::info!(provider = %name, "provider added");
+        recovery::recover(&self.inner, Some(&name)).await
     }
 
     /// Reconciles the loaded deployments with what the providers run (after a restart of
@@ -554,7 +591,7 @@ impl DeploymentManager {
     /// # Errors
     /// A provider or store error (other providers are still reconciled).
     pub async fn recover(&self) -> Result<Vec<DeploymentRecord>> {
-        recovery::recover(&self.inner).await
+        recovery::recover(&self.inner, None).await
     }
 
     /// Refuses new operations, then waits until every queued and running one has finished.

@@ -110,13 +110,17 @@ pub(super) struct Op<'a> {
 
 impl Inner {
     pub(crate) fn provider(&self, name: &str) -> Result<Arc<DynProvider>> {
-        self.registry
+        let registry = self
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        registry
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NoProvider {
                 reason: format!(
                     "deployment uses provider '{name}', which is not registered (registered: {})",
-                    self.registry.names().join(", ")
+                    registry.names().join(", ")
                 ),
             })
     }

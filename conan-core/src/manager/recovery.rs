@@ -16,11 +16,18 @@ use crate::status::{DeploymentStatus, StatusKind, is_allowed};
 use crate::store::DeploymentRecord;
 use crate::time::Timestamp;
 
-/// See [`super::DeploymentManager::recover`].
-pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<Vec<DeploymentRecord>> {
+/// See [`super::DeploymentManager::recover`]; `only` limits it to one provider.
+pub(crate) async fn recover(
+    inner: &Arc<Inner>,
+    only: Option<&str>,
+) -> Result<Vec<DeploymentRecord>> {
     let mut changed = Vec::new();
     let mut first_error = None;
-    for provider in inner.registry.iter() {
+    let registry = inner.registry();
+    for provider in registry
+        .iter()
+        .filter(|p| only.is_none_or(|name| p.name() == name))
+    {
         let known: Vec<DeploymentSpec> = {
             let state = inner.state();
             state

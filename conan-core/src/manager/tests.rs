@@ -651,3 +651,55 @@ async fn a_panicking_provider_fails_the_operation_not_the_manager() {
     let stats = m.queue_stats();
     assert_eq!((stats.pending, stats.processing), (0, 0));
 }
+
+#[tokio::test]
+async fn a_provider_added_after_build_takes_over_its_deployments() {
+    let local = MemoryProvider::named("local");
+    let late = MemoryProvider::named("late");
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let m1 = DeploymentManager::builder()
+        .provider(local.clone())
+        .provider(late.clone())
+        .default_provider("local")
+        .store_arc(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut on_late = config("on-late");
+    on_late.provider = Some("late".into());
+    m1.deploy(on_late.clone()).await.unwrap();
+    m1.shutdown().await;
+    drop(m1);
+
+    // A new manager starts while "late" is unavailable.
+    let m2 = DeploymentManager::builder()
+        .provider(local.clone())
+        .store_arc(store)
+        .build()
+        .await
+        .unwrap();
+    m2.recover().await.unwrap();
+    assert!(matches!(
+        m2.stop("on-late").await,
+        Err(Error::NoProvider { .. })
+    ));
+    assert!(matches!(
+        m2.deploy(config("another")).await.map(|r| r.provider),
+        Ok(p) if &*p == "local"
+    ));
+
+    let recovered = m2.add_provider(late.clone()).await.unwrap();
+    assert_eq!(recovered.len(), 1, "only the added provider's deployments");
+    assert_eq!(recovered[0].name.as_ref(), "on-late");
+    assert_eq!(m2.get("on-late").unwrap().status, DeploymentStatus::Running);
+    assert_eq!(late.calls(ProviderOp::Deploy), 1, "adopted, not redeployed");
+    assert_eq!(
+        m2.stop("on-late").await.unwrap().status,
+        DeploymentStatus::Stopped
+    );
+    assert_eq!(m2.registry().names(), vec!["local", "late"]);
+    assert!(matches!(
+        m2.add_provider(MemoryProvider::named("late")).await,
+        Err(Error::ProviderExists { name }) if name == "late"
+    ));
+}
