@@ -6,8 +6,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use common::{Home, app, http_get, unique};
+use common::{Home, app, http_get, unique, wait_until};
 
 const BASE_IMAGE: &str = "conan-test/node:20";
 
@@ -88,4 +89,33 @@ fn docker_deploy_ls_rm() {
     home.conan(&["rm", "--force", &name]).ok();
     assert!(home.listed(&name).is_none());
     assert!(containers(&name).is_empty(), "containers left behind");
+}
+
+/// A Docker daemon that starts answering after the Conan daemon started is picked up
+/// without restarting the Conan daemon. "Starts answering" is a symlink to the real socket
+/// appearing where `DOCKER_HOST` points.
+#[test]
+fn docker_that_answers_later_is_added() {
+    docker_ready();
+    let real = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("docker.sock");
+    let home = Home::new()
+        .with_env("DOCKER_HOST", &format!("unix://{}", link.display()))
+        .with_env("CONAN_DOCKER_RETRY_MS", "100");
+    let status = || home.conan(&["daemon", "status", "--json"]).json();
+
+    home.conan(&["ls"]).ok();
+    let before = status();
+    assert_eq!(before["providers"], serde_json::json!(["local"]));
+    assert!(before["docker_error"].is_string(), "{before}");
+
+    std::os::unix::fs::symlink(&real, &link).expect("symlink to the Docker socket");
+    wait_until("the daemon to add Docker", Duration::from_secs(20), || {
+        let now = status();
+        now["providers"] == serde_json::json!(["local", "docker"]) && now["docker_error"].is_null()
+    });
 }

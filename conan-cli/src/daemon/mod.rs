@@ -1,6 +1,6 @@
 //! The daemon: one [`DeploymentManager`] on SQLite in `CONAN_HOME`, the local provider and
-//! (when a Docker daemon answers at start) the Docker provider, served over HTTP + JSON on
-//! `CONAN_HOME/conan.sock`.
+//! (when a Docker daemon answers, at start or later) the Docker provider, served over
+//! HTTP + JSON on `CONAN_HOME/conan.sock`.
 //!
 //! Start-up order: take the lock (a second daemon exits 1), open the store, connect the
 //! providers, [`recover`](DeploymentManager::recover) what an earlier daemon left running,
@@ -36,13 +36,68 @@ pub struct Daemon {
     manager: DeploymentManager,
     home: Home,
     started_at: Timestamp,
-    docker_error: Option<String>,
+    /// Why Docker is not available, while it is not.
+    docker_error: std::sync::Mutex<Option<String>>,
     shutdown: watch::Sender<bool>,
 }
 
 impl Daemon {
     fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    fn docker_error(&self) -> Option<String> {
+        self.docker_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_docker_error(&self, error: Option<String>) {
+        *self
+            .docker_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+}
+
+/// How often the daemon tries Docker again while it is unavailable
+/// (`CONAN_DOCKER_RETRY_MS` overrides it).
+const DOCKER_RETRY: Duration = Duration::from_secs(10);
+
+/// While Docker is unavailable, tries it again every [`DOCKER_RETRY`]; once it answers,
+/// adds the Docker provider to the running manager (which adopts the containers the store
+/// says it runs) and stops.
+async fn watch_for_docker(daemon: Arc<Daemon>) {
+    let every = std::env::var("CONAN_DOCKER_RETRY_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(DOCKER_RETRY, Duration::from_millis);
+    loop {
+        tokio::time::sleep(every).await;
+        let docker = conan::docker::DockerProviderBuilder::from_env()
+            .connect_timeout(DOCKER_CONNECT_TIMEOUT)
+            .build()
+            .await;
+        match docker {
+            Ok(docker) => {
+                match daemon.manager.add_provider(docker).await {
+                    Ok(adopted) => tracing::info!(
+                        adopted = adopted.len(),
+                        "Docker answers now; the Docker provider is available"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Docker answers now, but reconciling its deployments failed")
+                    }
+                }
+                daemon.set_docker_error(None);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Docker is still unavailable");
+                daemon.set_docker_error(Some(e.to_string()));
+            }
+        }
     }
 }
 
@@ -158,9 +213,12 @@ async fn serve(home: &Home) -> CliResult {
         manager: manager.clone(),
         home: home.clone(),
         started_at: Timestamp::now(),
-        docker_error,
+        docker_error: std::sync::Mutex::new(docker_error),
         shutdown,
     });
+    if daemon.docker_error().is_some() {
+        tokio::spawn(watch_for_docker(Arc::clone(&daemon)));
+    }
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "listening");
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -136,8 +136,7 @@ async fn deploy(daemon: &Arc<Daemon>, body: Incoming, params: &Params) -> Respon
         && provider == "docker"
     {
         let reason = daemon
-            .docker_error
-            .clone()
+            .docker_error()
             .unwrap_or_else(|| "not connected".to_owned());
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -460,7 +459,7 @@ impl Daemon {
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
-            docker_error: self.docker_error.clone(),
+            docker_error: self.docker_error(),
             started_at: self.started_at,
             deployments: self.manager.list().len(),
         }
