@@ -9,9 +9,11 @@
 //!   up to each provider's concurrency limit (default 16), highest [`Priority`] first.
 //! - **Retries only for transient errors** ([`Error::is_transient`]), with exponential
 //!   backoff and jitter ([`RetryPolicy`]: 3 retries, 1 s, ×2, 10 s cap by default).
-//!   Permanent errors fail the operation at once.
+//!   Permanent errors fail the operation at once. A provider call that panics fails its
+//!   operation with a permanent [`Error::Provider`]; the operations queued behind it run.
 //! - **Every status change goes through the state machine** ([`crate::status::transition`]),
-//!   is written to the [`StateStore`] (with an audit entry) before the event is emitted.
+//!   is written to the [`StateStore`] in one call (with its audit entry, and the revision
+//!   whose state changed with it) before the event is emitted.
 //! - **Failed updates keep the old revision.** When an update fails and the provider still
 //!   reports the deployment running, the deployment returns to `Running` on its previous
 //!   revision and [`Event::RolledBack`] is emitted.
