@@ -51,6 +51,7 @@ pub mod failure;
 pub mod id;
 pub mod log;
 pub mod manager;
+pub mod node;
 pub mod provider;
 pub mod restart;
 pub mod secret;

@@ -40,7 +40,7 @@ pub(crate) fn command_for(spec: &DeploymentSpec, options: &DockerOptions) -> Opt
     if config.source.join("Dockerfile").is_file() {
         return None;
     }
-    node::resolve_start_command(&config.source)
+    node::start_command(config, &config.source).ok()
 }
 
 /// Lines of build output kept for a failure message.
@@ -134,18 +134,7 @@ pub(crate) async fn prepare(
                     )],
                 });
             }
-            let command = match &config.start_command {
-                Some(c) => c.clone(),
-                None => {
-                    node::resolve_start_command(&source).ok_or_else(|| Error::InvalidConfig {
-                        problems: vec![ConfigProblem::new(
-                            "start_command",
-                            "cannot derive one: no scripts.start or main in package.json, and no \
-                         server.js, index.js or app.js",
-                        )],
-                    })?
-                }
-            };
+            let command = node::start_command(config, &source)?;
             let base = options.base_image.as_deref().unwrap_or(base_image);
             let text = node::generated_dockerfile(&source, base);
             (

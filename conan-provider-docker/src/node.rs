@@ -1,13 +1,19 @@
 //! The generated Dockerfile for a Node.js project without one.
 //!
-//! The start command is resolved like the local provider does: `start_command` from the
-//! config, else `package.json`'s `scripts.start`, else `node <main>`, else `node server.js`,
-//! `index.js` or `app.js`, whichever exists. It is set on the container (`sh -c`), not baked
-//! into the image, so a config change does not need a rebuild. Dependencies are installed
-//! only when a lockfile exists (`npm ci`, `yarn install --frozen-lockfile`,
-//! `pnpm install --frozen-lockfile`).
+//! The start command is the one [`conan_core::node::resolve_start`] finds, as for the local
+//! provider: `start_command` from the config, else `package.json`'s `scripts.start`, else
+//! `node <main>`, else `node server.js`, `index.js` or `app.js`, whichever exists. It is set
+//! on the container (`sh -c`), not baked into the image, so a config change does not need a
+//! rebuild; the image puts `node_modules/.bin` first on `PATH`, as npm does for scripts.
+//! Dependencies are installed only when a lockfile exists (`npm ci`,
+//! `yarn install --frozen-lockfile`, `pnpm install --frozen-lockfile`).
 
 use std::path::Path;
+
+use conan_core::DeploymentConfig;
+use conan_core::node::{StartCommand, resolve_start};
+
+pub(crate) use conan_core::node::is_node_project;
 
 /// Name of the generated Dockerfile inside the build context.
 pub(crate) const GENERATED_DOCKERFILE: &str = ".conan.Dockerfile";
@@ -15,35 +21,19 @@ pub(crate) const GENERATED_DOCKERFILE: &str = ".conan.Dockerfile";
 /// The app directory inside the image.
 pub(crate) const APP_DIR: &str = "/app";
 
-/// Resolves the start command of a Node project in `source`; `None` when nothing fits.
-pub(crate) fn resolve_start_command(source: &Path) -> Option<String> {
-    let package = std::fs::read_to_string(source.join("package.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    if let Some(pkg) = &package {
-        if let Some(start) = pkg
-            .pointer("/scripts/start")
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-        {
-            return Some(start.to_owned());
-        }
-        if let Some(main) = pkg.get("main").and_then(serde_json::Value::as_str) {
-            return Some(format!("node {}", shell_quote(main)));
-        }
-    }
-    ["server.js", "index.js", "app.js"]
-        .into_iter()
-        .find(|f| source.join(f).is_file())
-        .map(|f| format!("node {f}"))
-}
-
-/// Whether `source` looks like a Node project.
-pub(crate) fn is_node_project(source: &Path) -> bool {
-    source.join("package.json").is_file()
-        || ["server.js", "index.js", "app.js"]
-            .into_iter()
-            .any(|f| source.join(f).is_file())
+/// The `sh -c` command that starts `config`'s Node app in `source`.
+///
+/// # Errors
+/// [`conan_core::Error::InvalidConfig`] when nothing resolves (listing what was tried) or
+/// `package.json` is not valid JSON.
+pub(crate) fn start_command(
+    config: &DeploymentConfig,
+    source: &Path,
+) -> conan_core::Result<String> {
+    Ok(match resolve_start(config, source)?.command {
+        StartCommand::Shell { command, .. } => command,
+        StartCommand::Node { file } => format!("node {}", shell_quote(&file)),
+    })
 }
 
 /// The generated Dockerfile. Kept to as few layers as possible: with the `vfs` storage
@@ -60,7 +50,10 @@ pub(crate) fn generated_dockerfile(source: &Path, base_image: &str) -> String {
     } else {
         None
     };
-    let mut out = format!("FROM {base_image}\nWORKDIR {APP_DIR}\nCOPY . {APP_DIR}\n");
+    let mut out = format!(
+        "FROM {base_image}\nWORKDIR {APP_DIR}\nENV PATH={APP_DIR}/node_modules/.bin:$PATH\n\
+         COPY . {APP_DIR}\n"
+    );
     if let Some(cmd) = install {
         out.push_str(&format!("RUN {cmd}\n"));
     }
@@ -83,31 +76,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_command_resolution_order() {
+    fn start_commands_for_the_container() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        assert_eq!(resolve_start_command(root), None);
-        std::fs::write(root.join("app.js"), "").unwrap();
-        assert_eq!(resolve_start_command(root).as_deref(), Some("node app.js"));
+        let config = DeploymentConfig::builder("app").build_unchecked();
+        assert!(start_command(&config, root).is_err());
         std::fs::write(root.join("server.js"), "").unwrap();
-        assert_eq!(
-            resolve_start_command(root).as_deref(),
-            Some("node server.js")
-        );
-        std::fs::write(root.join("package.json"), r#"{"main":"lib/main.js"}"#).unwrap();
-        assert_eq!(
-            resolve_start_command(root).as_deref(),
-            Some("node lib/main.js")
-        );
+        assert_eq!(start_command(&config, root).unwrap(), "node server.js");
+        std::fs::write(root.join("my app.js"), "").unwrap();
+        std::fs::write(root.join("package.json"), r#"{"main":"my app.js"}"#).unwrap();
+        assert_eq!(start_command(&config, root).unwrap(), "node 'my app.js'");
         std::fs::write(
             root.join("package.json"),
-            r#"{"main":"x.js","scripts":{"start":"node s.js --port 1"}}"#,
+            r#"{"scripts":{"start":"node s.js --port 1"}}"#,
         )
         .unwrap();
-        assert_eq!(
-            resolve_start_command(root).as_deref(),
-            Some("node s.js --port 1")
-        );
+        assert_eq!(start_command(&config, root).unwrap(), "node s.js --port 1");
     }
 
     #[test]

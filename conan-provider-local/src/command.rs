@@ -1,15 +1,11 @@
-//! Start-command resolution, the way `npm start` and PM2 find what to run:
-//!
-//! 1. `start_command` from the config, run by `sh -c` in the source directory;
-//! 2. else `package.json`'s `scripts.start`, run by `sh -c` with `node_modules/.bin` first
-//!    on `PATH` (what npm does, without needing npm);
-//! 3. else `node <main>` from `package.json`;
-//! 4. else `node` with the first of `server.js`, `index.js`, `app.js`.
-//!
-//! When nothing resolves, the error lists everything that was tried.
+//! What to execute for a deployment: the start command that
+//! [`conan_core::node::resolve_start`] finds (the config's `start_command`, else
+//! `package.json`'s `scripts.start`, else `node <main>`, else `node server.js`, `index.js` or
+//! `app.js`), turned into a program, its arguments and `PATH` additions.
 
 use std::path::{Path, PathBuf};
 
+use conan_core::node::{StartCommand, resolve_start};
 use conan_core::{ConfigProblem, DeploymentConfig, Error, Result};
 
 /// What to execute.
@@ -25,91 +21,39 @@ pub(crate) struct Launch {
     pub description: String,
 }
 
-fn invalid(field: &str, message: String) -> Error {
-    Error::InvalidConfig {
-        problems: vec![ConfigProblem::new(field, message)],
-    }
-}
-
 /// Resolves what to run for `config` in `source` with the node binary `node`.
 pub(crate) fn resolve(config: &DeploymentConfig, source: &Path, node: &Path) -> Result<Launch> {
     if !source.is_dir() {
-        return Err(invalid(
-            "source",
-            format!("source directory {} does not exist", source.display()),
-        ));
+        return Err(Error::InvalidConfig {
+            problems: vec![ConfigProblem::new(
+                "source",
+                format!("source directory {} does not exist", source.display()),
+            )],
+        });
     }
-    let node_dir: Vec<PathBuf> = node
+    let node_dir = node
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .into_iter()
-        .collect();
-    let shell = |cmd: &str, description: String, extra: Vec<PathBuf>| Launch {
-        program: PathBuf::from("/bin/sh"),
-        args: vec!["-c".into(), cmd.to_owned()],
-        path_prepend: extra.into_iter().chain(node_dir.clone()).collect(),
-        description,
-    };
-    if let Some(cmd) = &config.start_command {
-        return Ok(shell(cmd, format!("start_command: {cmd}"), Vec::new()));
-    }
-    let mut tried = vec!["start_command (not set)".to_owned()];
-    let package = source.join("package.json");
-    match std::fs::read_to_string(&package) {
-        Ok(text) => {
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                invalid(
-                    "source",
-                    format!("{} is not valid JSON: {e}", package.display()),
-                )
-            })?;
-            if let Some(start) = json.pointer("/scripts/start").and_then(|v| v.as_str()) {
-                return Ok(shell(
-                    start,
-                    format!("package.json scripts.start: {start}"),
-                    vec![source.join("node_modules").join(".bin")],
-                ));
-            }
-            tried.push("package.json scripts.start (absent)".into());
-            if let Some(main) = json.get("main").and_then(|v| v.as_str()) {
-                if source.join(main).is_file() {
-                    return Ok(node_launch(
-                        node,
-                        main,
-                        format!("package.json main: {main}"),
-                    ));
-                }
-                tried.push(format!("package.json main: {main} (file not found)"));
-            } else {
-                tried.push("package.json main (absent)".into());
-            }
-        }
-        Err(_) => tried.push("package.json (not found)".into()),
-    }
-    for file in ["server.js", "index.js", "app.js"] {
-        if source.join(file).is_file() {
-            return Ok(node_launch(node, file, file.to_owned()));
-        }
-        tried.push(format!("{file} (not found)"));
-    }
-    Err(invalid(
-        "start_command",
-        format!(
-            "nothing to start in {}: tried {}",
-            source.display(),
-            tried.join(", ")
-        ),
-    ))
-}
-
-fn node_launch(node: &Path, file: &str, description: String) -> Launch {
-    Launch {
-        program: node.to_path_buf(),
-        args: vec![file.to_owned()],
-        path_prepend: Vec::new(),
-        description,
-    }
+        .map(Path::to_path_buf);
+    let resolved = resolve_start(config, source)?;
+    Ok(match resolved.command {
+        StartCommand::Shell { command, npm_bin } => Launch {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), command],
+            path_prepend: npm_bin
+                .then(|| source.join("node_modules").join(".bin"))
+                .into_iter()
+                .chain(node_dir)
+                .collect(),
+            description: resolved.description,
+        },
+        StartCommand::Node { file } => Launch {
+            program: node.to_path_buf(),
+            args: vec![file],
+            path_prepend: Vec::new(),
+            description: resolved.description,
+        },
+    })
 }
 
 #[cfg(test)]
