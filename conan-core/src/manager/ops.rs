@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
