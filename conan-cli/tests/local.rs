@@ -395,3 +395,41 @@ fn a_daemon_that_cannot_start_fails_fast_with_its_log() {
         run.stderr
     );
 }
+
+/// Two daemons (two CONAN_HOMEs) on the same port range, deploying at the same moment,
+/// never hand out the same port: ports are reserved machine-wide, not only per process.
+#[test]
+fn two_daemons_on_one_port_range_get_different_ports() {
+    // A range of its own (outside the per-home ranges the other tests use), two ports wide.
+    let first = 27_900 + (std::process::id() % 40) * 2;
+    let range = format!("{first}-{}", first + 1);
+    let homes = [
+        Home::new().with_env("CONAN_PORT_RANGE", &range),
+        Home::new().with_env("CONAN_PORT_RANGE", &range),
+    ];
+    for home in &homes {
+        home.conan(&["ls"]).ok();
+    }
+    let name = unique("twin");
+    let urls: Vec<String> = std::thread::scope(|s| {
+        let running: Vec<_> = homes
+            .iter()
+            .map(|home| {
+                s.spawn(|| {
+                    home.deploy_hello(&name)["url"]
+                        .as_str()
+                        .expect("url")
+                        .to_owned()
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("deploy thread"))
+            .collect()
+    });
+    assert_ne!(urls[0], urls[1], "both daemons handed out the same port");
+    for url in &urls {
+        assert!(http_get(url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    }
+}

@@ -26,8 +26,10 @@
 //!   [`DEFAULT_INHERITED_ENV`]).
 //! - **Ports**: an explicit port must be free ([`Error::PortInUse`](conan_core::Error::PortInUse)
 //!   names the holder's pid when `/proc` shows it); otherwise one is allocated from
-//!   [`port_range`](LocalProviderBuilder::port_range), reserved process-wide and checked
-//!   with a bind.
+//!   [`port_range`](LocalProviderBuilder::port_range), reserved process-wide and
+//!   machine-wide (a locked file per port in
+//!   [`port_lock_dir`](LocalProviderBuilder::port_lock_dir), so two managers on one machine
+//!   never pick the same port) and checked with a bind.
 //! - **Process tree**: each instance is its own process group. Stop sends the configured
 //!   signal to the group and to every process found by ancestry or by the
 //!   `CONAN_INSTANCE` marker in its environment (which reaches grandchildren that moved to
@@ -108,7 +110,10 @@ impl LocalProvider {
     fn from_settings(settings: LocalSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                ports: PortAllocator::new(settings.port_range.clone()),
+                ports: PortAllocator::new(
+                    settings.port_range.clone(),
+                    settings.port_lock_dir.clone(),
+                ),
                 settings,
                 deployments: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(0),

@@ -18,6 +18,9 @@ pub struct LocalSettings {
     pub state_dir: PathBuf,
     /// Ports allocated to deployments without an explicit port.
     pub port_range: RangeInclusive<u16>,
+    /// Where machine-wide port reservations are locked (every manager on the machine
+    /// should use the same directory).
+    pub port_lock_dir: PathBuf,
     /// The node binary (looked up on `PATH` when not a path).
     pub node_path: PathBuf,
     /// The value of `HOST` given to apps, and the address probed.
@@ -62,6 +65,7 @@ impl Default for LocalProviderBuilder {
             settings: LocalSettings {
                 state_dir,
                 port_range: 20000..=24999,
+                port_lock_dir: crate::ports::MachineLocks::default_dir(),
                 node_path: PathBuf::from("node"),
                 host: "127.0.0.1".into(),
                 log_memory_bytes: 8 * 1024 * 1024,
@@ -86,6 +90,13 @@ impl LocalProviderBuilder {
     /// 32768–60999, so an outgoing connection never holds a port handed to an app).
     pub fn port_range(mut self, range: RangeInclusive<u16>) -> Self {
         self.settings.port_range = range;
+        self
+    }
+
+    /// Where ports are reserved machine-wide (default `$TMPDIR/conan-ports`): a locked
+    /// file per port in use, so managers sharing the directory never hand out the same port.
+    pub fn port_lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.settings.port_lock_dir = dir.into();
         self
     }
 
