@@ -509,11 +509,31 @@ impl DeploymentManager {
 
     /// Log lines of a deployment (see [`LogQuery`]; `follow` keeps the stream open).
     ///
+    /// When the provider has nothing left of a failed deployment (a deploy whose instances
+    /// were cleaned up), the last lines kept in its failure bundle are answered instead,
+    /// filtered by the same query (a follow then ends after them).
+    ///
     /// # Errors
     /// [`Error::NotFound`] or the provider's error.
     pub async fn logs(&self, target: &str, query: &LogQuery) -> Result<LogStream> {
-        let (id, provider) = self.provider_of(target)?;
-        provider.logs(&id, query).await
+        let record = self.get(target)?;
+        let provider = self.inner.provider(&record.provider)?;
+        match provider.logs(&record.id, query).await {
+            Err(Error::NotFound { .. })
+                if record
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|f| !f.last_logs.is_empty()) =>
+            {
+                let kept = record
+                    .last_failure
+                    .as_ref()
+                    .map(|f| query.apply(&f.last_logs))
+                    .unwrap_or_default();
+                Ok(query.clone().into_stream(kept, None))
+            }
+            other => other,
+        }
     }
 
     /// Current resource usage of a deployment.

@@ -703,3 +703,43 @@ async fn a_provider_added_after_build_takes_over_its_deployments() {
         Err(Error::ProviderExists { name }) if name == "late"
     ));
 }
+
+#[tokio::test]
+async fn logs_of_a_failed_deploy_come_from_its_failure_bundle() {
+    let p = MemoryProvider::new();
+    let m = manager(&p).await;
+    assert!(m.deploy(failing("broken")).await.is_err());
+    // The provider kept nothing of it; the bundle's lines answer instead.
+    let lines: Vec<_> = m
+        .logs("broken", &LogQuery::all())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let text: Vec<String> = lines.into_iter().map(|l| l.unwrap().message).collect();
+    assert_eq!(
+        text,
+        vec!["Error: cannot start (injected failure)".to_owned()]
+    );
+    // The query's filters apply to them too.
+    let filtered: Vec<_> = m
+        .logs(
+            "broken",
+            &LogQuery {
+                contains: Some("no such text".into()),
+                ..LogQuery::all()
+            },
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(filtered.is_empty());
+    // A deployment the provider never knew and that has no bundle stays NotFound.
+    m.deploy(config("fine")).await.unwrap();
+    p.vanish(&m.get("fine").unwrap().id);
+    assert!(matches!(
+        m.logs("fine", &LogQuery::all()).await,
+        Err(Error::NotFound { .. })
+    ));
+}
