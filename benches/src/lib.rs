@@ -115,3 +115,15 @@ pub fn pm2_install(dir: &Path) -> Option<PathBuf> {
     let bin = dir.join("node_modules/.bin/pm2");
     (ok && bin.exists()).then_some(bin)
 }
+
+/// `pm2 ARGS` with its state in `home` (`PM2_HOME`), run in `app_dir`, output discarded.
+#[must_use]
+pub fn pm2_command(pm2: &Path, home: &Path, app_dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(pm2);
+    c.args(args)
+        .env("PM2_HOME", home)
+        .current_dir(app_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}

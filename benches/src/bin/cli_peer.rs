@@ -23,7 +23,7 @@
 //! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord]
 //! ```
 
-use conan_benches::{free_port, median, ms, pm2_install, rss_kib};
+use conan_benches::{free_port, median, ms, pm2_command, pm2_install, rss_kib};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -187,15 +187,8 @@ fn conan_ready(conan: &Conan, runs: u64) -> Duration {
 }
 
 fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64, bare: Duration) {
-    let pm2_cmd = |args: &[&str]| {
-        let mut c = Command::new(pm2);
-        c.args(args)
-            .env("PM2_HOME", home)
-            .current_dir(hello())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        c
-    };
+    let app_dir = hello();
+    let pm2_cmd = |args: &[&str]| pm2_command(pm2, home, &app_dir, args);
     let _ = pm2_cmd(&["ping"]).status();
     let mut times = Vec::new();
     for i in 0..runs {

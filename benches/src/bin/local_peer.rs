@@ -12,7 +12,7 @@
 //! cargo run --release -p conan-benches --bin local_peer -- [--runs N] [--lines N] [--no-pm2]
 //! ```
 
-use conan_benches::{free_port, median, ms, pm2_install, rss_kib};
+use conan_benches::{free_port, median, ms, pm2_command, pm2_install, rss_kib};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,15 +100,8 @@ async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
 }
 
 async fn pm2_ready(pm2: &Path, home: &Path, runs: usize) -> Duration {
-    let pm2_cmd = |args: &[&str]| {
-        let mut c = Command::new(pm2);
-        c.args(args)
-            .env("PM2_HOME", home)
-            .current_dir(apps().join("hello"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        c
-    };
+    let app_dir = apps().join("hello");
+    let pm2_cmd = |args: &[&str]| pm2_command(pm2, home, &app_dir, args);
     let _ = pm2_cmd(&["ping"]).status();
     let mut times = Vec::new();
     for i in 0..runs {
