@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::failure::{ExitStatus, FailureReport};
 use crate::id::{DeploymentId, OperationId, Revision};
+use crate::provider::ObservedStatus;
 use crate::status::{DeploymentStatus, StatusKind};
 use crate::time::Timestamp;
 
@@ -353,20 +354,25 @@ impl Default for EventBus {
     }
 }
 
-/// A status change a provider observed on its own (a crash loop gave up, an adopted
-/// process vanished). The manager applies it through the state machine and the store.
+/// A status change a provider observed on its own (an instance exited for good, a crash
+/// loop gave up, an adopted process vanished). The manager applies it through the state
+/// machine and the store, as a job in the deployment's queue.
 #[derive(Clone, PartialEq, Debug)]
 pub struct StatusReport {
     /// Deployment.
     pub deployment: DeploymentId,
     /// The status the provider observed.
-    pub status: DeploymentStatus,
+    pub status: ObservedStatus,
     /// The failure bundle, for a `Failed` status.
     pub failure: Option<FailureReport>,
 }
 
 /// What a provider uses to report progress and observations. Cheap to clone; a provider
 /// keeps a clone for its supervisors, which outlive the operation that started them.
+///
+/// It can only say what a provider observes: progress, health probe results, restarts, and
+/// that a deployment exited or failed for good. Status changes, rollbacks, failures of
+/// operations and queue events are the manager's alone, so a sink has no way to emit them.
 #[derive(Clone, Debug)]
 pub struct EventSink {
     // One shared allocation: every operation clones the sink, and cloning the channel
@@ -395,15 +401,10 @@ impl EventSink {
         Self::new(EventBus::new(256), None)
     }
 
-    /// The bus this sink emits on.
+    /// A subscription to what this sink emits (for tests and standalone use of a provider).
     #[must_use]
-    pub fn bus(&self) -> &EventBus {
-        &self.inner.bus
-    }
-
-    /// Emits any event.
-    pub fn emit(&self, event: Event) {
-        self.inner.bus.emit(event);
+    pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
+        self.inner.bus.subscribe()
     }
 
     /// Reports progress.
@@ -424,7 +425,7 @@ impl EventSink {
 
     /// Reports that the health check fails.
     pub fn unhealthy(&self, deployment: &DeploymentId, reason: impl Into<String>) {
-        self.emit(Event::Unhealthy {
+        self.inner.bus.emit_with(|| Event::Unhealthy {
             deployment: deployment.clone(),
             reason: reason.into(),
         });
@@ -438,7 +439,7 @@ impl EventSink {
         exit: ExitStatus,
         delay: Duration,
     ) {
-        self.emit(Event::Restarted {
+        self.inner.bus.emit_with(|| Event::Restarted {
             deployment: deployment.clone(),
             attempt,
             exit,
@@ -446,33 +447,21 @@ impl EventSink {
         });
     }
 
-    /// Reports that a running deployment failed on its own (crash loop, vanished): emits
-    /// [`Event::Failed`] and asks the manager to move it to `Failed`.
+    /// Reports that a running deployment failed on its own and will not be restarted
+    /// (crash loop cap, vanished). The manager moves it to `Failed` and emits
+    /// [`Event::Failed`] with `failure`.
     pub fn failed(&self, deployment: &DeploymentId, failure: FailureReport) {
-        let reason = failure.reason.clone();
-        self.emit(Event::Failed {
-            deployment: deployment.clone(),
-            failure: failure.clone(),
-        });
-        self.report(
-            deployment,
-            DeploymentStatus::Failed { reason },
-            Some(failure),
-        );
+        let status = ObservedStatus::failed(failure.reason.clone());
+        self.report(deployment, status, Some(failure));
     }
 
-    /// Reports that a deployment's instances ended and will not be restarted (for example a
-    /// clean exit under `restart.policy = "on-failure"`): the manager moves it to `Stopped`.
-    pub fn exited(&self, deployment: &DeploymentId) {
-        self.report(deployment, DeploymentStatus::Stopped, None);
+    /// Reports that a deployment's instances ended and will not be restarted (a clean exit
+    /// under `restart.policy = "on-failure"`): the manager moves it to `Stopped`.
+    pub fn exited(&self, deployment: &DeploymentId, exit: ExitStatus) {
+        self.report(deployment, ObservedStatus::Exited { exit }, None);
     }
 
-    fn report(
-        &self,
-        deployment: &DeploymentId,
-        status: DeploymentStatus,
-        failure: Option<FailureReport>,
-    ) {
+    fn report(&self, deployment: &DeploymentId, status: ObservedStatus, failure: Option<FailureReport>) {
         if let Some(tx) = &self.inner.reports {
             let _ = tx.send(StatusReport {
                 deployment: deployment.clone(),

@@ -6,33 +6,55 @@
 //! typed [`Event`]s, and the [`StateStore`] that persists deployments, revisions and an audit
 //! log.
 //!
-//! A third-party provider needs only this crate:
+//! A third-party provider needs only this crate, and `conan_core::prelude` has what it
+//! implements [`Provider`] with (the crate `examples/provider-static` in the repository is a
+//! whole one, run through the conformance suite):
 //!
-//! ```no_run
-//! use async_trait::async_trait;
+//! ```
 //! use conan_core::prelude::*;
 //!
-//! struct MyCloud;
+//! /// Runs nothing, but keeps its whole state in `RuntimeInfo::details`, so a fresh
+//! /// instance after a restart still knows every deployment (see `recover`).
+//! struct Noop;
 //!
 //! #[async_trait]
-//! impl Provider for MyCloud {
-//!     fn name(&self) -> &str { "my-cloud" }
-//!     fn capabilities(&self) -> Capabilities { Capabilities::none().with(Capability::HealthChecks) }
-//!     async fn deploy(&self, ctx: &OperationContext, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
-//!         ctx.events.progress(&spec.id, Phase::Starting, "uploading");
-//!         Ok(RuntimeInfo::default())
+//! impl Provider for Noop {
+//!     fn name(&self) -> &str { "noop" }
+//!     fn capabilities(&self) -> Capabilities { Capabilities::none().with(Capability::Recovery) }
+//!     async fn deploy(&self, ctx: &OperationContext, spec: &DeploymentSpec, _: Option<&KnownDeployment>) -> Result<RuntimeInfo> {
+//!         ctx.check_cancelled("deploy")?;
+//!         ctx.events.progress(&spec.id, Phase::Starting, "nothing to start");
+//!         Ok(RuntimeInfo::new().with_detail("running", true))
 //!     }
-//!     // ... update, start, stop, remove, status, logs, metrics, health, recover
-//! #   async fn update(&self, _: &OperationContext, _: &DeploymentSpec) -> Result<RuntimeInfo> { todo!() }
-//! #   async fn start(&self, _: &OperationContext, _: &DeploymentSpec) -> Result<RuntimeInfo> { todo!() }
-//! #   async fn stop(&self, _: &OperationContext, _: &DeploymentId) -> Result<()> { todo!() }
-//! #   async fn remove(&self, _: &OperationContext, _: &DeploymentId) -> Result<()> { todo!() }
-//! #   async fn status(&self, _: &DeploymentId) -> Result<DeploymentStatus> { todo!() }
-//! #   async fn logs(&self, _: &DeploymentId, _: &LogQuery) -> Result<LogStream> { todo!() }
-//! #   async fn metrics(&self, _: &DeploymentId) -> Result<Metrics> { todo!() }
-//! #   async fn health(&self, _: &DeploymentId) -> Result<HealthReport> { todo!() }
-//! #   async fn recover(&self, _: &OperationContext, _: &[DeploymentSpec]) -> Result<Vec<RecoveredDeployment>> { todo!() }
+//!     async fn update(&self, ctx: &OperationContext, _: &KnownDeployment, spec: &DeploymentSpec) -> Result<RuntimeInfo> {
+//!         self.deploy(ctx, spec, None).await
+//!     }
+//!     async fn start(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<RuntimeInfo> {
+//!         self.deploy(ctx, &known.spec, None).await
+//!     }
+//!     async fn stop(&self, _: &OperationContext, _: &KnownDeployment) -> Result<()> { Ok(()) }
+//!     async fn remove(&self, _: &OperationContext, _: &KnownDeployment) -> Result<()> { Ok(()) }
+//!     async fn status(&self, known: &KnownDeployment) -> Result<ObservedStatus> {
+//!         match known.detail("running") {
+//!             Some(_) => Ok(ObservedStatus::Running),
+//!             None => Err(Error::deployment_not_found(known.id().as_str())),
+//!         }
+//!     }
+//!     async fn logs(&self, known: &KnownDeployment, query: &LogQuery) -> Result<LogStream> {
+//!         self.status(known).await?;
+//!         Ok(query.clone().into_stream(Vec::new(), None))
+//!     }
+//!     async fn metrics(&self, known: &KnownDeployment) -> Result<Metrics> {
+//!         self.status(known).await.map(|_| Metrics::new())
+//!     }
+//!     async fn health(&self, known: &KnownDeployment) -> Result<HealthReport> {
+//!         self.status(known).await.map(|_| HealthReport::new(HealthStatus::Unknown))
+//!     }
+//!     async fn recover(&self, _: &OperationContext, known: &[KnownDeployment]) -> Result<Vec<RecoveredDeployment>> {
+//!         Ok(known.iter().map(|k| RecoveredDeployment::running(k.id().clone(), k.revision(), k.runtime.clone())).collect())
+//!     }
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! ## Features
@@ -51,12 +73,12 @@ pub mod failure;
 pub mod id;
 pub mod log;
 pub mod manager;
-pub mod node;
+pub mod probe;
 pub mod provider;
-pub mod restart;
 pub mod secret;
 pub mod status;
 pub mod store;
+pub mod support;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
@@ -79,10 +101,10 @@ pub use manager::{
     QueueStats, Request, RetryPolicy, SubmitOptions,
 };
 pub use provider::{
-    DeploymentSpec, DynProvider, HealthReport, HealthStatus, InstanceInfo, Metrics,
-    OperationContext, Provider, ProviderExt, RecoveredDeployment, RuntimeInfo,
+    DeploymentSpec, DynProvider, HealthReport, HealthStatus, InstanceInfo, KnownDeployment,
+    Metrics, ObservedStatus, OperationContext, Provider, ProviderExt, RecoveredDeployment,
+    RuntimeInfo,
 };
-pub use restart::{RestartDecision, RestartTracker};
 pub use secret::{Env, SecretString};
 pub use status::{DeploymentStatus, StatusKind};
 pub use store::{
@@ -91,17 +113,24 @@ pub use store::{
 };
 pub use time::Timestamp;
 
-/// Re-exports for `use conan_core::prelude::*`.
+/// Everything a provider author implements [`Provider`] with: `use conan_core::prelude::*;`.
 pub mod prelude {
+    pub use async_trait::async_trait;
+
     pub use crate::capability::{Capabilities, Capability};
-    pub use crate::config::{DeploymentConfig, HealthCheck, RestartPolicy, UpdateStrategy};
+    pub use crate::config::{
+        DeploymentConfig, HealthCheck, HealthCheckKind, RestartPolicy, UpdateStrategy,
+    };
     pub use crate::error::{Error, Result};
     pub use crate::event::{Event, EventSink, Phase};
+    pub use crate::failure::{ExitStatus, FailureReport};
     pub use crate::id::{DeploymentId, Revision};
     pub use crate::log::{LogLevel, LogLine, LogQuery, LogStream, OutputStream};
     pub use crate::provider::{
-        DeploymentSpec, HealthReport, HealthStatus, Metrics, OperationContext, Provider,
-        ProviderExt, RecoveredDeployment, RuntimeInfo,
+        DeploymentSpec, DynProvider, HealthReport, HealthStatus, InstanceInfo, KnownDeployment,
+        Metrics, ObservedStatus, OperationContext, Provider, ProviderExt, RecoveredDeployment,
+        RuntimeInfo,
     };
     pub use crate::status::DeploymentStatus;
+    pub use crate::time::Timestamp;
 }

@@ -7,10 +7,12 @@ use tokio::sync::{Notify, mpsc};
 
 use super::scheduler::{Priority, Scheduler};
 use super::{
-    DEFAULT_CONCURRENCY, DeploymentManager, Inner, ProviderRegistry, RetryPolicy, State,
-    SubmitOptions, ops,
+    CallTimeouts, DEFAULT_CONCURRENCY, DeploymentManager, Inner, ProviderRegistry, RetryPolicy,
+    State, SubmitOptions, ops,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use crate::event::{EventBus, EventSink, StatusReport};
 use crate::provider::{DynProvider, Provider};
 use crate::store::{MemoryStore, StateStore};
@@ -23,7 +25,12 @@ pub struct DeploymentManagerBuilder {
     concurrency: usize,
     store: Option<Arc<dyn StateStore>>,
     retry: RetryPolicy,
+    timeouts: CallTimeouts,
+    provider_timeouts: Vec<(String, CallTimeouts)>,
+    shutdown_timeout: Duration,
     event_capacity: usize,
+    /// The first registration error, reported by `build`.
+    error: Option<Error>,
 }
 
 impl std::fmt::Debug for DeploymentManagerBuilder {
@@ -44,7 +51,11 @@ impl DeploymentManagerBuilder {
             concurrency: DEFAULT_CONCURRENCY,
             store: None,
             retry: RetryPolicy::default(),
+            timeouts: CallTimeouts::default(),
+            provider_timeouts: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
             event_capacity: EventBus::DEFAULT_CAPACITY,
+            error: None,
         }
     }
 
@@ -53,16 +64,37 @@ impl DeploymentManagerBuilder {
         self.provider_arc(Arc::new(provider))
     }
 
-    /// Registers a shared provider.
+    /// Registers a shared provider. Names are unique: a second provider of the same name
+    /// makes [`build`](Self::build) fail with [`Error::ProviderExists`].
     pub fn provider_arc(mut self, provider: Arc<DynProvider>) -> Self {
-        self.registry.register(provider);
+        if let Err(e) = self.registry.register(provider) {
+            self.error.get_or_insert(e);
+        }
         self
     }
 
     /// Registers a provider with its own concurrency limit.
     pub fn provider_with_limit(mut self, provider: Arc<DynProvider>, limit: usize) -> Self {
         self.limits.push((provider.name().to_owned(), limit));
-        self.registry.register(provider);
+        self.provider_arc(provider)
+    }
+
+    /// Deadlines of provider calls (see [`CallTimeouts`]).
+    pub fn call_timeouts(mut self, timeouts: CallTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Deadlines of the calls to provider `name`, overriding [`call_timeouts`](Self::call_timeouts).
+    pub fn provider_call_timeouts(mut self, name: impl Into<String>, timeouts: CallTimeouts) -> Self {
+        self.provider_timeouts.push((name.into(), timeouts));
+        self
+    }
+
+    /// How long [`DeploymentManager::shutdown`] lets operations finish before cancelling
+    /// them (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -107,8 +139,12 @@ impl DeploymentManagerBuilder {
     /// [`DeploymentManager::recover`] to reconcile them with what the providers run.
     ///
     /// # Errors
-    /// A store error while loading.
+    /// [`Error::ProviderExists`] when two providers share a name; a store error while
+    /// loading.
     pub async fn build(self) -> Result<DeploymentManager> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let bus = EventBus::new(self.event_capacity);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -131,6 +167,10 @@ impl DeploymentManagerBuilder {
             sink: EventSink::new(bus.clone(), Some(reports_tx)),
             bus,
             retry: self.retry,
+            timeouts: self.timeouts,
+            provider_timeouts: self.provider_timeouts,
+            shutdown_timeout: self.shutdown_timeout,
+            shutdown: CancellationToken::new(),
             state: Mutex::new(state),
             scheduler: Mutex::new(scheduler),
             next_op: AtomicU64::new(1),

@@ -28,6 +28,7 @@
 //! operations like everything else.
 
 mod builder;
+mod deadline;
 mod handle;
 mod ops;
 mod recovery;
@@ -42,6 +43,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use builder::DeploymentManagerBuilder;
+pub use deadline::CallTimeouts;
 pub use handle::{OperationHandle, Request, SubmitOptions};
 pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
@@ -53,6 +55,7 @@ use crate::event::{Event, EventBus, EventEnvelope, EventSink, OperationKind};
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::log::{LogQuery, LogStream};
 use crate::provider::{DynProvider, HealthReport, Metrics, Provider};
+use std::time::Duration;
 use crate::status::DeploymentStatus;
 use crate::store::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
 use crate::time::Timestamp;
@@ -152,6 +155,13 @@ pub(crate) struct Inner {
     bus: EventBus,
     sink: EventSink,
     retry: RetryPolicy,
+    timeouts: CallTimeouts,
+    /// Per-provider overrides of `timeouts`.
+    provider_timeouts: Vec<(String, CallTimeouts)>,
+    /// How long `shutdown` lets operations finish before cancelling them.
+    shutdown_timeout: Duration,
+    /// Parent of every operation's token: cancelled by `shutdown` once its patience ends.
+    shutdown: CancellationToken,
     state: Mutex<State>,
     scheduler: Mutex<Scheduler<ops::Job>>,
     next_op: AtomicU64,
@@ -166,6 +176,31 @@ impl Inner {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The call deadlines of provider `name`.
+    fn timeouts(&self, name: &str) -> CallTimeouts {
+        self.provider_timeouts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.timeouts, |(_, t)| *t)
+    }
+
+    /// Runs a read-only provider call (`status`, `logs`, `metrics`, `health`) within the
+    /// provider's query deadline.
+    async fn query<T>(
+        &self,
+        provider: &DynProvider,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let limit = self.timeouts(provider.name()).query;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation: format!("{} query", provider.name()),
+                after: limit,
+            }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -231,7 +266,7 @@ impl Inner {
         };
         let provider = provider.ok_or_else(|| Error::deployment_not_found(deployment.as_str()))?;
         let op = OperationId(self.next_op.fetch_add(1, Ordering::Relaxed));
-        let cancel = CancellationToken::new();
+        let cancel = self.shutdown.child_token();
         let (tx, rx) = oneshot::channel();
         let op_kind = kind.operation_kind();
         if let Some(k) = op_kind {
@@ -501,10 +536,10 @@ impl DeploymentManager {
         self.inner.store.audit(query).await
     }
 
-    fn provider_of(&self, target: &str) -> Result<(DeploymentId, Arc<DynProvider>)> {
+    fn provider_of(&self, target: &str) -> Result<(DeploymentRecord, Arc<DynProvider>)> {
         let record = self.get(target)?;
         let provider = self.inner.provider(&record.provider)?;
-        Ok((record.id, provider))
+        Ok((record, provider))
     }
 
     /// Log lines of a deployment (see [`LogQuery`]; `follow` keeps the stream open).
@@ -514,11 +549,11 @@ impl DeploymentManager {
     /// filtered by the same query (a follow then ends after them).
     ///
     /// # Errors
-    /// [`Error::NotFound`] or the provider's error.
+    /// [`Error::NotFound`], [`Error::Timeout`] or the provider's error.
     pub async fn logs(&self, target: &str, query: &LogQuery) -> Result<LogStream> {
-        let record = self.get(target)?;
-        let provider = self.inner.provider(&record.provider)?;
-        match provider.logs(&record.id, query).await {
+        let (record, provider) = self.provider_of(target)?;
+        let known = ops::Op::known(&record);
+        match self.inner.query(&provider, provider.logs(&known, query)).await {
             Err(Error::NotFound { .. })
                 if record
                     .last_failure
@@ -539,19 +574,21 @@ impl DeploymentManager {
     /// Current resource usage of a deployment.
     ///
     /// # Errors
-    /// [`Error::NotFound`] or the provider's error.
+    /// [`Error::NotFound`], [`Error::Timeout`] or the provider's error.
     pub async fn metrics(&self, target: &str) -> Result<Metrics> {
-        let (id, provider) = self.provider_of(target)?;
-        provider.metrics(&id).await
+        let (record, provider) = self.provider_of(target)?;
+        let known = ops::Op::known(&record);
+        self.inner.query(&provider, provider.metrics(&known)).await
     }
 
     /// The latest health observation of a deployment.
     ///
     /// # Errors
-    /// [`Error::NotFound`] or the provider's error.
+    /// [`Error::NotFound`], [`Error::Timeout`] or the provider's error.
     pub async fn health(&self, target: &str) -> Result<HealthReport> {
-        let (id, provider) = self.provider_of(target)?;
-        provider.health(&id).await
+        let (record, provider) = self.provider_of(target)?;
+        let known = ops::Op::known(&record);
+        self.inner.query(&provider, provider.health(&known)).await
     }
 
     /// A subscription to events from now on (see [`crate::event`] for the guarantee).
@@ -560,7 +597,8 @@ impl DeploymentManager {
         self.inner.bus.subscribe()
     }
 
-    /// The event sink providers get; use it to drive a provider directly with the same bus.
+    /// The event sink providers get; use it to drive a provider directly with the same bus
+    /// (its status reports are applied like those of registered providers).
     #[must_use]
     pub fn event_sink(&self) -> EventSink {
         self.inner.sink.clone()
@@ -580,12 +618,15 @@ impl DeploymentManager {
 
     /// Registers a provider after [`build`](DeploymentManagerBuilder::build) (for example
     /// Docker, once its daemon answers), then reconciles the deployments the store says it
-    /// runs, as [`recover`](Self::recover) does for the others. Returns those deployments.
+    /// runs, as [`recover`](Self::recover) does for the others, each in its own queue (so
+    /// operations submitted meanwhile run after their deployment's recovery). Returns those
+    /// deployments.
     ///
     /// # Errors
     /// [`Error::ProviderExists`] when a provider of that name is registered already (the
-    /// deployments it runs would be left to a different instance); otherwise a provider or
-    /// store error from the reconciliation (the provider stays registered).
+    /// deployments it runs would be left to a different instance), in which case `provider`
+    /// is dropped unused; otherwise the first recovery error when no deployment could be
+    /// recovered (the provider stays registered).
     pub async fn add_provider(&self, provider: impl Provider) -> Result<Vec<DeploymentRecord>> {
         let name = provider.name().to_owned();
         {
@@ -594,11 +635,8 @@ impl DeploymentManager {
                 .registry
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if registry.get(&name).is_some() {
-                return Err(Error::ProviderExists { name });
-            }
             let mut updated = ProviderRegistry::clone(&registry);
-            updated.register(Arc::new(provider));
+            updated.register(Arc::new(provider))?;
             *registry = Arc::new(updated);
         }
         tracing::info!(provider = %name, "provider added");
@@ -607,18 +645,34 @@ impl DeploymentManager {
 
     /// Reconciles the loaded deployments with what the providers run (after a restart of
     /// the managing process): adopted deployments stay or become `Running`; deployments
-    /// that vanished become `Failed` with a reason. Returns the deployments whose record
-    /// changed or was confirmed running.
+    /// that vanished become `Failed` with a reason; stopped ones stay stopped. Each
+    /// deployment's recovery is a job in its own queue, ahead of operations submitted
+    /// later. Returns the record of every deployment reconciled.
     ///
     /// # Errors
-    /// A provider or store error (other providers are still reconciled).
+    /// The first error when no deployment could be recovered (each failure is logged;
+    /// the others are still reconciled).
     pub async fn recover(&self) -> Result<Vec<DeploymentRecord>> {
         recovery::recover(&self.inner, None).await
     }
 
-    /// Refuses new operations, then waits until every queued and running one has finished.
+    /// Refuses new operations, lets queued and running ones finish for up to the shutdown
+    /// timeout (default 30 s, [`DeploymentManagerBuilder::shutdown_timeout`]), then cancels
+    /// the rest: queued ones answer [`Error::Cancelled`], running provider calls get their
+    /// grace period ([`CallTimeouts::grace`]) and are then abandoned. So it returns within
+    /// the shutdown timeout plus the grace period, plus the store writes of the final
+    /// status changes.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        let patience = self.inner.shutdown_timeout;
+        if tokio::time::timeout(patience, self.wait_idle()).await.is_err() {
+            tracing::warn!(?patience, "operations still running at shutdown; cancelling them");
+            self.inner.shutdown.cancel();
+            self.wait_idle().await;
+        }
+    }
+
+    async fn wait_idle(&self) {
         loop {
             let idle = self.inner.idle.notified();
             tokio::pin!(idle);

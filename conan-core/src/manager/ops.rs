@@ -9,13 +9,16 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::deadline::bounded;
 use super::scheduler::Queued;
 use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
 use crate::event::{Event, OperationKind, Outcome};
 use crate::failure::FailureReport;
 use crate::id::{DeploymentId, OperationId, Revision};
-use crate::provider::{DeploymentSpec, DynProvider, OperationContext};
+use crate::provider::{
+    DeploymentSpec, DynProvider, KnownDeployment, ObservedStatus, OperationContext, RuntimeInfo,
+};
 use crate::status::{DeploymentStatus, StatusKind, is_allowed};
 use crate::store::{
     AuditAction, AuditEntry, DeploymentRecord, RevisionRecord, RevisionState, StatusChange,
@@ -37,7 +40,10 @@ pub(crate) enum JobKind {
     Remove,
     /// A status change a provider observed on its own.
     /// (Boxed: jobs move through the queue several times, and a report is large.)
-    Observe(DeploymentStatus, Option<Box<FailureReport>>),
+    Observe(ObservedStatus, Option<Box<FailureReport>>),
+    /// Reconciling the record with what the provider finds after a restart of the managing
+    /// process (or when the provider is added later).
+    Recover,
 }
 
 impl JobKind {
@@ -50,13 +56,16 @@ impl JobKind {
             JobKind::Stop => OperationKind::Stop,
             JobKind::Restart => OperationKind::Restart,
             JobKind::Remove => OperationKind::Remove,
-            JobKind::Observe(..) => return None,
+            JobKind::Observe(..) | JobKind::Recover => return None,
         })
     }
 
     pub(crate) fn name(&self) -> &'static str {
-        self.operation_kind()
-            .map_or("status report", OperationKind::as_str)
+        match self {
+            JobKind::Observe(..) => "status report",
+            JobKind::Recover => "recovery",
+            other => other.operation_kind().map_or("internal", OperationKind::as_str),
+        }
     }
 }
 
@@ -256,13 +265,6 @@ impl Op<'_> {
             .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))
     }
 
-    fn context(&self) -> OperationContext {
-        OperationContext {
-            cancel: self.cancel.clone(),
-            events: self.inner.sink.clone(),
-        }
-    }
-
     /// Moves the deployment to `to` through the state machine, persists it with an audit
     /// entry, then emits the event.
     pub(super) async fn transition(
@@ -319,49 +321,77 @@ impl Op<'_> {
         Ok(record)
     }
 
-    /// Calls the provider with retries of transient errors. A provider call that panics
-    /// fails the operation with a permanent [`Error::Provider`] instead of taking the
-    /// manager's task (and the operations queued behind it) down.
-    async fn call<T, F, Fut>(&mut self, provider: &DynProvider, f: F) -> Result<T>
+    /// Calls the provider, bounded by `deadline` (see [`super::deadline`]), with retries of
+    /// transient errors inside that bound. Every provider call is idempotent by contract,
+    /// so repeating one after a transient error is safe. A provider call that panics fails
+    /// the operation with a permanent [`Error::Provider`] instead of taking the manager's
+    /// task (and the operations queued behind it) down.
+    pub(super) async fn call<T, F, Fut>(
+        &mut self,
+        provider: &DynProvider,
+        operation: &'static str,
+        deadline: Duration,
+        f: F,
+    ) -> Result<T>
     where
         F: Fn(OperationContext) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let ctx = self.context();
+        let token = self.cancel.child_token();
+        let ctx = OperationContext::with_cancel(self.inner.sink.clone(), token.clone());
         let bus = self.inner.bus.clone();
         let deployment = self.deployment.clone();
         let op = self.id;
         let name = provider.name();
-        let (result, attempts) = self
-            .inner
-            .retry
-            .run(
-                &self.cancel,
-                || {
-                    let call = AssertUnwindSafe(f(ctx.clone())).catch_unwind();
-                    let deployment = &deployment;
-                    async move {
-                        call.await.unwrap_or_else(|panic| {
-                            let what = panic_message(panic.as_ref());
-                            tracing::error!(%deployment, provider = name, panic = what, "provider call panicked");
-                            Err(Error::provider(name, format!("panicked: {what}"), false))
-                        })
-                    }
-                },
-                |attempt, delay: Duration, error| {
-                    tracing::debug!(%deployment, attempt, ?delay, %error, "retrying transient error");
-                    bus.emit_with(|| Event::Retrying {
-                        deployment: deployment.clone(),
-                        operation: op,
-                        attempt,
-                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error: error.to_string(),
-                    });
-                },
-            )
-            .await;
-        self.attempts += attempts;
+        let grace = self.inner.timeouts(name).grace;
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let retried = self.inner.retry.run(
+            &token,
+            || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let call = AssertUnwindSafe(f(ctx.clone())).catch_unwind();
+                let deployment = &deployment;
+                async move {
+                    call.await.unwrap_or_else(|panic| {
+                        let what = panic_message(panic.as_ref());
+                        tracing::error!(%deployment, provider = name, panic = what, "provider call panicked");
+                        Err(Error::provider(name, format!("panicked: {what}"), false))
+                    })
+                }
+            },
+            |attempt, delay: Duration, error| {
+                tracing::debug!(%deployment, attempt, ?delay, %error, "retrying transient error");
+                bus.emit_with(|| Event::Retrying {
+                    deployment: deployment.clone(),
+                    operation: op,
+                    attempt,
+                    delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error: error.to_string(),
+                });
+            },
+        );
+        let result = bounded(
+            async { retried.await.0 },
+            &token,
+            deadline,
+            grace,
+            operation,
+        )
+        .await;
+        self.attempts += attempts.load(std::sync::atomic::Ordering::Relaxed);
         result
+    }
+
+    /// What the store knows of the deployment, as a provider is handed it.
+    pub(super) fn known(record: &DeploymentRecord) -> KnownDeployment {
+        KnownDeployment::new(
+            DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone()),
+            record
+                .runtime
+                .as_deref()
+                .cloned()
+                .unwrap_or_default(),
+        )
     }
 
     async fn fail(
@@ -401,6 +431,7 @@ impl Op<'_> {
                 self.observe(status.clone(), failure.as_deref().cloned())
                     .await
             }
+            JobKind::Recover => self.recover().await,
         }
     }
 
@@ -420,10 +451,11 @@ impl Op<'_> {
         self.transition_with(DeploymentStatus::Deploying, Some(&revision), |_| {})
             .await?;
         let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
+        let deadline = self.inner.timeouts(provider.name()).rollout(&spec.config);
         match self
-            .call(&provider, |ctx| {
+            .call(&provider, "deploy", deadline, |ctx| {
                 let (p, spec) = (provider.clone(), spec.clone());
-                async move { p.deploy(&ctx, &spec).await }
+                async move { p.deploy(&ctx, &spec, None).await }
             })
             .await
         {
@@ -502,17 +534,20 @@ impl Op<'_> {
         self.transition_with(DeploymentStatus::Updating, Some(&revision), |_| {})
             .await?;
         let spec = DeploymentSpec::new(record.id.clone(), new_rev, config.clone());
+        let known = Self::known(&record);
+        let deadline = self.inner.timeouts(provider.name()).rollout(&config);
         let result = if from == StatusKind::Running {
-            self.call(&provider, |ctx| {
-                let (p, spec) = (provider.clone(), spec.clone());
-                async move { p.update(&ctx, &spec).await }
+            self.call(&provider, "update", deadline, |ctx| {
+                let (p, spec, known) = (provider.clone(), spec.clone(), known.clone());
+                async move { p.update(&ctx, &known, &spec).await }
             })
             .await
         } else {
-            // Nothing runs (stopped or failed): start the new revision directly.
-            self.call(&provider, |ctx| {
-                let (p, spec) = (provider.clone(), spec.clone());
-                async move { p.start(&ctx, &spec).await }
+            // Nothing serves (stopped, failed, never came up): the new revision is deployed
+            // in place of whatever the provider still holds.
+            self.call(&provider, "deploy", deadline, |ctx| {
+                let (p, spec, known) = (provider.clone(), spec.clone(), known.clone());
+                async move { p.deploy(&ctx, &spec, Some(&known)).await }
             })
             .await
         };
@@ -532,8 +567,8 @@ impl Op<'_> {
                 };
                 let still_serving = from == StatusKind::Running
                     && matches!(
-                        provider.status(&record.id).await,
-                        Ok(DeploymentStatus::Running)
+                        self.inner.query(&provider, provider.status(&known)).await,
+                        Ok(ObservedStatus::Running)
                     );
                 if still_serving {
                     let failure = e
@@ -572,15 +607,30 @@ impl Op<'_> {
 
     async fn start_from(&mut self, record: DeploymentRecord) -> Result<DeploymentRecord> {
         let provider = self.inner.provider(&record.provider)?;
+        let resume = record.status.kind() == StatusKind::Stopped;
         self.transition(DeploymentStatus::Deploying, |_| {}).await?;
-        let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
-        match self
-            .call(&provider, |ctx| {
-                let (p, spec) = (provider.clone(), spec.clone());
-                async move { p.start(&ctx, &spec).await }
-            })
-            .await
-        {
+        let known = Self::known(&record);
+        let deadline = self.inner.timeouts(provider.name()).rollout(&record.config);
+        let mut result = Err(Error::deployment_not_found(record.id.as_str()));
+        if resume {
+            result = self
+                .call(&provider, "start", deadline, |ctx| {
+                    let (p, known) = (provider.clone(), known.clone());
+                    async move { p.start(&ctx, &known).await }
+                })
+                .await;
+        }
+        // Nothing to resume (a failed deployment, or a stopped one the provider lost):
+        // deploy its revision afresh.
+        if matches!(result, Err(Error::NotFound { .. })) {
+            result = self
+                .call(&provider, "deploy", deadline, |ctx| {
+                    let (p, known) = (provider.clone(), known.clone());
+                    async move { p.deploy(&ctx, &known.spec, Some(&known)).await }
+                })
+                .await;
+        }
+        match result {
             Ok(runtime) => {
                 self.transition(DeploymentStatus::Running, |r| {
                     r.runtime = Some(Arc::new(runtime))
@@ -605,23 +655,18 @@ impl Op<'_> {
     async fn stop_from(&mut self, record: DeploymentRecord) -> Result<DeploymentRecord> {
         let provider = self.inner.provider(&record.provider)?;
         self.transition(DeploymentStatus::Stopping, |_| {}).await?;
-        let id = record.id.clone();
+        let known = Self::known(&record);
+        let deadline = self.inner.timeouts(provider.name()).stop(&record.config);
         match self
-            .call(&provider, |ctx| {
-                let (p, id) = (provider.clone(), id.clone());
-                async move { p.stop(&ctx, &id).await }
+            .call(&provider, "stop", deadline, |ctx| {
+                let (p, known) = (provider.clone(), known.clone());
+                async move { p.stop(&ctx, &known).await }
             })
             .await
         {
-            Ok(()) => {
-                self.transition(DeploymentStatus::Stopped, |r| r.runtime = None)
-                    .await
-            }
-            // The provider runs nothing for it (a deploy that failed before anything
-            // started, or instances that vanished): nothing is left to stop.
-            Err(Error::NotFound { .. }) => {
-                tracing::debug!(deployment = %id, "provider runs nothing for it; stopped");
-                self.transition(DeploymentStatus::Stopped, |r| r.runtime = None)
+            // `NotFound` is tolerated from providers that answer it for "nothing to stop".
+            Ok(()) | Err(Error::NotFound { .. }) => {
+                self.transition(DeploymentStatus::Stopped, |r| r.runtime = stopped(r))
                     .await
             }
             Err(e) => {
@@ -646,13 +691,15 @@ impl Op<'_> {
         self.transition(DeploymentStatus::Removing, |_| {}).await?;
         let id = record.id.clone();
         let never_deployed = record.status.kind() == StatusKind::Pending;
+        let known = Self::known(&record);
+        let deadline = self.inner.timeouts(provider.name()).stop(&record.config);
         let result = if never_deployed {
             Ok(())
         } else {
             match self
-                .call(&provider, |ctx| {
-                    let (p, id) = (provider.clone(), id.clone());
-                    async move { p.remove(&ctx, &id).await }
+                .call(&provider, "remove", deadline, |ctx| {
+                    let (p, known) = (provider.clone(), known.clone());
+                    async move { p.remove(&ctx, &known).await }
                 })
                 .await
             {
@@ -677,25 +724,55 @@ impl Op<'_> {
 
     async fn observe(
         &mut self,
-        status: DeploymentStatus,
+        observed: ObservedStatus,
         failure: Option<FailureReport>,
     ) -> Result<DeploymentRecord> {
         let (record, _) = self.snapshot()?;
+        let status = status_of(&observed);
         let from = record.status.kind();
         if from == status.kind() || !is_allowed(from, status.kind()) {
             tracing::debug!(deployment = %record.id, %from, to = %status, "ignoring provider status report");
             return Ok(record);
         }
-        self.transition(status, |r| {
-            if failure.is_some() {
-                r.last_failure = failure.map(Arc::new);
-            }
-            if !r.status.is_running() {
-                r.runtime = None;
-            }
-        })
-        .await
+        let failed = status.kind() == StatusKind::Failed;
+        let failure = failure.or_else(|| failed.then(|| FailureReport::new(observed.to_string())));
+        let record = self
+            .transition(status, |r| {
+                if let Some(f) = &failure {
+                    r.last_failure = Some(Arc::new(f.clone()));
+                }
+                if !r.status.is_running() {
+                    r.runtime = stopped(r);
+                }
+            })
+            .await?;
+        if let (true, Some(failure)) = (failed, failure) {
+            self.inner.bus.emit_with(|| Event::Failed {
+                deployment: record.id.clone(),
+                failure,
+            });
+        }
+        Ok(record)
     }
+}
+
+/// The manager's status for what a provider observed.
+pub(super) fn status_of(observed: &ObservedStatus) -> DeploymentStatus {
+    match observed {
+        ObservedStatus::Starting | ObservedStatus::Running => DeploymentStatus::Running,
+        ObservedStatus::Stopped | ObservedStatus::Exited { .. } => DeploymentStatus::Stopped,
+        ObservedStatus::Failed { reason } => DeploymentStatus::failed(reason.clone()),
+    }
+}
+
+/// What a record keeps of its runtime once nothing runs: the provider's details.
+fn stopped(record: &DeploymentRecord) -> Option<Arc<RuntimeInfo>> {
+    record
+        .runtime
+        .as_deref()
+        .map(RuntimeInfo::stopped)
+        .filter(|r| !r.details.is_empty())
+        .map(Arc::new)
 }
 
 #[cfg(test)]

@@ -39,12 +39,20 @@ impl ProviderRegistry {
         Self::default()
     }
 
-    /// Adds a provider; a provider of the same name is replaced.
-    pub fn register(&mut self, provider: Arc<DynProvider>) {
-        self.providers.retain(|p| p.name() != provider.name());
-        self.names.retain(|n| **n != *provider.name());
+    /// Adds a provider. Names are unique: one rule for the builder and for
+    /// [`DeploymentManager::add_provider`](crate::DeploymentManager::add_provider).
+    ///
+    /// # Errors
+    /// [`Error::ProviderExists`] when a provider of that name is registered already.
+    pub fn register(&mut self, provider: Arc<DynProvider>) -> Result<()> {
+        if self.get(provider.name()).is_some() {
+            return Err(Error::ProviderExists {
+                name: provider.name().to_owned(),
+            });
+        }
         self.names.push(provider.name().into());
         self.providers.push(provider);
+        Ok(())
     }
 
     /// The registered name `name` as a shared string (no allocation per deployment).

@@ -1,0 +1,1 @@
+//! Health probes (being written).
