@@ -45,8 +45,32 @@ pub mod docker {
     pub use conan_provider_docker::*;
 }
 
-/// `use conan::prelude::*` for the common types.
+/// `use conan::prelude::*;`: what an embedder and a provider author need.
+///
+/// - Everything of [`conan_core::prelude`]: the [`Provider`] trait and what it is handed
+///   and answers (specs, known state, runtime info, observed status, metrics, health,
+///   logs, events), the config and error types, and `async_trait`.
+/// - For embedding: the [`DeploymentManager`] and its builder, requests and handles,
+///   records and statuses, events, stores, retry and timeout policies.
+/// - The providers of the enabled features: `LocalProvider` (`local`), `DockerProvider`
+///   (`docker`), `SqliteStore` (`sqlite`), `MemoryProvider` (`testing`).
 pub mod prelude {
     pub use conan_core::prelude::*;
-    pub use conan_core::{DeploymentManager, DeploymentRecord, Request, SubmitOptions};
+
+    pub use conan_core::{
+        AuditQuery, DeploymentConfigBuilder, DeploymentManager,
+        DeploymentManagerBuilder, DeploymentRecord, Env, EventEnvelope, MemoryStore,
+        OperationHandle, OperationId, OperationKind, Outcome, Priority, Request, RetryPolicy,
+        RevisionRecord, SecretString, StateStore, StatusKind, SubmitOptions,
+    };
+
+    pub use conan_core::manager::CallTimeouts;
+    #[cfg(feature = "sqlite")]
+    pub use conan_core::store::SqliteStore;
+    #[cfg(feature = "testing")]
+    pub use conan_core::testing::MemoryProvider;
+    #[cfg(feature = "docker")]
+    pub use conan_provider_docker::{DockerProvider, DockerProviderBuilder};
+    #[cfg(feature = "local")]
+    pub use conan_provider_local::{LocalProvider, LocalProviderBuilder};
 }
