@@ -687,4 +687,6 @@ impl DeploymentManager {
 }
 
 #[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
 mod tests;
