@@ -1,13 +1,16 @@
 //! Embedding Conan in a Rust program, without the daemon: deploy the hello app as a
-//! supervised local process, print events as they happen, query it, then stop it.
+//! supervised local process, print events as they happen, query it, then stop and remove
+//! it.
 //!
 //! `cargo run -p conan-examples --bin embed-local [APP_DIR]` (default `examples/apps/hello`).
 
 use std::time::Duration;
 
-use conan::local::LocalProvider;
 use conan::prelude::*;
+use conan_examples::{EventPrinter, mib};
 use futures::StreamExt;
+
+const NAME: &str = "hello-embedded";
 
 #[tokio::main]
 async fn main() -> conan::Result<()> {
@@ -19,42 +22,49 @@ async fn main() -> conan::Result<()> {
         .build()
         .await?;
 
-    let mut events = manager.subscribe();
-    tokio::spawn(async move {
-        while let Ok(envelope) = events.recv().await {
-            println!(
-                "[{}] {}",
-                envelope.at,
-                serde_json::to_string(&envelope.event).unwrap_or_default()
-            );
-        }
-    });
+    // Prints every event as it happens; `events.finished(kind)` waits until an
+    // operation's events are printed, so what follows reads in order.
+    let mut events = EventPrinter::start(&manager);
 
-    let config = DeploymentConfig::builder("hello-embedded")
+    println!("deploying {source}");
+    let config = DeploymentConfig::builder(NAME)
         .source(source)
         .health_check(HealthCheck::http("/health").interval(Duration::from_secs(2)))
         .build()?;
     let record = manager.deploy(config).await?;
-    let url = record
-        .runtime
-        .as_ref()
-        .and_then(|r| r.url.clone())
-        .unwrap_or_default();
-    println!("running: {} ({}) at {url}", record.name, record.id);
-
-    let metrics = manager.metrics("hello-embedded").await?;
+    events.finished(OperationKind::Deploy).await;
+    let runtime = record.runtime.as_deref();
     println!(
-        "memory: {:?} bytes, cpu: {:?} %",
-        metrics.memory_bytes, metrics.cpu_percent
+        "{} ({}) is {} at {}, pid {}",
+        record.name,
+        record.id,
+        record.status,
+        runtime.and_then(|r| r.url.as_deref()).unwrap_or("-"),
+        runtime
+            .and_then(|r| r.instances.first())
+            .map_or("-", |i| i.id.as_str()),
     );
-    let mut lines = manager.logs("hello-embedded", &LogQuery::tail(5)).await?;
+
+    let metrics = manager.metrics(NAME).await?;
+    let cpu = metrics
+        .cpu_percent
+        .map_or_else(|| "unknown".to_owned(), |c| format!("{c:.1} %"));
+    println!("memory {}, cpu {cpu}", mib(metrics.memory_bytes));
+
+    println!("its last log lines:");
+    let mut lines = manager.logs(NAME, &LogQuery::tail(5)).await?;
     while let Some(line) = lines.next().await {
         let line = line?;
-        println!("log: {} {}", line.stream, line.message);
+        println!("  {} {}", line.stream, line.message);
     }
 
-    let record = manager.stop("hello-embedded").await?;
+    println!("stopping");
+    let record = manager.stop(NAME).await?;
+    events.finished(OperationKind::Stop).await;
     println!("{} is {}", record.name, record.status);
-    manager.remove("hello-embedded").await?;
+
+    manager.remove(NAME).await?;
+    events.finished(OperationKind::Remove).await;
+    println!("{NAME} removed");
     Ok(())
 }

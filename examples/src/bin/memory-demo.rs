@@ -1,12 +1,14 @@
-//! The deployment manager on the in-memory reference provider: deploy, a failed update
-//! that keeps the old revision serving, a rollback, and every event printed as JSON.
-//! No processes, no Docker: this shows the model.
+//! The deployment manager on the in-memory reference provider: a deploy that is retried
+//! after transient faults, a failed update that keeps the old revision serving, a
+//! rollback, and every event as it happens. No processes, no Docker: this shows the model.
+//!
+//! `cargo run -p conan-examples --bin memory-demo`.
 
 use std::time::Duration;
 
 use conan::prelude::*;
-use conan::testing::{Fault, MemoryProvider, ProviderOp};
-use conan::{Event, RetryPolicy};
+use conan::testing::{Fault, ProviderOp};
+use conan_examples::EventPrinter;
 
 #[tokio::main]
 async fn main() -> conan::Result<()> {
@@ -19,57 +21,59 @@ async fn main() -> conan::Result<()> {
         })
         .build()
         .await?;
+    let mut events = EventPrinter::start(&manager);
 
-    let mut events = manager.subscribe();
-    let printer = tokio::spawn(async move {
-        while let Ok(envelope) = events.recv().await {
-            let line = serde_json::to_string(&envelope).unwrap_or_default();
-            println!("event  {line}");
-            if matches!(envelope.event, Event::Removed { .. }) {
-                break;
-            }
-        }
-    });
-
-    // The first deploy hits two transient faults and is retried.
+    println!("1. deploy 'hello'; the provider fails twice with a transient error first");
     provider.inject(ProviderOp::Deploy, Fault::Transient(2));
-    let record = manager
-        .deploy(
-            DeploymentConfig::builder("hello")
-                .env("GREETING", "hi")
-                .build()?,
-        )
-        .await?;
+    let config = DeploymentConfig::builder("hello")
+        .env("GREETING", "hi")
+        .build()?;
+    let record = manager.deploy(config).await?;
+    events.finished(OperationKind::Deploy).await;
     println!(
-        "deployed {} ({}) revision {} -> {}",
-        record.name, record.id, record.revision, record.status
+        "=> {} ({}) is {} on revision {}\n",
+        record.name, record.id, record.status, record.revision
     );
 
-    // An update whose new revision never becomes healthy: the old one keeps serving.
+    println!("2. update to a revision that never becomes healthy");
     let broken = DeploymentConfig::builder("hello")
         .label(MemoryProvider::FAIL_LABEL, "yes")
         .build()?;
-    match manager.update("hello", broken).await {
-        Err(e) => println!("update failed as intended: {e}"),
-        Ok(_) => println!("unexpected: the broken update succeeded"),
+    let outcome = manager.update("hello", broken).await;
+    events.finished(OperationKind::Update).await;
+    match outcome {
+        Err(e) => println!("=> the update failed: {e}"),
+        Ok(_) => println!("=> unexpected: the broken update succeeded"),
     }
     let record = manager.get("hello")?;
     println!(
-        "still serving revision {} -> {}",
+        "=> revision {} still serves: {}\n",
         record.revision, record.status
     );
 
+    println!("3. roll back to revision 1");
     let record = manager.rollback("hello", Some(Revision(1))).await?;
+    events.finished(OperationKind::Rollback).await;
     println!(
-        "rolled back: now revision {} -> {}",
-        record.revision, record.status
+        "=> {} is {} on revision {}\n",
+        record.name, record.status, record.revision
     );
+
+    println!("history of 'hello':");
     for rev in manager.history("hello").await? {
-        println!("history  r{} {:?} {:?}", rev.revision, rev.cause, rev.state);
+        println!(
+            "  revision {} ({}): {:?}",
+            rev.revision, rev.cause, rev.state
+        );
     }
 
+    println!("\n4. remove it");
     manager.remove("hello").await?;
-    let _ = printer.await;
-    println!("queue: {:?}", manager.queue_stats());
+    events.finished(OperationKind::Remove).await;
+    let stats = manager.queue_stats();
+    println!(
+        "=> removed; {} operations completed, {} failed",
+        stats.completed, stats.failed
+    );
     Ok(())
 }
