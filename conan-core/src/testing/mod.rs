@@ -9,7 +9,7 @@ pub mod conformance;
 mod memory_provider;
 
 pub use conformance::ConformanceHarness;
-pub use memory_provider::{Fault, MemoryProvider, ProviderOp};
+pub use memory_provider::{Fault, MemoryBackend, MemoryProvider, ProviderOp};
 
 use std::time::Duration;
 
