@@ -1,11 +1,11 @@
 //! What to execute for a deployment: the start command that
-//! [`conan_core::node::resolve_start`] finds (the config's `start_command`, else
+//! [`conan_core::support::node::resolve_start`] finds (the config's `start_command`, else
 //! `package.json`'s `scripts.start`, else `node <main>`, else `node server.js`, `index.js` or
 //! `app.js`), turned into a program, its arguments and `PATH` additions.
 
 use std::path::{Path, PathBuf};
 
-use conan_core::node::{StartCommand, resolve_start};
+use conan_core::support::node::{StartCommand, resolve_start};
 use conan_core::{ConfigProblem, DeploymentConfig, Error, Result};
 
 /// What to execute.

@@ -1,26 +1,50 @@
-//! A deployment as the provider tracks it: its spec, status, serving instance, health, and
-//! logs.
+//! A deployment as the provider tracks it: its spec, what it observes of it, its serving
+//! instance, health, and logs.
+//!
+//! The provider keeps no status machine of its own: [`Shared::observed`] is what it last
+//! saw (starting, running, stopped, exited, failed), which is what
+//! [`Provider::status`](conan_core::Provider::status) answers. The manager decides the
+//! deployment's status from that and from the call results.
+//!
+//! Deployments are also registered process-wide by their state directory, so a fresh
+//! [`LocalProvider`](crate::LocalProvider) over the same state directory in the same
+//! process shares the supervised deployment instead of adopting (and supervising) its
+//! processes a second time.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use conan_core::{
-    DeploymentId, DeploymentSpec, DeploymentStatus, HealthReport, HealthStatus, InstanceInfo,
-    RuntimeInfo,
+    DeploymentId, DeploymentSpec, FailureReport, HealthReport, HealthStatus, InstanceInfo,
+    ObservedStatus, RuntimeInfo,
 };
+use tokio::task::JoinHandle;
 
 use crate::instance::Instance;
 use crate::logs::LogStore;
 use crate::state::PersistedDeployment;
 
+/// `RuntimeInfo::details` key: the deployment's state directory.
+pub(crate) const DETAIL_STATE_DIR: &str = "state_dir";
+/// `RuntimeInfo::details` key: the serving instance as persisted (key, pid, start time).
+pub(crate) const DETAIL_INSTANCE: &str = "instance";
+
 /// What changes as the deployment lives.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub spec: DeploymentSpec,
-    pub status: DeploymentStatus,
+    /// What the provider last observed.
+    pub observed: ObservedStatus,
     pub current: Option<Arc<Instance>>,
+    /// Instances being replaced (the old revision of a blue-green switch): kept here
+    /// until their stop completed, so an abandoned call never leaves one running.
+    pub retiring: Vec<(Arc<Instance>, DeploymentSpec)>,
     pub health: HealthReport,
     pub restarts: u32,
+    /// Why it last failed (for `recover`).
+    pub last_failure: Option<FailureReport>,
 }
 
 /// One deployment.
@@ -33,6 +57,45 @@ pub(crate) struct Deployment {
     pub op: tokio::sync::Mutex<()>,
     pub shared: Mutex<Shared>,
     pub sys: Mutex<Option<sysinfo::System>>,
+    /// Providers holding it (a fresh provider in the same process shares it).
+    pub holders: AtomicUsize,
+    /// Set by `remove`: providers still holding it treat it as gone.
+    pub removed: AtomicBool,
+    /// Clean-ups of abandoned launches still killing their processes; operations await
+    /// them first.
+    pub cleanups: Mutex<Vec<JoinHandle<()>>>,
+}
+
+static LIVE: LazyLock<Mutex<HashMap<PathBuf, Weak<Deployment>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn live() -> MutexGuard<'static, HashMap<PathBuf, Weak<Deployment>>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The deployment some provider of this process supervises in `dir`, if any.
+pub(crate) fn shared_in(dir: &Path) -> Option<Arc<Deployment>> {
+    let dep = live().get(dir)?.upgrade()?;
+    (dep.holders.load(Ordering::Acquire) > 0 && !dep.removed.load(Ordering::Acquire))
+        .then_some(dep)
+}
+
+/// Registers `dep` process-wide.
+pub(crate) fn register(dep: &Arc<Deployment>) {
+    let mut map = live();
+    map.retain(|_, w| w.strong_count() > 0);
+    map.insert(dep.dir.clone(), Arc::downgrade(dep));
+}
+
+/// Forgets `dep` process-wide.
+pub(crate) fn unregister(dep: &Deployment) {
+    let mut map = live();
+    if map
+        .get(&dep.dir)
+        .is_some_and(|w| std::ptr::eq(w.as_ptr(), dep))
+    {
+        map.remove(&dep.dir);
+    }
 }
 
 impl Deployment {
@@ -44,68 +107,100 @@ impl Deployment {
             op: tokio::sync::Mutex::new(()),
             shared: Mutex::new(Shared {
                 spec,
-                status: DeploymentStatus::Pending,
+                observed: ObservedStatus::Stopped,
                 current: None,
+                retiring: Vec::new(),
                 health: HealthReport::new(HealthStatus::Unknown),
                 restarts: 0,
+                last_failure: None,
             }),
             sys: Mutex::new(None),
+            holders: AtomicUsize::new(1),
+            removed: AtomicBool::new(false),
+            cleanups: Mutex::new(Vec::new()),
         }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn current(&self) -> Option<Arc<Instance>> {
         self.lock().current.clone()
     }
 
-    pub fn set_status(&self, status: DeploymentStatus) {
-        self.lock().status = status;
+    pub fn observed(&self) -> ObservedStatus {
+        self.lock().observed.clone()
     }
 
-    /// The runtime info of the serving instance.
+    pub fn set_observed(&self, status: ObservedStatus) {
+        self.lock().observed = status;
+    }
+
+    /// Waits for the clean-ups of abandoned launches.
+    pub async fn settle(&self) {
+        let pending: Vec<_> = std::mem::take(
+            &mut *self
+                .cleanups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for h in pending {
+            let _ = h.await;
+        }
+    }
+
+    /// The runtime info of the serving instance, with what a fresh provider needs to find
+    /// the deployment again in its details.
     pub fn runtime(&self, host: &str) -> RuntimeInfo {
         let shared = self.lock();
         let mut info = RuntimeInfo::default();
         if let Some(inst) = &shared.current {
-            info.instances.push(InstanceInfo {
-                id: inst
-                    .pid
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    .to_string(),
-                port: inst.port,
-                started_at: Some(inst.started_at().0),
-                revision: inst.revision,
-            });
+            info = info.with_instance(
+                InstanceInfo::new(inst.pid.load(Ordering::Acquire).to_string(), inst.revision)
+                    .with_port(inst.port)
+                    .with_started_at(Some(inst.started_at().0)),
+            );
             if let Some(p) = inst.port {
-                info.url = Some(format!("http://{host}:{p}"));
+                info = info.with_url(format!("http://{host}:{p}"));
+            }
+            if let Ok(v) = serde_json::to_value(inst.persisted()) {
+                info = info.with_detail(DETAIL_INSTANCE, v);
             }
         }
-        info.details.insert(
-            "log_file".into(),
-            self.dir.join("logs/app.log").display().to_string().into(),
-        );
-        info.details.insert(
-            "log_lines_dropped_from_memory".into(),
-            self.logs.dropped_from_memory().into(),
-        );
-        info
+        drop(shared);
+        info.with_detail(DETAIL_STATE_DIR, self.dir.display().to_string())
+            .with_detail(
+                "log_file",
+                self.dir.join("logs/app.log").display().to_string(),
+            )
+            .with_detail(
+                "log_lines_dropped_from_memory",
+                self.logs.dropped_from_memory(),
+            )
     }
 
-    /// Persists what a later manager needs to adopt the deployment.
+    /// Persists what a later manager needs to adopt the deployment (a small file written
+    /// atomically).
     pub fn persist(&self) {
         let shared = self.lock();
         let state = PersistedDeployment {
             id: self.id.as_str().to_owned(),
             revision: shared.spec.revision.0,
             instance: shared.current.as_ref().map(|i| i.persisted()),
-            stopped: matches!(shared.status, DeploymentStatus::Stopped),
+            stopped: matches!(
+                shared.observed,
+                ObservedStatus::Stopped | ObservedStatus::Exited { .. }
+            ),
+            failed: match &shared.observed {
+                ObservedStatus::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            },
         };
         drop(shared);
+        if self.removed.load(Ordering::Acquire) {
+            return;
+        }
         if let Err(e) = crate::state::save(&self.dir, &state) {
             tracing::warn!(deployment = %self.id, error = %e, "persisting deployment state failed");
         }

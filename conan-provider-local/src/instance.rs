@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::Launch;
 use crate::logs::Capture;
+use crate::ports::PortAllocator;
 use crate::procfs;
 use crate::settings::{DEFAULT_INHERITED_ENV, LocalSettings};
 use crate::state::PersistedInstance;
@@ -92,9 +93,73 @@ pub(crate) struct Instance {
     pub capture: Arc<Capture>,
     pub supervisor: Mutex<Option<JoinHandle<()>>>,
     pub cancel: CancellationToken,
+    /// The allocator that reserved `port` (released through it once, by
+    /// [`release_port`](Self::release_port)).
+    pub ports: Arc<PortAllocator>,
+    pub port_held: AtomicBool,
+}
+
+/// What a new [`Instance`] is made of.
+pub(crate) struct NewInstance {
+    pub key: String,
+    pub revision: Revision,
+    pub port: Option<u16>,
+    pub dir: PathBuf,
+    pub deployment: String,
+    pub capture: Arc<Capture>,
+    pub ports: Arc<PortAllocator>,
 }
 
 impl Instance {
+    /// An instance holding the reservation of its port, with no process yet.
+    pub fn new(n: NewInstance) -> Self {
+        Self {
+            key: n.key,
+            revision: n.revision,
+            port_held: AtomicBool::new(n.port.is_some()),
+            port: n.port,
+            dir: n.dir,
+            deployment: n.deployment,
+            pid: 0.into(),
+            start_time: 0.into(),
+            first_start_time: 0.into(),
+            started_at: Mutex::new((Timestamp::now(), tokio::time::Instant::now())),
+            stopping: false.into(),
+            capture: n.capture,
+            supervisor: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            ports: n.ports,
+        }
+    }
+
+    /// An instance of a process started by an earlier manager (its port already
+    /// reserved again by the caller when it is alive).
+    pub fn adopted(n: NewInstance, pid: u32, start_time: u64, started: Timestamp) -> Self {
+        let inst = Self::new(n);
+        inst.pid.store(pid, Ordering::Release);
+        inst.start_time.store(start_time, Ordering::Release);
+        inst.first_start_time.store(start_time, Ordering::Release);
+        *inst
+            .started_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (
+            started,
+            tokio::time::Instant::now()
+                .checked_sub(started.elapsed())
+                .unwrap_or_else(tokio::time::Instant::now),
+        );
+        inst
+    }
+
+    /// Gives the port back (once; later calls do nothing).
+    pub fn release_port(&self) {
+        if let Some(p) = self.port
+            && self.port_held.swap(false, Ordering::AcqRel)
+        {
+            self.ports.release(p);
+        }
+    }
+
     /// `CONAN_INSTANCE=<deployment>/<key>`.
     pub fn marker(&self) -> String {
         format!("CONAN_INSTANCE={}/{}", self.deployment, self.key)

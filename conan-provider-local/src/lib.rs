@@ -11,7 +11,7 @@
 //! let provider = LocalProvider::builder().state_dir("/tmp/conan-state").build()?;
 //! let config = DeploymentConfig::builder("hello").build()?;
 //! let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
-//! let runtime = provider.deploy(&OperationContext::detached(), &spec).await?;
+//! let runtime = provider.deploy(&OperationContext::detached(), &spec, None).await?;
 //! println!("serving at {:?}", runtime.url);
 //! # Ok(()) }
 //! ```
@@ -84,7 +84,7 @@ mod supervisor;
 mod tree;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use settings::{DEFAULT_INHERITED_ENV, LocalProviderBuilder, LocalSettings};
@@ -110,13 +110,14 @@ impl LocalProvider {
     fn from_settings(settings: LocalSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                ports: PortAllocator::new(
+                ports: Arc::new(PortAllocator::new(
                     settings.port_range.clone(),
                     settings.port_lock_dir.clone(),
-                ),
+                )),
                 settings,
                 deployments: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(0),
+                sink: Mutex::new(None),
             }),
         }
     }
@@ -130,13 +131,22 @@ impl LocalProvider {
 
 impl Drop for LocalProvider {
     fn drop(&mut self) {
-        let deployments = self
+        let deployments: Vec<_> = self
             .inner
             .deployments
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for dep in deployments.values() {
-            if let Some(inst) = dep.current() {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
+        for dep in deployments {
+            // Another provider of this process may share it: the last one detaches.
+            if dep.holders.fetch_sub(1, Ordering::AcqRel) != 1 {
+                continue;
+            }
+            let shared = dep.lock();
+            let retiring = shared.retiring.iter().map(|(i, _)| i);
+            for inst in shared.current.iter().chain(retiring) {
                 inst.capture.detach();
                 if let Some(h) = inst
                     .supervisor
@@ -146,9 +156,7 @@ impl Drop for LocalProvider {
                 {
                     h.abort();
                 }
-                if let Some(p) = inst.port {
-                    self.inner.ports.release(p);
-                }
+                inst.release_port();
             }
         }
     }

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use conan_core::{
-    DeploymentSpec, Error, ExitStatus, FailureReport, OperationContext, Phase, Result,
+    DeploymentSpec, Error, EventSink, ExitStatus, FailureReport, OperationContext, Phase, Result,
 };
 use tokio::time::{Instant, sleep_until};
 
 use crate::command;
 use crate::deployment::Deployment;
-use crate::instance::{Instance, Proc};
+use crate::instance::{Instance, NewInstance, Proc};
 use crate::logs::Capture;
 use crate::ports::PortAllocator;
 use crate::probe::{Probe, readiness_delay};
@@ -24,9 +24,60 @@ use crate::tree::signal_of;
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub settings: LocalSettings,
-    pub ports: PortAllocator,
+    pub ports: Arc<PortAllocator>,
     pub deployments: Mutex<HashMap<conan_core::DeploymentId, Arc<Deployment>>>,
     pub counter: AtomicU64,
+    /// The sink of the latest call: supervisors of deployments adopted outside a call
+    /// that has one (a `status` on a fresh provider) report there.
+    pub sink: Mutex<Option<EventSink>>,
+}
+
+/// Kills what an unfinished launch started when its future is dropped (the manager
+/// abandoned the call): SIGKILL to the tree at once, then a clean-up task that waits for
+/// it to be gone, finishes the log capture and releases the port. The deployment's next
+/// operation waits for that task.
+struct Armed {
+    dep: Arc<Deployment>,
+    inst: Option<Arc<Instance>>,
+}
+
+impl Armed {
+    fn disarm(&mut self) {
+        self.inst = None;
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        let Some(inst) = self.inst.take() else {
+            return;
+        };
+        abandon(&self.dep, inst);
+    }
+}
+
+/// Kills an instance nobody supervises any more (see [`Armed`]).
+pub(crate) fn abandon(dep: &Deployment, inst: Arc<Instance>) {
+    inst.stopping.store(true, Ordering::Release);
+    inst.cancel.cancel();
+    inst.tree().signal(nix::sys::signal::Signal::SIGKILL);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            let handle = rt.spawn(async move {
+                inst.tree().kill_all().await;
+                inst.capture.finish();
+                inst.release_port();
+            });
+            dep.cleanups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(handle);
+        }
+        Err(_) => {
+            inst.capture.finish();
+            inst.release_port();
+        }
+    }
 }
 
 const CANCELLED: &str = "deploy cancelled";
@@ -45,15 +96,6 @@ pub(crate) fn provider_err(message: impl Into<String>, e: std::io::Error) -> Err
 }
 
 impl Inner {
-    pub fn deployment(&self, id: &conan_core::DeploymentId) -> Result<Arc<Deployment>> {
-        self.deployments
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::deployment_not_found(id.as_str()))
-    }
-
     pub fn source_of(spec: &DeploymentSpec) -> PathBuf {
         let s = &spec.config.source;
         std::fs::canonicalize(s).unwrap_or_else(|_| s.clone())
@@ -105,21 +147,20 @@ impl Inner {
                 return Err(e);
             }
         };
-        let inst = Arc::new(Instance {
+        let inst = Arc::new(Instance::new(NewInstance {
             key,
             revision: spec.revision,
             port: Some(port),
             dir,
             deployment: spec.id.as_str().to_owned(),
-            pid: 0.into(),
-            start_time: 0.into(),
-            first_start_time: 0.into(),
-            started_at: Mutex::new((conan_core::Timestamp::now(), Instant::now())),
-            stopping: false.into(),
             capture,
-            supervisor: Mutex::new(None),
-            cancel: tokio_util::sync::CancellationToken::new(),
-        });
+            ports: Arc::clone(&self.ports),
+        }));
+        // From here on, a dropped future (an abandoned call) kills what it started.
+        let mut armed = Armed {
+            dep: Arc::clone(dep),
+            inst: Some(Arc::clone(&inst)),
+        };
         ctx.events.progress(
             &spec.id,
             Phase::Starting,
@@ -128,8 +169,9 @@ impl Inner {
         let mut proc = match inst.spawn(&self.settings, &launch, spec, &source) {
             Ok(p) => p,
             Err(e) => {
+                armed.disarm();
                 inst.capture.finish();
-                self.ports.release(port);
+                inst.release_port();
                 return Err(provider_err(
                     format!("cannot start {}", launch.program.display()),
                     e,
@@ -143,6 +185,7 @@ impl Inner {
                 .progress(&spec.id, Phase::CleaningUp, failure.reason.clone());
             let cancelled = failure.reason == CANCELLED;
             let failure = self.discard(dep, &inst, proc, failure).await;
+            armed.disarm();
             if cancelled {
                 return Err(Error::Cancelled {
                     operation: "deploy".into(),
@@ -153,6 +196,7 @@ impl Inner {
                 failure: Box::new(failure),
             });
         }
+        armed.disarm();
         supervisor::start(
             Arc::clone(self),
             Arc::clone(dep),
@@ -239,6 +283,7 @@ impl Inner {
                     return Err(f);
                 }
                 () = sleep_until(wake) => {}
+                () = ctx.cancel.cancelled() => return Err(FailureReport::new(CANCELLED)),
             }
         }
     }
@@ -272,9 +317,7 @@ impl Inner {
             failure.exit = Some(exit);
         }
         inst.capture.finish();
-        if let Some(p) = inst.port {
-            self.ports.release(p);
-        }
+        inst.release_port();
         failure.with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES))
     }
 
@@ -304,9 +347,7 @@ impl Inner {
                 spec.config.stop.signal
             ));
         }
-        if let Some(p) = inst.port {
-            self.ports.release(p);
-        }
+        inst.release_port();
     }
 }
 

@@ -14,10 +14,8 @@ pub(crate) async fn collect(dep: &Deployment) -> Metrics {
         let shared = dep.lock();
         (shared.current.clone(), shared.restarts)
     };
-    let mut m = Metrics {
-        restarts,
-        ..Metrics::default()
-    };
+    let mut m = Metrics::new();
+    m.restarts = restarts;
     let Some(inst) = inst else { return m };
     if inst.pid.load(Ordering::Acquire) == 0 || inst.stopping.load(Ordering::Acquire) {
         return m;

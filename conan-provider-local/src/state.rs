@@ -28,6 +28,9 @@ pub(crate) struct PersistedDeployment {
     /// Set when it was stopped on purpose.
     #[serde(default)]
     pub stopped: bool,
+    /// Why it failed, when the provider last saw it fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 fn path(dir: &Path) -> PathBuf {

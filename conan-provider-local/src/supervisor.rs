@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use conan_core::support::restart::{RestartDecision, RestartTracker};
 use conan_core::{
-    DeploymentSpec, DeploymentStatus, EventSink, FailureReport, HealthReport, HealthStatus,
-    RestartDecision, RestartTracker, Timestamp,
+    DeploymentSpec, EventSink, FailureReport, HealthReport, HealthStatus, ObservedStatus,
+    Timestamp,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -35,16 +36,12 @@ struct Supervisor {
 /// The health of an instance that just passed its readiness gate: healthy when a check
 /// exists (the gate ran it), unknown otherwise.
 pub(crate) fn after_gate(has_check: bool) -> HealthReport {
-    HealthReport {
-        status: if has_check {
-            HealthStatus::Healthy
-        } else {
-            HealthStatus::Unknown
-        },
-        checked_at: Some(Timestamp::now()),
-        consecutive_failures: 0,
-        detail: None,
-    }
+    HealthReport::new(if has_check {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unknown
+    })
+    .checked_at(Timestamp::now())
 }
 
 /// Starts supervising `inst`, whose process is `proc`.
@@ -116,12 +113,12 @@ impl Supervisor {
                         }
                         // The report is updated before the event, so a subscriber that
                         // reacts to the event reads the new state.
-                        self.dep.lock().health = HealthReport {
-                            status: if healthy { HealthStatus::Healthy } else { HealthStatus::Unhealthy },
-                            checked_at: Some(Timestamp::now()),
-                            consecutive_failures: failures,
-                            detail: Some(r.detail.clone()),
-                        };
+                        self.dep.lock().health = HealthReport::new(
+                            if healthy { HealthStatus::Healthy } else { HealthStatus::Unhealthy },
+                        )
+                        .checked_at(Timestamp::now())
+                        .with_failures(failures)
+                        .with_detail(r.detail.clone());
                         if healthy && !was_healthy {
                             self.sink.healthy(&self.dep.id);
                         } else if !healthy && was_healthy {
@@ -147,8 +144,12 @@ impl Supervisor {
             match tracker.on_exit(origin.elapsed(), uptime, exit, fastrand::f64()) {
                 RestartDecision::Restart { delay, attempt } => {
                     tracing::info!(deployment = %self.dep.id, attempt, %exit, ?delay, "restarting");
+                    {
+                        let mut shared = self.dep.lock();
+                        shared.restarts = tracker.total_restarts();
+                        shared.observed = ObservedStatus::Starting;
+                    }
                     self.sink.restarted(&self.dep.id, attempt, exit, delay);
-                    self.dep.lock().restarts = tracker.total_restarts();
                     self.dep.logs.system(format!(
                         "[conan] restart {attempt} in {}",
                         conan_core::time::format_duration(delay)
@@ -168,6 +169,7 @@ impl Supervisor {
                     ) {
                         Ok(p) => {
                             proc = p;
+                            self.dep.set_observed(ObservedStatus::Running);
                             self.dep.persist();
                         }
                         Err(e) => {
@@ -183,11 +185,11 @@ impl Supervisor {
                     self.inst.capture.poll();
                     {
                         let mut shared = self.dep.lock();
-                        shared.status = DeploymentStatus::Stopped;
+                        shared.observed = ObservedStatus::Exited { exit };
                         shared.health = HealthReport::new(HealthStatus::Unknown);
                     }
                     self.dep.persist();
-                    self.sink.exited(&self.dep.id);
+                    self.sink.exited(&self.dep.id, exit);
                     return;
                 }
                 RestartDecision::GiveUp { restarts } => {
@@ -209,8 +211,9 @@ impl Supervisor {
         self.dep.logs.system(format!("[conan] {}", report.reason));
         {
             let mut shared = self.dep.lock();
-            shared.status = DeploymentStatus::failed(report.reason.clone());
+            shared.observed = ObservedStatus::failed(report.reason.clone());
             shared.health = HealthReport::new(HealthStatus::Unhealthy);
+            shared.last_failure = Some(report.clone());
         }
         self.dep.persist();
         self.sink.failed(&self.dep.id, report);
