@@ -69,16 +69,15 @@ pub(crate) struct Instance {
     pub(crate) revision: Revision,
     pub(crate) host_port: Option<u16>,
     pub(crate) started_at: Option<Timestamp>,
+    /// The image id the container runs.
+    pub(crate) image_id: Option<String>,
 }
 
 impl Instance {
     pub(crate) fn info(&self) -> InstanceInfo {
-        InstanceInfo {
-            id: self.id.clone(),
-            port: self.host_port,
-            started_at: self.started_at,
-            revision: self.revision,
-        }
+        InstanceInfo::new(self.id.clone(), self.revision)
+            .with_port(self.host_port)
+            .with_started_at(self.started_at)
     }
 }
 
@@ -151,7 +150,7 @@ impl Plan<'_> {
             labels: Some(labels::container_labels(spec, replica, port)),
             stop_signal: Some(config.stop.signal.as_str().to_owned()),
             stop_timeout: Some(
-                i64::try_from(config.stop.timeout.as_secs().max(1)).unwrap_or(i64::MAX),
+                i64::try_from(stop_seconds(config.stop.timeout)).unwrap_or(i64::MAX),
             ),
             host_config: Some(host_config),
             ..Default::default()
@@ -185,6 +184,7 @@ impl Plan<'_> {
             revision: self.spec.revision,
             host_port: published_port(&inspect, container_port(self.spec)),
             started_at: started_at(&inspect),
+            image_id: inspect.image.clone(),
         })
     }
 }
@@ -307,6 +307,7 @@ pub(crate) async fn instance_of(docker: &Docker, c: &ContainerSummary) -> Docker
         revision: revision_of(c).unwrap_or(Revision(0)),
         host_port: published_port(&inspect, port),
         started_at: started_at(&inspect),
+        image_id: inspect.image.clone(),
         id,
     })
 }
@@ -329,6 +330,37 @@ pub(crate) async fn stop(docker: &Docker, id: &str, timeout_s: u64) -> DockerRes
             }
         }
     }
+}
+
+/// Starts an existing (stopped) container. One that already runs is fine.
+pub(crate) async fn start_existing(docker: &Docker, id: &str) -> DockerResult<()> {
+    match docker.start_container(id, None).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let err = DockerError::api(format!("start container {id}"), e);
+            // 304: already running.
+            if err.status_code() == Some(304) {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Docker's stop timeout (whole seconds, at least 1) of a config's `stop.timeout`.
+pub(crate) fn stop_seconds(timeout: std::time::Duration) -> u64 {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Stops each container gracefully, all at once; the first error, if any.
+pub(crate) async fn stop_all(docker: &Docker, ids: &[String], timeout_s: u64) -> DockerResult<()> {
+    let results = futures::future::join_all(ids.iter().map(|id| stop(docker, id, timeout_s))).await;
+    results
+        .into_iter()
+        .collect::<DockerResult<Vec<()>>>()
+        .map(|_| ())
 }
 
 /// Removes a container, killing it if it runs. Best effort: failures are logged.

@@ -30,9 +30,9 @@ pub(crate) enum DockerError {
     Context(String),
 }
 
-/// How to start a daemon, appended to every "unreachable" error.
-pub(crate) const START_HINT: &str = "start one with `.ci/docker-up.sh` (or `dockerd --storage-driver=vfs &` as root), \
-     or point DOCKER_HOST at a running daemon";
+/// What fixes an unreachable daemon, appended to every "unreachable" error.
+pub(crate) const START_HINT: &str = "make sure the Docker daemon runs and this user may use its socket, \
+     or set DOCKER_HOST to the address of a running daemon (unix:///var/run/docker.sock, tcp://host:2375)";
 
 impl DockerError {
     /// Wraps a bollard error of `operation`, recognising "no such object" and connection failures.

@@ -1,25 +1,34 @@
-//! Health: the readiness gate of a deploy and one-off probes.
+//! Health: the readiness gate of a deploy, and the liveness prober that keeps the latest
+//! observation of a running deployment (what [`health`](conan_core::Provider::health)
+//! answers, without probing).
 //!
-//! Probes go through the published port on the host, as a user's traffic would. Docker's
-//! userland proxy accepts TCP connections on a published port even before the app
-//! listens (and closes them right away), so a TCP probe counts only when the connection
-//! stays open briefly, and an HTTP probe only when a status line comes back.
+//! HTTP and TCP probes are conan-core's shared [`conan_core::probe`], made through the
+//! published port on the host, as a user's traffic would. Docker's userland proxy accepts
+//! TCP connections on a published port even before the app listens (and closes them right
+//! away), so a TCP probe counts only when the connection stays open briefly, and an HTTP
+//! probe only when a status line comes back. A command check runs inside the container
+//! (`docker exec`); Docker's own `HEALTHCHECK` verdict and exit codes are read from inspect.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
+use conan_core::probe::Probe;
 use conan_core::{
-    DeploymentSpec, ExitStatus, FailureReport, HealthCheck, HealthCheckKind, OperationContext,
-    Phase,
+    DeploymentSpec, EventSink, ExitStatus, FailureReport, HealthCheck, HealthCheckKind,
+    HealthReport, HealthStatus, OperationContext, Phase, Timestamp,
 };
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, Instance};
 use crate::logs;
+use crate::state::StateTable;
+
+/// How long a TCP probe's connection must stay open to count (see the module docs).
+const TCP_HOLD: Duration = Duration::from_millis(100);
 
 /// What one probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,75 +52,12 @@ impl ProbeResult {
     }
 }
 
-/// `GET path` on `127.0.0.1:port` with a minimal HTTP/1.1 client; the status code.
-pub(crate) async fn http_get(
-    host: &str,
-    port: u16,
-    path: &str,
-    timeout: Duration,
-) -> Result<u16, String> {
-    let attempt = async {
-        let mut stream = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: conan-health\r\nConnection: close\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        while !buf.windows(2).any(|w| w == b"\r\n") {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("connection closed before a response".to_owned());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.len() > 8192 {
-                break;
-            }
+impl From<conan_core::probe::ProbeOutcome> for ProbeResult {
+    fn from(o: conan_core::probe::ProbeOutcome) -> Self {
+        Self {
+            ok: o.is_healthy(),
+            detail: o.into_detail(),
         }
-        let line = String::from_utf8_lossy(&buf);
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "not an HTTP response: {:?}",
-                    line.lines().next().unwrap_or("")
-                )
-            })?;
-        Ok(status)
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
-}
-
-async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> ProbeResult {
-    let attempt = async {
-        let mut stream = TcpStream::connect((host, port)).await?;
-        let mut byte = [0u8; 1];
-        // Docker's proxy closes at once when nothing listens behind it.
-        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut byte)).await {
-            Ok(Ok(0)) => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "closed at once (nothing listens in the container)",
-            )),
-            Ok(Err(e)) => Err(e),
-            _ => Ok(()),
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(())) => ProbeResult::ok(format!("TCP {port} accepted")),
-        Ok(Err(e)) => ProbeResult::fail(format!("TCP {port}: {e}")),
-        Err(_) => ProbeResult::fail(format!("TCP {port}: no answer within {timeout:?}")),
     }
 }
 
@@ -167,21 +113,19 @@ pub(crate) async fn probe(
         container::published_port(inspect, p).or(Some(p))
     });
     match check.kind {
-        HealthCheckKind::Http => {
-            let Some(port) = port else {
-                return ProbeResult::fail("no published port");
-            };
-            let path = check.http_path();
-            match http_get(host, port, path, check.timeout).await {
-                Ok(status) if (200..300).contains(&status) => {
-                    ProbeResult::ok(format!("GET {path} -> {status}"))
-                }
-                Ok(status) => ProbeResult::fail(format!("GET {path} -> {status}")),
-                Err(e) => ProbeResult::fail(format!("GET {path}: {e}")),
-            }
-        }
+        HealthCheckKind::Http => match port {
+            Some(port) => Probe::http(host, port, check.http_path())
+                .run(check.timeout)
+                .await
+                .into(),
+            None => ProbeResult::fail("no published port"),
+        },
         HealthCheckKind::Tcp => match port {
-            Some(port) => tcp_probe(host, port, check.timeout).await,
+            Some(port) => Probe::tcp(host, port)
+                .with_hold(TCP_HOLD)
+                .run(check.timeout)
+                .await
+                .into(),
             None => ProbeResult::fail("no published port"),
         },
         HealthCheckKind::Process => {
@@ -209,14 +153,15 @@ fn docker_health(inspect: &ContainerInspectResponse) -> Option<HealthStatusEnum>
         .filter(|s| !matches!(s, HealthStatusEnum::EMPTY | HealthStatusEnum::NONE))
 }
 
-/// How the container ended, when it is not running any more.
-fn exit_of(inspect: &ContainerInspectResponse) -> Option<ExitStatus> {
+/// How the container ended, when it is not running any more (or was restarted since
+/// the gate began, when it had `baseline` restarts then).
+fn exit_of(inspect: &ContainerInspectResponse, baseline: i64) -> Option<ExitStatus> {
     let state = inspect.state.as_ref()?;
     let exited = matches!(
         state.status,
         Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
     ) || state.restarting == Some(true)
-        || inspect.restart_count.unwrap_or(0) > 0;
+        || inspect.restart_count.unwrap_or(0) > baseline;
     exited.then(|| {
         ExitStatus::Code(
             state
@@ -244,6 +189,9 @@ pub(crate) async fn wait_ready(
     let started = Instant::now();
     let mut last_probe: Option<String> = None;
     let mut announced = false;
+    // A resumed container may have been restarted in an earlier life.
+    let mut baseline: Option<i64> = None;
+    let mut n: u32 = 0;
     loop {
         if ctx.is_cancelled() {
             return Err(Box::new(
@@ -272,7 +220,8 @@ pub(crate) async fn wait_ready(
                 ));
             }
         };
-        if let Some(exit) = exit_of(&inspect) {
+        let restarts = *baseline.get_or_insert(inspect.restart_count.unwrap_or(0));
+        if let Some(exit) = exit_of(&inspect, restarts) {
             let reason = format!("container {} exited during startup", instance.name);
             return Err(Box::new(
                 failure(docker, instance, &reason, Some(exit), last_probe).await,
@@ -323,9 +272,17 @@ pub(crate) async fn wait_ready(
                 failure(docker, instance, &reason, None, last_probe).await,
             ));
         }
-        tokio::time::sleep(interval).await;
+        let delay = conan_core::probe::readiness_delay(n, interval).max(MIN_READINESS_DELAY);
+        n = n.saturating_add(1);
+        tokio::select! {
+            () = ctx.cancel.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
+
+/// The shortest pause between two readiness probes (each costs an inspect call).
+const MIN_READINESS_DELAY: Duration = Duration::from_millis(5);
 
 async fn failure(
     docker: &Docker,
@@ -343,4 +300,122 @@ async fn failure(
         report = report.with_probe(p);
     }
     report
+}
+
+/// Keeps the latest health observation of `spec`'s running containers in `state`, probing
+/// every `check.interval` until `cancel`; reports transitions to `sink` (unhealthy once
+/// `failure_threshold` probes failed in a row, healthy again after `success_threshold`).
+/// Observing only: Docker's restart policy, not this loop, restarts containers.
+pub(crate) fn spawn_prober(
+    docker: Docker,
+    host: String,
+    state: Arc<StateTable>,
+    spec: DeploymentSpec,
+    sink: EventSink,
+    cancel: CancellationToken,
+) {
+    let check = spec
+        .config
+        .health_check
+        .clone()
+        .unwrap_or_else(HealthCheck::process);
+    let interval = check.interval.max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut successes = 0u32;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let Some(verdict) = probe_revision(&docker, &host, &check, &spec).await else {
+                continue;
+            };
+            if cancel.is_cancelled() {
+                return;
+            }
+            let transition = state.update(&spec.id, |t| {
+                if t.busy || t.stopped || t.spec.revision != spec.revision {
+                    return None;
+                }
+                let before = t.health.status;
+                let failures = if verdict.ok {
+                    0
+                } else {
+                    t.health.consecutive_failures.saturating_add(1)
+                };
+                successes = if verdict.ok {
+                    successes.saturating_add(1)
+                } else {
+                    0
+                };
+                let status = if verdict.ok {
+                    if before == HealthStatus::Unhealthy
+                        && successes < check.success_threshold.max(1)
+                    {
+                        HealthStatus::Unhealthy
+                    } else {
+                        HealthStatus::Healthy
+                    }
+                } else if failures >= check.failure_threshold.max(1) {
+                    HealthStatus::Unhealthy
+                } else if before == HealthStatus::Unknown || before == HealthStatus::Starting {
+                    HealthStatus::Starting
+                } else {
+                    before
+                };
+                t.health = HealthReport::new(status)
+                    .checked_at(Timestamp::now())
+                    .with_failures(failures)
+                    .with_detail(verdict.detail.clone());
+                (before != status).then_some(status)
+            });
+            match transition {
+                None => return, // forgotten (removed)
+                Some(Some(HealthStatus::Healthy)) => sink.healthy(&spec.id),
+                Some(Some(HealthStatus::Unhealthy)) => sink.unhealthy(&spec.id, verdict.detail),
+                Some(_) => {}
+            }
+        }
+    });
+}
+
+/// Probes every running container of `spec.revision` once; the first failure, else the
+/// first success. `None` when nothing of the revision runs (nothing to observe).
+pub(crate) async fn probe_revision(
+    docker: &Docker,
+    host: &str,
+    check: &HealthCheck,
+    spec: &DeploymentSpec,
+) -> Option<ProbeResult> {
+    let containers = container::list_deployment(docker, spec.id.as_str())
+        .await
+        .ok()?;
+    let mut verdict: Option<ProbeResult> = None;
+    for c in containers
+        .iter()
+        .filter(|c| container::revision_of(c) == Some(spec.revision))
+        .filter(|c| crate::provider::is_running(c))
+    {
+        let Ok(instance) = container::instance_of(docker, c).await else {
+            continue;
+        };
+        let Ok(inspect) = container::inspect(docker, &instance.id).await else {
+            continue;
+        };
+        let mut result = probe(docker, host, check, &instance, &inspect).await;
+        if result.ok && docker_health(&inspect) == Some(HealthStatusEnum::UNHEALTHY) {
+            result = ProbeResult::fail(format!(
+                "container {} reported unhealthy by its HEALTHCHECK",
+                instance.name
+            ));
+        }
+        let failed = !result.ok;
+        if failed || verdict.is_none() {
+            verdict = Some(result);
+        }
+        if failed {
+            break;
+        }
+    }
+    verdict
 }

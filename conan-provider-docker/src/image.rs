@@ -89,6 +89,28 @@ pub(crate) async fn prepare(
         });
     }
 
+    // Idempotent by revision: an image an earlier attempt built for this very revision
+    // of this deployment is used again.
+    if let Ok(existing) = docker.inspect_image(&tag).await
+        && existing
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(labels::LABEL_DEPLOYMENT))
+            .is_some_and(|d| d == spec.id.as_str())
+    {
+        ctx.events.progress(
+            &spec.id,
+            Phase::Preparing,
+            format!("using {tag}, built earlier"),
+        );
+        return Ok(PreparedImage {
+            tag,
+            command: command_for(spec, options),
+            build_log: Vec::new(),
+        });
+    }
+
     let source = config.source.clone();
     if !source.is_dir() {
         return Err(Error::InvalidConfig {
@@ -115,6 +137,7 @@ pub(crate) async fn prepare(
             .is_file()
             .then(|| PathBuf::from("Dockerfile")),
     };
+    let mut generated_base: Option<String> = None;
     let (dockerfile_name, extra, command) = match dockerfile {
         Some(path) => (
             path.to_string_lossy().replace('\\', "/"),
@@ -136,6 +159,7 @@ pub(crate) async fn prepare(
             }
             let command = node::start_command(config, &source)?;
             let base = options.base_image.as_deref().unwrap_or(base_image);
+            generated_base = Some(base.to_owned());
             let text = node::generated_dockerfile(&source, base);
             (
                 GENERATED_DOCKERFILE.to_owned(),
@@ -158,7 +182,30 @@ pub(crate) async fn prepare(
     })
     .await
     .map_err(|e| Error::provider(PROVIDER_NAME, format!("build context task: {e}"), false))??;
-    let build_log = build(docker, ctx, spec, options, &tag, &dockerfile_name, tar).await?;
+    let generated_from = generated_base.clone();
+    let build_log = match build(docker, ctx, spec, options, &tag, &dockerfile_name, tar).await {
+        Ok(log) => log,
+        Err(Error::BuildFailed {
+            deployment,
+            step,
+            mut message,
+        }) if generated_from.is_some() && (step.starts_with("FROM") || step == "build") => {
+            if let Some(base) = &generated_from {
+                message.push_str(&format!(
+                    "\nthe base image '{base}' of the generated Dockerfile is not on the Docker daemon \
+                     and could not be pulled: pull or build it there, or set \
+                     provider_options.docker.base_image (or the provider's base image, \
+                     CONAN_DOCKER_BASE_IMAGE) to an image the daemon has"
+                ));
+            }
+            return Err(Error::BuildFailed {
+                deployment,
+                step,
+                message,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     Ok(PreparedImage {
         tag,
         command,
@@ -192,12 +239,21 @@ async fn build(
     let mut stream = docker.build_image(build_options, None, Some(bollard::body_full(tar.into())));
     let mut output: Vec<LogLine> = Vec::new();
     let mut step = String::from("build");
-    while let Some(item) = stream.next().await {
-        if ctx.is_cancelled() {
+    loop {
+        // A slow step (a long RUN) sends nothing for a while: race the cancellation
+        // against it. Dropping the stream closes the connection, which ends the build.
+        let item = tokio::select! {
+            () = ctx.cancel.cancelled() => None,
+            item = stream.next() => match item {
+                Some(item) => Some(item),
+                None => break,
+            },
+        };
+        let Some(item) = item else {
             return Err(Error::Cancelled {
                 operation: format!("build of {tag}"),
             });
-        }
+        };
         let info = match item {
             Ok(info) => info,
             Err(bollard::errors::Error::DockerStreamError { error }) => {

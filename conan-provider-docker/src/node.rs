@@ -1,6 +1,6 @@
 //! The generated Dockerfile for a Node.js project without one.
 //!
-//! The start command is the one [`conan_core::node::resolve_start`] finds, as for the local
+//! The start command is the one [`conan_core::support::node::resolve_start`] finds, as for the local
 //! provider: `start_command` from the config, else `package.json`'s `scripts.start`, else
 //! `node <main>`, else `node server.js`, `index.js` or `app.js`, whichever exists. It is set
 //! on the container (`sh -c`), not baked into the image, so a config change does not need a
@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use conan_core::DeploymentConfig;
-use conan_core::node::{StartCommand, resolve_start};
+use conan_core::support::node::{StartCommand, resolve_start};
 
-pub(crate) use conan_core::node::is_node_project;
+pub(crate) use conan_core::support::node::is_node_project;
 
 /// Name of the generated Dockerfile inside the build context.
 pub(crate) const GENERATED_DOCKERFILE: &str = ".conan.Dockerfile";

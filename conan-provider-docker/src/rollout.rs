@@ -2,8 +2,10 @@
 //! (`recreate`, `blue-green`, `rolling`).
 
 use conan_core::{
-    DeploymentSpec, Error, OperationContext, Phase, Result, RuntimeInfo, UpdateStrategy,
+    DeploymentSpec, Error, HealthReport, HealthStatus, OperationContext, Phase, Result,
+    RuntimeInfo, Timestamp, UpdateStrategy,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, Instance, Plan};
 use crate::image::PreparedImage;
@@ -42,26 +44,35 @@ pub(crate) fn options_of(spec: &DeploymentSpec) -> Result<DockerOptions> {
     Ok(options)
 }
 
-/// The runtime info of running instances.
+/// The runtime info of running instances: URL, instances and the details a fresh
+/// provider finds them again by (image tag and id, container ids, published port).
 pub(crate) fn runtime(bind: &str, image: &str, instances: &[Instance]) -> RuntimeInfo {
-    let mut details = serde_json::Map::new();
-    details.insert("image".into(), image.into());
-    details.insert(
-        "containers".into(),
+    let host = if bind == "0.0.0.0" { "127.0.0.1" } else { bind };
+    let port = instances.iter().find_map(|i| i.host_port);
+    let mut info = RuntimeInfo::new().with_detail("image", image).with_detail(
+        "containers",
         instances
             .iter()
-            .map(|i| serde_json::Value::from(i.name.clone()))
-            .collect(),
+            .map(|i| serde_json::Value::from(i.id.clone()))
+            .collect::<Vec<_>>(),
     );
-    let host = if bind == "0.0.0.0" { "127.0.0.1" } else { bind };
-    RuntimeInfo {
-        url: instances
-            .iter()
-            .find_map(|i| i.host_port)
-            .map(|p| format!("http://{host}:{p}")),
-        instances: instances.iter().map(Instance::info).collect(),
-        details,
+    if let Some(image_id) = instances.iter().find_map(|i| i.image_id.clone()) {
+        info = info.with_detail("image_id", image_id);
     }
+    if let Some(port) = port {
+        info = info
+            .with_detail("port", port)
+            .with_url(format!("http://{host}:{port}"));
+    }
+    for i in instances {
+        info = info.with_instance(i.info());
+    }
+    info
+}
+
+/// A context for undoing work after `ctx` was cancelled: same sink, its own token.
+fn undo_context(ctx: &OperationContext) -> OperationContext {
+    OperationContext::with_cancel(ctx.events.clone(), CancellationToken::new())
 }
 
 impl DockerProvider {
@@ -82,6 +93,7 @@ impl DockerProvider {
             command: artifact.command.as_deref(),
             bind_address: &self.settings.bind_address,
         };
+        ctx.check_cancelled("deploy")?;
         ctx.events.progress(
             &spec.id,
             Phase::Starting,
@@ -107,6 +119,45 @@ impl DockerProvider {
             self.discard(ctx, spec, &instances).await;
             return Err(e.into());
         }
+        if let Err(e) = self.gate(ctx, spec, &instances).await {
+            self.discard(ctx, spec, &instances).await;
+            return Err(e);
+        }
+        if let Err(e) = self.enable_restarts(ctx, spec, &instances).await {
+            self.discard(ctx, spec, &instances).await;
+            return Err(e);
+        }
+        Ok(instances)
+    }
+
+    /// Applies the configured restart policy to containers that passed their gate.
+    pub(crate) async fn enable_restarts(
+        &self,
+        ctx: &OperationContext,
+        spec: &DeploymentSpec,
+        instances: &[Instance],
+    ) -> Result<()> {
+        ctx.check_cancelled("deploy")?;
+        let enabled = futures::future::join_all(
+            instances
+                .iter()
+                .map(|i| container::enable_restarts(&self.docker, spec, &i.id)),
+        )
+        .await;
+        match enabled.into_iter().find_map(std::result::Result::err) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every instance is ready. [`Error::Cancelled`] when `ctx` is cancelled
+    /// meanwhile, [`Error::HealthCheckFailed`] with the bundle otherwise. Removes nothing.
+    pub(crate) async fn gate(
+        &self,
+        ctx: &OperationContext,
+        spec: &DeploymentSpec,
+        instances: &[Instance],
+    ) -> Result<()> {
         let host = self.probe_host();
         let gates = futures::future::join_all(instances.iter().map(|i| {
             crate::health::wait_ready(
@@ -120,25 +171,28 @@ impl DockerProvider {
         }))
         .await;
         let mut failure = None;
-        for (gate, instance) in gates.into_iter().zip(&instances) {
+        let mut passed = Vec::new();
+        for (gate, instance) in gates.into_iter().zip(instances) {
             match gate {
-                Ok(detail) => ctx.events.progress(
-                    &spec.id,
-                    Phase::WaitingForHealth,
-                    format!("{} is ready ({detail})", instance.name),
-                ),
+                Ok(detail) => {
+                    ctx.events.progress(
+                        &spec.id,
+                        Phase::WaitingForHealth,
+                        format!("{} is ready ({detail})", instance.name),
+                    );
+                    passed.push(detail);
+                }
                 Err(report) => {
                     failure.get_or_insert(report);
                 }
             }
         }
+        if ctx.is_cancelled() {
+            return Err(Error::Cancelled {
+                operation: format!("deploy of {}", spec.name()),
+            });
+        }
         if let Some(report) = failure {
-            self.discard(ctx, spec, &instances).await;
-            if ctx.is_cancelled() {
-                return Err(Error::Cancelled {
-                    operation: format!("deploy of {}", spec.name()),
-                });
-            }
             // No `events.failed` here: for an update the old revision still serves, and the
             // bundle travels with the error.
             return Err(Error::HealthCheckFailed {
@@ -146,17 +200,56 @@ impl DockerProvider {
                 failure: report,
             });
         }
-        let enabled = futures::future::join_all(
-            instances
-                .iter()
-                .map(|i| container::enable_restarts(&self.docker, spec, &i.id)),
+        let detail = passed.into_iter().next().unwrap_or_default();
+        self.state.upsert(spec, |t| {
+            t.health = HealthReport::new(HealthStatus::Healthy)
+                .checked_at(Timestamp::now())
+                .with_detail(detail);
+        });
+        Ok(())
+    }
+
+    /// Starts existing (stopped) containers again and waits until they are ready; on
+    /// failure they are stopped again and the error returned.
+    pub(crate) async fn resume(
+        &self,
+        ctx: &OperationContext,
+        spec: &DeploymentSpec,
+        ids: &[String],
+    ) -> Result<Vec<Instance>> {
+        ctx.check_cancelled("start")?;
+        ctx.events.progress(
+            &spec.id,
+            Phase::Starting,
+            format!("starting {} stopped container(s)", ids.len()),
+        );
+        let stop_s = container::stop_seconds(spec.config.stop.timeout);
+        let started = futures::future::join_all(
+            ids.iter()
+                .map(|id| container::start_existing(&self.docker, id)),
         )
         .await;
-        if let Some(e) = enabled.into_iter().find_map(std::result::Result::err) {
-            self.discard(ctx, spec, &instances).await;
-            return Err(e.into());
+        let result: Result<Vec<Instance>> = async {
+            for r in started {
+                r?;
+            }
+            let mut instances = Vec::new();
+            for c in container::list_deployment(&self.docker, spec.id.as_str()).await? {
+                if c.id.as_ref().is_some_and(|id| ids.contains(id)) {
+                    instances.push(container::instance_of(&self.docker, &c).await?);
+                }
+            }
+            instances.sort_by_key(|i| i.replica);
+            self.gate(ctx, spec, &instances).await?;
+            Ok(instances)
         }
-        Ok(instances)
+        .await;
+        if result.is_err() {
+            if let Err(e) = container::stop_all(&self.docker, ids, stop_s).await {
+                tracing::warn!(deployment = %spec.id, error = %e, "could not stop containers after a failed start");
+            }
+        }
+        result
     }
 
     /// Removes containers of a failed start.
@@ -189,9 +282,21 @@ impl DockerProvider {
         }
     }
 
-    /// Replaces `old` (running instances of the previous revision) by `spec`'s revision.
-    /// On failure the previous revision keeps (or, for `recreate`, goes back to) serving.
-    #[allow(clippy::too_many_arguments)]
+    /// Puts stopped containers of the previous revision back (after a failed update).
+    async fn restore(&self, ctx: &OperationContext, previous: &DeploymentSpec, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let undo = undo_context(ctx);
+        if let Err(e) = self.resume(&undo, previous, ids).await {
+            tracing::error!(deployment = %previous.id, error = %e, "putting the previous revision back failed");
+        }
+    }
+
+    /// Replaces `old` (running instances of the `previous` revision) by `spec`'s revision.
+    /// Old containers are stopped, not removed, until the new revision serves: on failure
+    /// they keep (or, for `recreate` and `rolling`, go back to) serving when
+    /// `auto_rollback` is set.
     pub(crate) async fn roll_out(
         &self,
         ctx: &OperationContext,
@@ -199,10 +304,10 @@ impl DockerProvider {
         options: &DockerOptions,
         artifact: &Artifact,
         old: Vec<Instance>,
-        previous: Option<(&DeploymentSpec, &DockerOptions, &Artifact)>,
+        previous: &DeploymentSpec,
     ) -> Result<Vec<Instance>> {
         let replicas: Vec<u32> = (0..spec.config.replicas.max(1)).collect();
-        let stop_s = spec.config.stop.timeout.as_secs().max(1);
+        let stop_s = container::stop_seconds(previous.config.stop.timeout);
         let mut strategy = spec.config.update.strategy;
         if options.host_port.is_some() && strategy != UpdateStrategy::Recreate {
             ctx.events.progress(
@@ -216,6 +321,7 @@ impl DockerProvider {
             return self.launch(ctx, spec, options, artifact, &replicas).await;
         }
         let old_ids: Vec<String> = old.iter().map(|i| i.id.clone()).collect();
+        let rollback = spec.config.update.auto_rollback;
         match strategy {
             UpdateStrategy::BlueGreen => {
                 let new = self.launch(ctx, spec, options, artifact, &replicas).await?;
@@ -230,20 +336,15 @@ impl DockerProvider {
             UpdateStrategy::Recreate => {
                 ctx.events
                     .progress(&spec.id, Phase::Stopping, "stopping the old revision");
-                container::stop_and_remove(&self.docker, &old_ids, stop_s).await;
+                container::stop_all(&self.docker, &old_ids, stop_s).await?;
                 match self.launch(ctx, spec, options, artifact, &replicas).await {
-                    Ok(new) => Ok(new),
+                    Ok(new) => {
+                        container::stop_and_remove(&self.docker, &old_ids, stop_s).await;
+                        Ok(new)
+                    }
                     Err(e) => {
-                        if spec.config.update.auto_rollback
-                            && let Some((old_spec, old_options, old_artifact)) = previous
-                        {
-                            let old_replicas: Vec<u32> = old.iter().map(|i| i.replica).collect();
-                            if let Err(re) = self
-                                .launch(ctx, old_spec, old_options, old_artifact, &old_replicas)
-                                .await
-                            {
-                                tracing::error!(deployment = %spec.id, error = %re, "rollback to the previous revision failed");
-                            }
+                        if rollback {
+                            self.restore(ctx, previous, &old_ids).await;
                         }
                         Err(e)
                     }
@@ -252,20 +353,14 @@ impl DockerProvider {
             UpdateStrategy::Rolling => {
                 let batch = spec.config.update.max_parallel.max(1) as usize;
                 let mut new_all: Vec<Instance> = Vec::new();
-                let mut removed: Vec<u32> = Vec::new();
+                let mut stopped: Vec<String> = Vec::new();
                 for chunk in replicas.chunks(batch) {
                     match self.launch(ctx, spec, options, artifact, chunk).await {
                         Ok(new) => new_all.extend(new),
                         Err(e) => {
                             self.discard(ctx, spec, &new_all).await;
-                            if spec.config.update.auto_rollback
-                                && !removed.is_empty()
-                                && let Some((old_spec, old_options, old_artifact)) = previous
-                                && let Err(re) = self
-                                    .launch(ctx, old_spec, old_options, old_artifact, &removed)
-                                    .await
-                            {
-                                tracing::error!(deployment = %spec.id, error = %re, "rollback of replaced replicas failed");
+                            if rollback {
+                                self.restore(ctx, previous, &stopped).await;
                             }
                             return Err(e);
                         }
@@ -280,15 +375,12 @@ impl DockerProvider {
                         Phase::Switching,
                         format!("replicas {chunk:?} replaced"),
                     );
-                    container::stop_and_remove(&self.docker, &replaced, stop_s).await;
-                    removed.extend(chunk);
+                    if let Err(e) = container::stop_all(&self.docker, &replaced, stop_s).await {
+                        tracing::warn!(deployment = %spec.id, error = %e, "could not stop a replaced replica");
+                    }
+                    stopped.extend(replaced);
                 }
-                let leftover: Vec<String> = old
-                    .iter()
-                    .filter(|i| !replicas.contains(&i.replica))
-                    .map(|i| i.id.clone())
-                    .collect();
-                container::stop_and_remove(&self.docker, &leftover, stop_s).await;
+                container::stop_and_remove(&self.docker, &old_ids, stop_s).await;
                 Ok(new_all)
             }
         }

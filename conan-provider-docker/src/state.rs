@@ -1,56 +1,47 @@
-//! What the provider remembers about the deployments it runs. The containers themselves
-//! (found by label) are the truth about what runs; this table adds what Docker cannot tell:
-//! the spec, whether a stop was asked for, the build output and the last health observation.
+//! What the provider caches about the deployments it runs. The containers themselves
+//! (found by label) and the [`KnownDeployment`](conan_core::KnownDeployment) each call is
+//! handed are the truth; this table only adds what neither can tell: the build output, the
+//! latest health observation, where supervision reports go, and whether this process is
+//! changing the containers right now. A fresh provider starts with an empty table and
+//! works all the same.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use conan_core::{DeploymentId, DeploymentSpec, EventSink, HealthReport, HealthStatus, LogLine};
-
-use crate::DockerOptions;
+use tokio_util::sync::CancellationToken;
 
 /// Build output lines kept per deployment (served by `logs` as the `system` stream).
 const BUILD_LOG_LINES: usize = 500;
 
-/// One deployment this provider runs.
+/// One deployment this provider has worked on.
 #[derive(Clone, Debug)]
 pub(crate) struct Tracked {
+    /// The revision that serves (or, stopped, the one to resume).
     pub(crate) spec: DeploymentSpec,
-    pub(crate) options: DockerOptions,
-    /// The image the current revision runs.
-    pub(crate) image: String,
-    /// The `sh -c` command the containers run, when not the image's CMD.
-    pub(crate) command: Option<String>,
-    /// The revision before the current one (spec, image, command), for rollback.
-    pub(crate) previous: Option<(DeploymentSpec, String, Option<String>)>,
-    /// Stopped on purpose.
+    /// Stopped on purpose by this process.
     pub(crate) stopped: bool,
     /// An operation of this provider is changing its containers (deaths are expected).
     pub(crate) busy: bool,
-    /// Where supervision events go (the sink of the operation that started it).
+    /// Where supervision reports go (the sink of the operation that started it).
     pub(crate) sink: Option<EventSink>,
     pub(crate) build_log: Vec<LogLine>,
+    /// The latest health observation (of the gate or of the liveness prober).
     pub(crate) health: HealthReport,
+    /// Stops the liveness prober of the current revision.
+    pub(crate) prober: Option<CancellationToken>,
 }
 
 impl Tracked {
-    pub(crate) fn new(
-        spec: DeploymentSpec,
-        options: DockerOptions,
-        image: String,
-        command: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(spec: DeploymentSpec) -> Self {
         Self {
             spec,
-            options,
-            image,
-            command,
-            previous: None,
             stopped: false,
             busy: false,
             sink: None,
             build_log: Vec::new(),
             health: HealthReport::new(HealthStatus::Unknown),
+            prober: None,
         }
     }
 
@@ -60,6 +51,13 @@ impl Tracked {
         if self.build_log.len() > BUILD_LOG_LINES {
             let drop = self.build_log.len() - BUILD_LOG_LINES;
             self.build_log.drain(..drop);
+        }
+    }
+
+    /// Stops the liveness prober, if one runs.
+    pub(crate) fn stop_prober(&mut self) {
+        if let Some(token) = self.prober.take() {
+            token.cancel();
         }
     }
 }
@@ -82,12 +80,21 @@ impl StateTable {
         self.lock().get(id).cloned()
     }
 
-    pub(crate) fn insert(&self, tracked: Tracked) {
-        self.lock().insert(tracked.spec.id.clone(), tracked);
+    /// Applies `f` to the entry of `id`, creating it from `spec` when missing.
+    pub(crate) fn upsert<R>(&self, spec: &DeploymentSpec, f: impl FnOnce(&mut Tracked) -> R) -> R {
+        let mut table = self.lock();
+        let entry = table
+            .entry(spec.id.clone())
+            .or_insert_with(|| Tracked::new(spec.clone()));
+        f(entry)
     }
 
     pub(crate) fn remove(&self, id: &DeploymentId) -> Option<Tracked> {
-        self.lock().remove(id)
+        let mut removed = self.lock().remove(id);
+        if let Some(t) = &mut removed {
+            t.stop_prober();
+        }
+        removed
     }
 
     /// Applies `f` to the entry of `id`, if any.

@@ -34,6 +34,13 @@ pub(crate) struct Supervisor {
     cancel: CancellationToken,
 }
 
+impl Supervisor {
+    /// A token cancelled when the provider goes away (for the liveness probers).
+    pub(crate) fn child_token(&self) -> CancellationToken {
+        self.cancel.child_token()
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.cancel.cancel();
@@ -144,7 +151,7 @@ async fn on_die(docker: &Docker, state: &StateTable, message: EventMessage) {
         return;
     }
     if exit.success() && tracked.spec.config.restart.policy == RestartMode::OnFailure {
-        sink.exited(&deployment);
+        sink.exited(&deployment, exit);
         return;
     }
     let name = inspect
@@ -160,6 +167,7 @@ async fn on_die(docker: &Docker, state: &StateTable, message: EventMessage) {
         revision: tracked.spec.revision,
         host_port: None,
         started_at: None,
+        image_id: None,
     };
     let lines = crate::logs::last_lines(docker, &instance, FailureReport::MAX_LOG_LINES).await;
     let failure = FailureReport::new(format!(
