@@ -58,10 +58,10 @@ pub mod prelude {
     pub use conan_core::prelude::*;
 
     pub use conan_core::{
-        AuditQuery, DeploymentConfigBuilder, DeploymentManager,
-        DeploymentManagerBuilder, DeploymentRecord, Env, EventEnvelope, MemoryStore,
-        OperationHandle, OperationId, OperationKind, Outcome, Priority, Request, RetryPolicy,
-        RevisionRecord, SecretString, StateStore, StatusKind, SubmitOptions,
+        AuditQuery, DeploymentConfigBuilder, DeploymentManager, DeploymentManagerBuilder,
+        DeploymentRecord, Env, EventEnvelope, MemoryStore, OperationHandle, OperationId,
+        OperationKind, Outcome, Priority, Request, RetryPolicy, RevisionRecord, SecretString,
+        StateStore, StatusKind, SubmitOptions,
     };
 
     pub use conan_core::manager::CallTimeouts;

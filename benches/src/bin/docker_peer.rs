@@ -6,7 +6,7 @@
 //! a daemon-chosen 127.0.0.1 port and poll every 50 ms. Runs alternate to spread daemon noise.
 //!
 //! `cargo run --release -p conan-benches --bin docker_peer [-- ITERATIONS]`
-//! (needs a daemon: `.ci/docker-up.sh`).
+//! (needs a Docker daemon; `DOCKER_HOST` names it).
 
 use conan_benches::median;
 use std::path::Path;
@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use conan_core::{
-    DeploymentConfig, DeploymentId, DeploymentSpec, HealthCheck, OperationContext, Provider,
-    Revision,
+    DeploymentConfig, DeploymentId, DeploymentSpec, HealthCheck, KnownDeployment, OperationContext,
+    Provider, Revision,
 };
 use conan_provider_docker::{DockerOptions, DockerProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,13 +114,13 @@ async fn conan_once(provider: &DockerProvider, i: usize) -> Result<Duration, Str
     let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
     let ctx = OperationContext::detached();
     let start = Instant::now();
-    provider
-        .deploy(&ctx, &spec)
+    let runtime = provider
+        .deploy(&ctx, &spec, None)
         .await
         .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     provider
-        .remove(&ctx, &spec.id)
+        .remove(&ctx, &KnownDeployment::new(spec, runtime))
         .await
         .map_err(|e| e.to_string())?;
     Ok(elapsed)

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use conan_core::RestartMode;
 use conan_core::prelude::*;
-use conan_core::{RestartMode, StatusKind};
 use conan_provider_local::LocalProvider;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -87,14 +87,15 @@ async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
         config.health_check = Some(HealthCheck::http("/health"));
         let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
         let t = Instant::now();
-        let info = provider.deploy(&ctx, &spec).await.expect("deploy");
+        let info = provider.deploy(&ctx, &spec, None).await.expect("deploy");
         times.push(t.elapsed());
         let port = info.port().unwrap_or(0);
         for _ in 0..20 {
             health(port).await;
         }
         rss = info.instances[0].id.parse().map(rss_kib).unwrap_or(0);
-        provider.remove(&ctx, &spec.id).await.expect("remove");
+        let known = KnownDeployment::new(spec, info);
+        provider.remove(&ctx, &known).await.expect("remove");
     }
     (median(&mut times), rss)
 }
@@ -155,12 +156,13 @@ async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
         let spec = DeploymentSpec::new(DeploymentId::generate(), Revision(1), config);
         let t = Instant::now();
         let t0 = conan_core::Timestamp::now();
-        let _ = provider.deploy(&ctx, &spec).await;
+        let runtime = provider.deploy(&ctx, &spec, None).await.unwrap_or_default();
         let deployed = t.elapsed();
-        // Stopped = the process exited and the supervisor drained its output into the store.
+        let known = KnownDeployment::new(spec, runtime);
+        // Exited = the process ended and the supervisor drained its output into the store.
         while !matches!(
-            provider.status(&spec.id).await.map(|s| s.kind()),
-            Ok(StatusKind::Stopped)
+            provider.status(&known).await,
+            Ok(ObservedStatus::Exited { .. } | ObservedStatus::Stopped)
         ) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -172,7 +174,7 @@ async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
                 ms(t.elapsed())
             );
             let tail = provider
-                .logs_vec(&spec.id, &LogQuery::tail(3))
+                .logs_vec(&known, &LogQuery::tail(3))
                 .await
                 .expect("logs");
             for l in tail {
@@ -181,11 +183,11 @@ async fn conan_burst(lines: u32, runs: usize, state: &Path) -> Duration {
             }
         }
         let got = provider
-            .logs_vec(&spec.id, &LogQuery::all().stream(OutputStream::Stdout))
+            .logs_vec(&known, &LogQuery::all().stream(OutputStream::Stdout))
             .await
             .expect("logs");
         assert_eq!(got.len(), lines as usize + 1, "every line captured");
-        provider.remove(&ctx, &spec.id).await.expect("remove");
+        provider.remove(&ctx, &known).await.expect("remove");
     }
     median(&mut times)
 }
