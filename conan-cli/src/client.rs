@@ -52,7 +52,8 @@ impl Client {
             Err(e) if nobody_home(&e) => {}
             Err(e) => return Err(client.unreachable(&e)),
         }
-        launch::spawn_daemon(home)?;
+        let spawning = home.clone();
+        crate::blocking::run(move || launch::spawn_daemon(&spawning)).await?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
@@ -62,14 +63,14 @@ impl Client {
                     // The daemon takes its lock first thing: no lock after a second means
                     // it died (its log says why), so fail now rather than at the deadline.
                     if started.elapsed() > Duration::from_secs(1)
-                        && !DaemonLock::is_held(&home.lock())
+                        && !DaemonLock::is_held_async(home.lock()).await
                     {
-                        return Err(launch::did_not_start(home, started.elapsed()));
+                        return Err(launch::did_not_start(home, started.elapsed()).await);
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                Err(_) => return Err(launch::did_not_start(home, START_DEADLINE)),
+                Err(_) => return Err(launch::did_not_start(home, START_DEADLINE).await),
             }
         }
     }

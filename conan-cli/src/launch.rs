@@ -21,7 +21,7 @@ fn exe() -> CliResult<std::path::PathBuf> {
 }
 
 /// Starts a daemon for `home` in the background and returns once it is detached (not once
-/// it answers).
+/// it answers). Blocking: it waits for the intermediate process.
 ///
 /// # Errors
 /// When the log cannot be opened or the process cannot be spawned.
@@ -73,24 +73,29 @@ pub fn detach() -> CliResult {
 }
 
 /// The error when an auto-started daemon never answered: the last lines of its log.
-#[must_use]
-pub fn did_not_start(home: &Home, waited: Duration) -> CliError {
-    let lines: Vec<String> = std::fs::File::open(home.log())
-        .map(|f| {
-            BufReader::new(f)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let tail = lines[lines.len().saturating_sub(10)..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect();
+pub async fn did_not_start(home: &Home, waited: Duration) -> CliError {
+    let log = home.log();
+    let tail = crate::blocking::infallible(Vec::new(), move || last_lines(&log, 10)).await;
+    let tail = tail.iter().map(|l| format!("  {l}")).collect();
     CliError::failed(format!(
         "the Conan daemon did not start (waited {:.1}s)",
         waited.as_secs_f64()
     ))
     .details(tail)
     .hint(format!("see {}", home.log().display()))
+}
+
+/// The last `n` lines of a file (none when it cannot be read).
+fn last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut lines = std::collections::VecDeque::with_capacity(n + 1);
+    for line in BufReader::new(file).lines().map_while(Result::ok) {
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+    lines.into()
 }

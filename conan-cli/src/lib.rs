@@ -31,12 +31,15 @@
 //! `conan daemon` runs one in the foreground; a second one on the same home says so and
 //! exits 1. `conan daemon stop` stops the daemon, not the deployments: the next daemon
 //! [`recover`](conan::DeploymentManager::recover)s them (same pids, same containers). The
-//! daemon runs on one thread (a current-thread Tokio runtime); it never logs env values.
+//! daemon runs on one thread (a current-thread Tokio runtime) and keeps blocking work (files,
+//! the log) off it; it never logs env values.
 //!
-//! Docker is optional: when no Docker daemon answers at start, only `local` is registered
-//! and `conan deploy --provider docker` fails with a hint how to start Docker (then
-//! `conan daemon stop`, so the next daemon connects to it). The Docker provider reads
-//! `DOCKER_HOST` and `CONAN_DOCKER_BASE_IMAGE` (base image of generated Dockerfiles).
+//! Docker is optional: when no Docker daemon answers at start, only `local` is registered;
+//! the daemon tries Docker again every 10 s (`CONAN_DOCKER_RETRY_MS`) and adds the Docker
+//! provider once it answers, adopting the containers of its deployments. Until then
+//! `conan deploy --provider docker` fails, says why Docker is unreachable and which setting
+//! names the Docker daemon (`DOCKER_HOST`). The Docker provider reads `DOCKER_HOST` and
+//! `CONAN_DOCKER_BASE_IMAGE` (base image of generated Dockerfiles).
 //!
 //! ## Environment
 //!
@@ -47,6 +50,7 @@
 //! | `CONAN_PORT_RANGE` | ports the local provider allocates from (`20000-24999`) |
 //! | `CONAN_DOCKER_BASE_IMAGE` | base image of generated Dockerfiles (`node:20-slim`) |
 //! | `DOCKER_HOST` | the Docker daemon (`unix:///var/run/docker.sock`) |
+//! | `CONAN_DOCKER_RETRY_MS` | how often the daemon tries an unavailable Docker again (`10000`) |
 //! | `NO_COLOR` | no colour even on a terminal |
 //!
 //! The daemon reads its variables when it starts (auto-start passes the command's
@@ -94,6 +98,7 @@
 //! with its field path).
 
 pub mod api;
+mod blocking;
 mod cli;
 mod client;
 mod commands;

@@ -337,7 +337,7 @@ fn init_writes_a_config_that_deploy_uses() {
 }
 
 #[test]
-fn docker_deploy_without_docker_says_how_to_start_it() {
+fn docker_deploy_without_docker_says_what_is_wrong_and_which_setting_fixes_it() {
     let home = Home::new().with_env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
     let hello = app("hello");
     let run = home
@@ -348,7 +348,23 @@ fn docker_deploy_without_docker_says_how_to_start_it() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("hint: start Docker"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/nonexistent/docker.sock"),
+        "names the address it tried: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint:") && run.stderr.contains("DOCKER_HOST"),
+        "names the setting: {}",
+        run.stderr
+    );
+    for internal in [".ci/", "docker-up", "storage-driver", "vfs"] {
+        assert!(
+            !run.stderr.contains(internal),
+            "points users at repository internals ({internal}): {}",
+            run.stderr
+        );
+    }
     let info = home.conan(&["daemon", "status", "--json"]).ok().json();
     assert_eq!(info["providers"], serde_json::json!(["local"]));
     assert!(info["docker_error"].is_string(), "{info}");

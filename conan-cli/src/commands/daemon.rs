@@ -18,7 +18,7 @@ const STOP_DEADLINE: Duration = Duration::from_secs(60);
 pub async fn stop(home: &Home) -> CliResult {
     let client = Client::existing(home);
     if !client.answers().await {
-        if DaemonLock::is_held(&home.lock()) {
+        if DaemonLock::is_held_async(home.lock()).await {
             return Err(
                 CliError::failed("a Conan daemon holds the lock but does not answer")
                     .hint(format!("see {}", home.log().display())),
@@ -34,7 +34,7 @@ pub async fn stop(home: &Home) -> CliResult {
         .await;
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
-    while DaemonLock::is_held(&home.lock()) {
+    while DaemonLock::is_held_async(home.lock()).await {
         if started.elapsed() > STOP_DEADLINE {
             return Err(CliError::failed("the Conan daemon did not stop within 60s")
                 .hint(format!("see {}", home.log().display())));

@@ -48,8 +48,11 @@ pub async fn deploy(
     overrides: &Overrides,
     json: bool,
 ) -> CliResult {
-    let project = Project::locate(path)?;
-    let config = project.config(overrides)?;
+    let path = path.map(Path::to_path_buf);
+    let overrides = overrides.clone();
+    // Reads conan.toml: on the blocking pool, not on the runtime's only thread.
+    let config =
+        crate::blocking::run(move || Project::locate(path.as_deref())?.config(&overrides)).await?;
     let client = Client::connect(home).await?;
     let lines = client
         .stream(Method::POST, "/deployments?progress=1", Some(&config))
@@ -113,16 +116,22 @@ pub async fn update(
         ..UpdateBody::default()
     };
     if let Some(path) = path {
-        let project = Project::locate(Some(path))?;
-        if project.file.is_some() {
-            let overrides = Overrides {
-                name: Some(name.to_owned()),
-                ..Overrides::default()
-            };
-            body.config = Some(project.config(&overrides)?);
-        } else {
-            body.source = Some(project.dir);
-        }
+        let path = path.to_path_buf();
+        let overrides = Overrides {
+            name: Some(name.to_owned()),
+            ..Overrides::default()
+        };
+        // Reads conan.toml: on the blocking pool, not on the runtime's only thread.
+        let (config, source) = crate::blocking::run(move || {
+            let project = Project::locate(Some(&path))?;
+            Ok(match project.file {
+                Some(_) => (Some(project.config(&overrides)?), None),
+                None => (None, Some(project.dir)),
+            })
+        })
+        .await?;
+        body.config = config;
+        body.source = source;
     }
     let client = Client::connect(home).await?;
     let lines = client

@@ -20,8 +20,26 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Largest request body accepted (a config is a few KiB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// The hint printed when a Docker deploy meets a daemon without Docker.
-pub const DOCKER_HINT: &str = "start Docker (`sudo dockerd &`, or `.ci/docker-up.sh` in the Conan repository), then run `conan daemon stop` so the next command starts a daemon that connects to it";
+/// The hint printed when a Docker deploy meets a daemon without Docker: which setting
+/// names the Docker daemon, and that the Conan daemon connects to it once it answers.
+#[must_use]
+pub fn docker_hint() -> String {
+    format!(
+        "the Conan daemon uses the Docker daemon that DOCKER_HOST names (default \
+         unix:///var/run/docker.sock) and tries it again every {}: once Docker runs there and \
+         this user may use its socket, deploy again. After changing DOCKER_HOST, run \
+         `conan daemon stop` so that the next command starts a daemon with the new value",
+        humanize(super::docker_retry())
+    )
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
@@ -161,7 +179,7 @@ pub fn api_error(e: &conan::Error, deployment: Option<DeploymentView>) -> (Statu
         E::ProviderUnavailable { provider, .. } => {
             let api = ApiError::new("provider_unavailable", e.to_string());
             let api = if provider == "docker" {
-                api.with_hint(DOCKER_HINT)
+                api.with_hint(docker_hint())
             } else {
                 api
             };

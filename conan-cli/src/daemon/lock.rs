@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -70,6 +70,12 @@ impl DaemonLock {
             Ok(_released_on_drop) => false,
             Err((_, errno)) => errno == Errno::EWOULDBLOCK,
         }
+    }
+
+    /// [`is_held`](Self::is_held) for async code: the check opens and locks a file, so it
+    /// runs on the blocking pool.
+    pub async fn is_held_async(path: PathBuf) -> bool {
+        crate::blocking::infallible(false, move || Self::is_held(&path)).await
     }
 }
 

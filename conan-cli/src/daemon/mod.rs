@@ -7,9 +7,15 @@
 //! then bind the socket — so the first answer already shows adopted deployments. Stopping
 //! (`POST /v1/daemon/shutdown`, SIGTERM or SIGINT) refuses new operations, waits for the
 //! running ones, removes the socket and exits; the deployments keep running.
+//!
+//! The daemon runs on one thread (a current-thread Tokio runtime). Nothing that may block
+//! runs on it: file work (the store, the provider's state directory, the socket) goes to
+//! the blocking pool or `tokio::fs`, and log lines are written by a thread of their own
+//! ([`log::LogWriter`]).
 
 pub mod http;
 pub mod lock;
+pub mod log;
 mod routes;
 
 use std::convert::Infallible;
@@ -17,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conan::{DeploymentManager, Timestamp};
+use conan::{DeploymentManager, DeploymentRecord, StatusKind, Timestamp};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -65,14 +71,19 @@ impl Daemon {
 /// (`CONAN_DOCKER_RETRY_MS` overrides it).
 const DOCKER_RETRY: Duration = Duration::from_secs(10);
 
+/// [`DOCKER_RETRY`], or `CONAN_DOCKER_RETRY_MS`.
+fn docker_retry() -> Duration {
+    std::env::var("CONAN_DOCKER_RETRY_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(DOCKER_RETRY, Duration::from_millis)
+}
+
 /// While Docker is unavailable, tries it again every [`DOCKER_RETRY`]; once it answers,
 /// adds the Docker provider to the running manager (which adopts the containers the store
 /// says it runs) and stops.
 async fn watch_for_docker(daemon: Arc<Daemon>) {
-    let every = std::env::var("CONAN_DOCKER_RETRY_MS")
-        .ok()
-        .and_then(|ms| ms.trim().parse().ok())
-        .map_or(DOCKER_RETRY, Duration::from_millis);
+    let every = docker_retry();
     loop {
         tokio::time::sleep(every).await;
         let docker = conan::docker::DockerProviderBuilder::from_env()
@@ -82,13 +93,21 @@ async fn watch_for_docker(daemon: Arc<Daemon>) {
         match docker {
             Ok(docker) => {
                 match daemon.manager.add_provider(docker).await {
-                    Ok(adopted) => tracing::info!(
-                        adopted = adopted.len(),
-                        "Docker answers now; the Docker provider is available"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Docker answers now, but reconciling its deployments failed")
+                    Ok(reconciled) => {
+                        tracing::info!("Docker answers now; the Docker provider is available");
+                        log_recovered(&reconciled);
                     }
+                    // Names are unique: a Docker provider is registered already, and the
+                    // deployments stay with it.
+                    Err(conan::Error::ProviderExists { .. }) => {
+                        tracing::debug!("the Docker provider is registered already");
+                    }
+                    // The provider stays registered; the deployments it could not recover
+                    // are failed with the reason, and can be started again.
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "Docker answers now, but recovering its deployments failed"
+                    ),
                 }
                 daemon.set_docker_error(None);
                 return;
@@ -125,7 +144,7 @@ pub fn run(home: &Home) -> CliResult {
             )));
         }
     };
-    init_tracing();
+    let log = init_tracing()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,18 +155,52 @@ pub fn run(home: &Home) -> CliResult {
     }
     // Supervisor tasks hold providers; end them now rather than waiting for them.
     runtime.shutdown_timeout(Duration::from_millis(200));
+    if let Some(log) = log {
+        log.flush(Duration::from_secs(2));
+    }
     result
 }
 
-fn init_tracing() {
+/// Logs to stderr through a [`log::LogWriter`]; `None` when a subscriber was installed
+/// already.
+fn init_tracing() -> CliResult<Option<log::LogWriter>> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let writer = log::LogWriter::spawn()
+        .map_err(|e| CliError::failed(format!("cannot start the log writer: {e}")))?;
+    let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer.clone())
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    Ok(installed.is_ok().then_some(writer))
+}
+
+/// Logs what recovery found: one line per deployment that is not running (with why), and
+/// a summary.
+fn log_recovered(records: &[DeploymentRecord]) {
+    let mut running = 0;
+    let mut stopped = 0;
+    for record in records {
+        match record.status.kind() {
+            StatusKind::Running => running += 1,
+            StatusKind::Stopped => stopped += 1,
+            _ => tracing::warn!(
+                deployment = %record.name,
+                provider = %record.provider,
+                status = %record.status,
+                "recovered, not running"
+            ),
+        }
+    }
+    tracing::info!(
+        deployments = records.len(),
+        running,
+        stopped,
+        other = records.len() - running - stopped,
+        "recovered deployments"
+    );
 }
 
 async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<String>)> {
@@ -156,11 +209,17 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
     if let Some(range) = port_range_from_env()? {
         local = local.port_range(range);
     }
-    let local = local
-        .build()
-        .map_err(|e| fail("cannot start the local provider", e))?;
-    let store = conan::store::SqliteStore::open(home.database())
-        .map_err(|e| fail("cannot open the state database", e))?;
+    let database = home.database();
+    // Both create and read files: on the blocking pool, not on the runtime's thread.
+    let (local, store) = crate::blocking::run(move || {
+        let local = local
+            .build()
+            .map_err(|e| fail("cannot start the local provider", e))?;
+        let store = conan::store::SqliteStore::open(&database)
+            .map_err(|e| fail("cannot open the state database", e))?;
+        Ok((local, store))
+    })
+    .await?;
     let docker = conan::docker::DockerProviderBuilder::from_env()
         .connect_timeout(DOCKER_CONNECT_TIMEOUT)
         .build()
@@ -180,21 +239,22 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
             Some(e.to_string())
         }
     };
-    let manager = builder
-        .build()
-        .await
-        .map_err(|e| fail("cannot load the deployments", e))?;
+    let manager = builder.build().await.map_err(|e| match e {
+        conan::Error::ProviderExists { .. } => fail("cannot register the providers", e),
+        e => fail("cannot load the deployments", e),
+    })?;
     Ok((manager, docker_error))
 }
 
 async fn serve(home: &Home) -> CliResult {
     let (manager, docker_error) = build_manager(home).await?;
     match manager.recover().await {
-        Ok(found) => tracing::info!(deployments = found.len(), "recovered deployments"),
-        Err(e) => tracing::warn!(error = %e, "recovery was incomplete"),
+        Ok(reconciled) => log_recovered(&reconciled),
+        // Each deployment is recovered on its own; this is the first error when none was.
+        Err(e) => tracing::warn!(error = %e, "recovery failed"),
     }
     let socket = home.socket();
-    match std::fs::remove_file(&socket) {
+    match tokio::fs::remove_file(&socket).await {
         Ok(()) => tracing::debug!("removed a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
@@ -206,7 +266,8 @@ async fn serve(home: &Home) -> CliResult {
     }
     let listener = UnixListener::bind(&socket)
         .map_err(|e| CliError::failed(format!("cannot listen on {}: {e}", socket.display())))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+    tokio::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .await
         .map_err(|e| CliError::failed(format!("cannot restrict {}: {e}", socket.display())))?;
     let (shutdown, mut stopping) = watch::channel(false);
     let daemon = Arc::new(Daemon {
@@ -248,7 +309,7 @@ async fn serve(home: &Home) -> CliResult {
         }
     }
     drop(listener);
-    let _ = std::fs::remove_file(&socket);
+    let _ = tokio::fs::remove_file(&socket).await;
     tracing::info!("stopping: waiting for running operations; deployments keep running");
     manager.shutdown().await;
     tracing::info!("stopped");

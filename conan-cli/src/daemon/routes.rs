@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Daemon;
 use super::http::{
-    Body, DOCKER_HINT, api_error, error, json, line, ndjson_stream, read_bytes, read_json,
+    Body, api_error, docker_hint, error, json, line, ndjson_stream, read_bytes, read_json,
 };
 use crate::api::{
     ApiError, DaemonInfo, DeploymentView, ProgressLine, RevisionView, RollbackBody, StatusView,
@@ -144,7 +144,7 @@ async fn deploy(daemon: &Arc<Daemon>, body: Incoming, params: &Params) -> Respon
                 "provider_unavailable",
                 format!("Docker is not available to the Conan daemon: {reason}"),
             )
-            .with_hint(DOCKER_HINT),
+            .with_hint(docker_hint()),
         );
     }
     operation(daemon, Request::Deploy(config), params.flag("progress")).await
