@@ -4,11 +4,15 @@
 //!   transiently, fail permanently, be slow, or crash after deploy.
 //! - [`conformance`]: the behaviour every provider must show; each provider crate runs
 //!   [`conformance::run_all`] against itself.
+//! - [`FaultyProvider`]: wraps any provider and injects faults (transient or permanent
+//!   errors, delays, hangs, panics) per kind of call, to test what sits on top of it.
 
 pub mod conformance;
+mod faulty;
 mod memory_provider;
 
 pub use conformance::ConformanceHarness;
+pub use faulty::{Call, CallFault, FaultyProvider};
 pub use memory_provider::{Fault, MemoryBackend, MemoryProvider, ProviderOp};
 
 use std::time::Duration;
