@@ -629,7 +629,8 @@ impl Provider for DockerProvider {
         if containers.is_empty() {
             let tracked = self.state.get(known.id());
             return match tracked {
-                Some(t) if !t.stopped && !t.busy => Ok(ObservedStatus::failed(
+                // Served by this process, and nobody here removed it.
+                Some(t) if t.sink.is_some() && !t.stopped && !t.busy => Ok(ObservedStatus::failed(
                     "its containers are gone (removed outside Conan?)",
                 )),
                 _ => Err(Error::deployment_not_found(known.id().as_str())),

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use conan_core::{
-    ByteSize, Error, ExitStatus, HealthStatus, LogLevel, LogQuery, OperationContext, OutputStream,
-    Provider, ProviderExt, Resources,
+    ByteSize, Error, ExitStatus, HealthStatus, LogLevel, LogQuery, ObservedStatus,
+    OperationContext, OutputStream, Provider, ProviderExt, Resources,
 };
 use futures::StreamExt;
 
@@ -35,7 +35,8 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
     let mut events = bus.subscribe();
     let ctx = OperationContext::new(conan_core::EventSink::new(bus, None));
 
-    let runtime = provider.deploy(&ctx, &spec).await.expect("deploy");
+    let runtime = provider.deploy(&ctx, &spec, None).await.expect("deploy");
+    let k = known(&spec, &runtime);
     let url = runtime.url.clone().expect("url");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let (status, body) = get(&url, "/").await.unwrap();
@@ -111,16 +112,16 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
     // Debug of the provider error/config never shows the value.
     assert!(!format!("{:?}", spec.config).contains("hello-from-env"));
 
-    assert!(provider.status(&spec.id).await.unwrap().is_running());
+    assert!(provider.status(&k).await.unwrap().is_running());
     assert_eq!(
-        provider.health(&spec.id).await.unwrap().status,
+        provider.health(&k).await.unwrap().status,
         HealthStatus::Healthy
     );
 
     // Logs: history with levels, stream filter, and follow.
     assert!(
         eventually(Duration::from_secs(10), || async {
-            let lines = provider.logs_vec(&spec.id, &LogQuery::all()).await.unwrap();
+            let lines = provider.logs_vec(&k, &LogQuery::all()).await.unwrap();
             lines
                 .iter()
                 .any(|l| l.message.contains("listening on 8080"))
@@ -128,7 +129,7 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
         .await
     );
     let warn = provider
-        .logs_vec(&spec.id, &LogQuery::all().stream(OutputStream::Stderr))
+        .logs_vec(&k, &LogQuery::all().stream(OutputStream::Stderr))
         .await
         .unwrap();
     assert!(warn.iter().all(|l| l.stream == OutputStream::Stderr));
@@ -137,7 +138,7 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
             .any(|l| l.level == LogLevel::Warn && l.message.contains("sample warning"))
     );
     let build = provider
-        .logs_vec(&spec.id, &LogQuery::all().stream(OutputStream::System))
+        .logs_vec(&k, &LogQuery::all().stream(OutputStream::System))
         .await
         .unwrap();
     assert!(
@@ -145,13 +146,13 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
         "build output is part of the deployment's logs: {build:?}"
     );
     let tail = provider
-        .logs_vec(&spec.id, &LogQuery::tail(1).stream(OutputStream::Stdout))
+        .logs_vec(&k, &LogQuery::tail(1).stream(OutputStream::Stdout))
         .await
         .unwrap();
     assert_eq!(tail.len(), 1);
     let mut follow = provider
         .logs(
-            &spec.id,
+            &k,
             &LogQuery::tail(0).contains("request /followed").follow(),
         )
         .await
@@ -167,7 +168,7 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
 
     // Metrics.
     get(&url, "/burn").await.unwrap();
-    let m = provider.metrics(&spec.id).await.unwrap();
+    let m = provider.metrics(&k).await.unwrap();
     assert!(m.memory_bytes.unwrap_or(0) > 1_000_000, "{m:?}");
     assert_eq!(m.memory_limit_bytes, Some(96 * 1024 * 1024));
     assert!(m.pids.unwrap_or(0) >= 1, "{m:?}");
@@ -177,24 +178,35 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
 
     // Stop, start, remove.
     let t0 = Instant::now();
-    provider.stop(&ctx, &spec.id).await.unwrap();
+    provider.stop(&ctx, &k).await.unwrap();
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "SIGTERM reaches node through init"
     );
+    let stopped = known(&spec, &runtime.stopped());
     assert_eq!(
-        provider.status(&spec.id).await.unwrap(),
-        conan_core::DeploymentStatus::Stopped
+        provider.status(&stopped).await.unwrap(),
+        ObservedStatus::Stopped
+    );
+    assert_eq!(
+        provider.health(&stopped).await.unwrap().status,
+        HealthStatus::Unknown,
+        "nothing runs: no stale Healthy"
     );
     provider
-        .stop(&ctx, &spec.id)
+        .stop(&ctx, &stopped)
         .await
         .expect("stop is idempotent");
-    let again = provider.start(&ctx, &spec).await.unwrap();
+    let again = provider.start(&ctx, &stopped).await.unwrap();
+    assert_eq!(
+        again.instances[0].id, runtime.instances[0].id,
+        "start resumes the stopped container"
+    );
     let (status, _) = get(again.url.as_deref().unwrap(), "/").await.unwrap();
     assert_eq!(status, 200);
+    let k = known(&spec, &again);
 
-    provider.remove(&ctx, &spec.id).await.unwrap();
+    provider.remove(&ctx, &k).await.unwrap();
     assert!(
         docker_lines(&[
             "ps",
@@ -212,7 +224,7 @@ async fn node_app_without_dockerfile_runs_with_env_port_limits_logs_and_metrics(
         scope.images()
     );
     assert!(matches!(
-        provider.status(&spec.id).await,
+        provider.status(&k).await,
         Err(Error::NotFound { .. })
     ));
 }
@@ -238,7 +250,7 @@ async fn dockerfile_project_with_its_own_healthcheck() {
         .unwrap();
     let spec = spec(config);
     let ctx = OperationContext::detached();
-    let runtime = provider.deploy(&ctx, &spec).await.expect("deploy");
+    let runtime = provider.deploy(&ctx, &spec, None).await.expect("deploy");
     let id = &runtime.instances[0].id;
     assert_eq!(
         inspect(id, "{{.State.Health.Status}}"),
@@ -247,7 +259,10 @@ async fn dockerfile_project_with_its_own_healthcheck() {
     );
     let (_, body) = get(runtime.url.as_deref().unwrap(), "/").await.unwrap();
     assert!(body.contains("\"revision\":\"df\""));
-    provider.remove(&ctx, &spec.id).await.unwrap();
+    provider
+        .remove(&ctx, &known(&spec, &runtime))
+        .await
+        .unwrap();
     assert!(scope.containers().is_empty());
 }
 
@@ -262,14 +277,17 @@ async fn existing_image_runs_and_a_missing_one_is_a_clear_error() {
         .unwrap();
     let spec1 = spec(config);
     let ctx = OperationContext::detached();
-    let runtime = provider.deploy(&ctx, &spec1).await.expect("deploy");
+    let runtime = provider.deploy(&ctx, &spec1, None).await.expect("deploy");
     let (_, body) = get(runtime.url.as_deref().unwrap(), "/").await.unwrap();
     assert!(body.contains("\"revision\":\"img\""), "{body}");
     assert_eq!(
         inspect(&format!("conan/{}:r1", spec1.name()), "{{.Id}}"),
         inspect(BASE_IMAGE, "{{.Id}}")
     );
-    provider.remove(&ctx, &spec1.id).await.unwrap();
+    provider
+        .remove(&ctx, &known(&spec1, &runtime))
+        .await
+        .unwrap();
     assert!(
         !docker_lines(&["images", "-q", BASE_IMAGE]).is_empty(),
         "removing the tag keeps the base image"
@@ -288,7 +306,7 @@ async fn existing_image_runs_and_a_missing_one_is_a_clear_error() {
         .build()
         .unwrap();
     let spec2 = spec(config);
-    let err = provider.deploy(&ctx, &spec2).await.unwrap_err();
+    let err = provider.deploy(&ctx, &spec2, None).await.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("conan-test/does-not-exist:1") && text.contains("docker pull"),
@@ -307,7 +325,7 @@ async fn broken_dockerfile_reports_the_failing_step_and_leaves_nothing() {
     let dir = scope.app_dir(&[("Dockerfile", &dockerfile)]);
     let spec = spec(scope.config(&scope.name("bad"), &dir).build().unwrap());
     let err = provider
-        .deploy(&OperationContext::detached(), &spec)
+        .deploy(&OperationContext::detached(), &spec, None)
         .await
         .unwrap_err();
     match &err {
@@ -334,7 +352,7 @@ async fn container_exiting_at_once_fails_with_a_bundle_and_is_removed() {
     let spec = spec(config);
     let started = Instant::now();
     let err = provider
-        .deploy(&OperationContext::detached(), &spec)
+        .deploy(&OperationContext::detached(), &spec, None)
         .await
         .unwrap_err();
     assert!(
@@ -380,8 +398,12 @@ async fn unreachable_daemon_is_provider_unavailable_quickly() {
         assert!(err.is_transient());
         let text = err.to_string();
         assert!(
-            text.contains(host) && text.contains(".ci/docker-up.sh"),
-            "{text}"
+            text.contains(host) && text.contains("DOCKER_HOST"),
+            "says what is wrong and which setting fixes it: {text}"
+        );
+        assert!(
+            !text.contains(".ci/") && !text.contains("storage-driver"),
+            "no test-environment hints in user-facing errors: {text}"
         );
     }
 }

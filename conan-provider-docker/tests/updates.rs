@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use conan_core::{
-    DeploymentSpec, DeploymentStatus, OperationContext, Provider, Revision, UpdateStrategy,
+    DeploymentSpec, ObservedStatus, OperationContext, Provider, Revision, UpdateStrategy,
 };
 
 fn next(spec: &DeploymentSpec, config: conan_core::DeploymentConfig) -> DeploymentSpec {
@@ -35,7 +35,7 @@ async fn blue_green_update_switches_and_a_failed_update_keeps_the_old_serving() 
             .build()
             .unwrap(),
     );
-    let r1 = provider.deploy(&ctx, &v1).await.expect("deploy v1");
+    let r1 = provider.deploy(&ctx, &v1, None).await.expect("deploy v1");
     assert_eq!(revision_at(r1.url.as_deref().unwrap()).await, "one");
 
     let v2 = next(
@@ -47,7 +47,11 @@ async fn blue_green_update_switches_and_a_failed_update_keeps_the_old_serving() 
             .build()
             .unwrap(),
     );
-    let r2 = provider.update(&ctx, &v2).await.expect("update to v2");
+    let r2 = provider
+        .update(&ctx, &known(&v1, &r1), &v2)
+        .await
+        .expect("update to v2");
+    let k2 = known(&v2, &r2);
     assert_eq!(
         revision_at(r2.url.as_deref().unwrap()).await,
         "two",
@@ -71,12 +75,9 @@ async fn blue_green_update_switches_and_a_failed_update_keeps_the_old_serving() 
             .build()
             .unwrap(),
     );
-    let err = provider.update(&ctx, &v3).await.unwrap_err();
+    let err = provider.update(&ctx, &k2, &v3).await.unwrap_err();
     assert!(err.failure().is_some(), "failure bundle: {err:?}");
-    assert_eq!(
-        provider.status(&v1.id).await.unwrap(),
-        DeploymentStatus::Running
-    );
+    assert_eq!(provider.status(&k2).await.unwrap(), ObservedStatus::Running);
     assert_eq!(
         revision_at(r2.url.as_deref().unwrap()).await,
         "two",
@@ -87,7 +88,7 @@ async fn blue_green_update_switches_and_a_failed_update_keeps_the_old_serving() 
         vec![r2.instances[0].id[..12].to_owned()]
     );
 
-    provider.remove(&ctx, &v1.id).await.unwrap();
+    provider.remove(&ctx, &k2).await.unwrap();
     assert!(scope.containers().is_empty());
     assert!(scope.images().is_empty(), "{:?}", scope.images());
 }
@@ -106,7 +107,7 @@ async fn replicas_roll_one_at_a_time() {
             .build()
             .unwrap(),
     );
-    let r1 = provider.deploy(&ctx, &v1).await.expect("deploy");
+    let r1 = provider.deploy(&ctx, &v1, None).await.expect("deploy");
     assert_eq!(r1.instances.len(), 2);
     let ports: std::collections::BTreeSet<_> = r1.instances.iter().map(|i| i.port).collect();
     assert_eq!(ports.len(), 2, "each replica has its own port");
@@ -122,7 +123,11 @@ async fn replicas_roll_one_at_a_time() {
             .build()
             .unwrap(),
     );
-    let r2 = provider.update(&ctx, &v2).await.expect("rolling update");
+    let r2 = provider
+        .update(&ctx, &known(&v1, &r1), &v2)
+        .await
+        .expect("rolling update");
+    let k2 = known(&v2, &r2);
     assert_eq!(r2.instances.len(), 2);
     for i in &r2.instances {
         assert_eq!(i.revision, Revision(2));
@@ -142,13 +147,21 @@ async fn replicas_roll_one_at_a_time() {
             .build()
             .unwrap(),
     );
-    provider.update(&ctx, &v3).await.unwrap_err();
-    assert_eq!(
-        provider.status(&v1.id).await.unwrap(),
-        DeploymentStatus::Running
-    );
+    provider.update(&ctx, &k2, &v3).await.unwrap_err();
+    assert_eq!(provider.status(&k2).await.unwrap(), ObservedStatus::Running);
     assert_eq!(scope.containers().len(), 2);
-    provider.remove(&ctx, &v1.id).await.unwrap();
+    for i in &r2.instances {
+        let url = format!("http://127.0.0.1:{}", i.port.unwrap());
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                revision_at(&url).await == "two"
+            })
+            .await,
+            "replica {} serves revision two again",
+            i.id
+        );
+    }
+    provider.remove(&ctx, &k2).await.unwrap();
     assert!(scope.containers().is_empty());
 }
 
@@ -159,8 +172,12 @@ async fn a_new_provider_recovers_running_containers_by_label() {
     let ctx = OperationContext::detached();
     let alive = spec(scope.mounted_config(&scope.name("alive")).build().unwrap());
     let gone = spec(scope.mounted_config(&scope.name("gone")).build().unwrap());
-    let ra = first.deploy(&ctx, &alive).await.unwrap();
-    let rg = first.deploy(&ctx, &gone).await.unwrap();
+    let (ra, rg) = futures::future::join(
+        first.deploy(&ctx, &alive, None),
+        first.deploy(&ctx, &gone, None),
+    )
+    .await;
+    let (ra, rg) = (ra.unwrap(), rg.unwrap());
     let started = inspect(&ra.instances[0].id, "{{.State.StartedAt}}");
     drop(first);
     // The app of `gone` disappears while no manager runs.
@@ -168,14 +185,14 @@ async fn a_new_provider_recovers_running_containers_by_label() {
 
     let second = provider().await;
     let recovered = second
-        .recover(&ctx, &[alive.clone(), gone.clone()])
+        .recover(&ctx, &[known(&alive, &ra), known(&gone, &rg)])
         .await
         .unwrap();
     let a = recovered
         .iter()
         .find(|r| r.id == alive.id)
         .expect("alive recovered");
-    assert_eq!(a.status, DeploymentStatus::Running);
+    assert_eq!(a.status, ObservedStatus::Running);
     assert_eq!(
         a.runtime.instances[0].id, ra.instances[0].id,
         "adopted, not recreated"
@@ -190,23 +207,24 @@ async fn a_new_provider_recovers_running_containers_by_label() {
         .find(|r| r.id == gone.id)
         .expect("gone reported");
     assert!(
-        matches!(g.status, DeploymentStatus::Failed { .. }),
+        matches!(g.status, ObservedStatus::Failed { .. }),
         "{:?}",
         g.status
     );
     assert!(g.failure.is_some());
 
     // The adopted deployment is fully manageable.
-    assert!(second.status(&alive.id).await.unwrap().is_running());
+    let ka = known(&alive, &a.runtime);
+    assert!(second.status(&ka).await.unwrap().is_running());
     let (status, _) = get(a.runtime.url.as_deref().unwrap(), "/").await.unwrap();
     assert_eq!(status, 200);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            second.health(&alive.id).await.is_ok()
+            second.health(&ka).await.is_ok()
         })
         .await
     );
-    second.remove(&ctx, &alive.id).await.unwrap();
+    second.remove(&ctx, &ka).await.unwrap();
     assert!(scope.containers().is_empty());
 }
 
@@ -237,7 +255,8 @@ async fn recreate_rolls_back_and_networks_are_created_when_missing() {
             .strategy(UpdateStrategy::Recreate)
     };
     let v1 = spec(with_network(base("one"), &dir).build().unwrap());
-    let r1 = provider.deploy(&ctx, &v1).await.expect("deploy");
+    let r1 = provider.deploy(&ctx, &v1, None).await.expect("deploy");
+    let k1 = known(&v1, &r1);
     let id = &r1.instances[0].id;
     assert!(
         inspect(id, "{{json .NetworkSettings.Networks}}").contains(&network),
@@ -251,12 +270,9 @@ async fn recreate_rolls_back_and_networks_are_created_when_missing() {
             .build()
             .unwrap(),
     );
-    let err = provider.update(&ctx, &v2).await.unwrap_err();
+    let err = provider.update(&ctx, &k1, &v2).await.unwrap_err();
     assert!(err.failure().is_some(), "{err:?}");
-    assert_eq!(
-        provider.status(&v1.id).await.unwrap(),
-        DeploymentStatus::Running
-    );
+    assert_eq!(provider.status(&k1).await.unwrap(), ObservedStatus::Running);
     let containers = scope.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
     let back = inspect(
@@ -268,6 +284,6 @@ async fn recreate_rolls_back_and_networks_are_created_when_missing() {
         "one",
         "auto rollback started the previous revision again"
     );
-    provider.remove(&ctx, &v1.id).await.unwrap();
+    provider.remove(&ctx, &k1).await.unwrap();
     assert!(scope.containers().is_empty());
 }

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use conan_core::{
-    DeploymentConfig, DeploymentConfigBuilder, DeploymentId, DeploymentSpec, Revision,
+    DeploymentConfig, DeploymentConfigBuilder, DeploymentId, DeploymentSpec, KnownDeployment,
+    Revision, RuntimeInfo,
 };
 use conan_provider_docker::{DockerOptions, DockerProvider};
 
@@ -21,12 +22,14 @@ pub const BASE_IMAGE: &str = "conan-test/node:20";
 pub const TEST_LABEL: &str = "conan.test";
 
 /// A sample app: answers JSON with its revision, greeting and port; `/health` answers 200
-/// (500 with `UNHEALTHY`); exits 3 at once with `CRASH`.
+/// (500 with `UNHEALTHY`); exits 3 at once with `CRASH`; listens only after `DELAY_MS`;
+/// ignores SIGTERM with `IGNORE_TERM`.
 pub const SERVER_JS: &str = r#"
 const http = require('http');
 const port = Number(process.env.PORT || 3000);
 const rev = process.env.APP_REVISION || 'none';
 if (process.env.CRASH) { console.error('fatal: crashing on purpose'); process.exit(3); }
+const delay = Number(process.env.DELAY_MS || 0);
 const server = http.createServer((req, res) => {
   if (req.url === '/health') { res.writeHead(process.env.UNHEALTHY ? 500 : 200); return res.end('ok'); }
   if (req.url === '/crash') { console.error('crash requested'); process.exit(5); }
@@ -35,8 +38,9 @@ const server = http.createServer((req, res) => {
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end(JSON.stringify({ revision: rev, greeting: process.env.GREETING || null, port }));
 });
-server.listen(port, () => { console.log('listening on ' + port); console.error('[warn] sample warning'); });
-process.on('SIGTERM', () => { console.log('bye'); server.close(() => process.exit(0)); });
+setTimeout(() => server.listen(port, () => { console.log('listening on ' + port); console.error('[warn] sample warning'); }), delay);
+if (process.env.IGNORE_TERM) { process.on('SIGTERM', () => console.log('ignoring SIGTERM')); }
+else { process.on('SIGTERM', () => { console.log('bye'); server.close(() => process.exit(0)); }); }
 "#;
 
 fn repo_root() -> PathBuf {
@@ -226,6 +230,21 @@ pub fn docker_lines(args: &[&str]) -> Vec<String> {
 /// `docker inspect -f FORMAT ID`.
 pub fn inspect(id: &str, format: &str) -> String {
     docker_lines(&["inspect", "-f", format, id]).join("\n")
+}
+
+/// What the store would know after `runtime` was returned for `spec`.
+pub fn known(spec: &DeploymentSpec, runtime: &RuntimeInfo) -> KnownDeployment {
+    KnownDeployment::new(spec.clone(), runtime.clone())
+}
+
+/// Container ids labelled with deployment `id` (all states).
+pub fn containers_of(id: &DeploymentId) -> Vec<String> {
+    docker_lines(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=conan.deployment={id}"),
+    ])
 }
 
 /// A spec of a first deploy.
