@@ -370,7 +370,7 @@ impl StaticProvider {
         }
     }
 
-    /// Stops what runs of `id` (keeping its entry in `then`), waiting until its port is
+    /// Stops what runs of `id` (its entry stays, `Stopped`), waiting until its port is
     /// free; answers whether something ran.
     async fn stop_server(&self, ctx: &OperationContext, id: &DeploymentId) -> bool {
         let old = {
@@ -617,8 +617,8 @@ async fn resolve_root(config: &DeploymentConfig) -> Result<PathBuf> {
     }
 }
 
-fn is_dir(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
 #[async_trait]
@@ -966,7 +966,7 @@ impl Provider for StaticProvider {
                 ));
                 continue;
             }
-            if !is_dir(&k.spec.config.source) {
+            if !is_dir(&k.spec.config.source).await {
                 found.push(RecoveredDeployment::failed(
                     id,
                     revision,
