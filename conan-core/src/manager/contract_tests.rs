@@ -20,6 +20,7 @@ use crate::provider::{
     DeploymentSpec, KnownDeployment, ObservedStatus, OperationContext, RecoveredDeployment,
     RuntimeInfo,
 };
+use crate::status::StatusKind;
 use crate::store::MemoryStore;
 
 /// The calls of a provider, with owned arguments so `mockall` can state expectations on

@@ -730,9 +730,17 @@ impl Op<'_> {
         let (record, _) = self.snapshot()?;
         let status = status_of(&observed);
         let from = record.status.kind();
-        if from == status.kind() || !is_allowed(from, status.kind()) {
+        let route = if from == status.kind() {
+            None
+        } else {
+            route(from, status.kind())
+        };
+        let Some(via) = route else {
             tracing::debug!(deployment = %record.id, %from, to = %status, "ignoring provider status report");
             return Ok(record);
+        };
+        if let Some(via) = via {
+            self.transition(intermediate(via), |_| {}).await?;
         }
         let failed = status.kind() == StatusKind::Failed;
         let failure = failure.or_else(|| failed.then(|| FailureReport::new(observed.to_string())));
@@ -753,6 +761,27 @@ impl Op<'_> {
             });
         }
         Ok(record)
+    }
+}
+
+/// How the state machine gets from `from` to `to`: directly (`Some(None)`), through one
+/// intermediate state (`Some(Some(via))`: `Stopping` on the way to `Stopped`, `Deploying` on
+/// the way to `Running`), or not at all (`None`).
+pub(super) fn route(from: StatusKind, to: StatusKind) -> Option<Option<StatusKind>> {
+    if is_allowed(from, to) {
+        return Some(None);
+    }
+    [StatusKind::Stopping, StatusKind::Deploying]
+        .into_iter()
+        .find(|&via| is_allowed(from, via) && is_allowed(via, to))
+        .map(Some)
+}
+
+/// The status of an intermediate state of a [`route`] (those carry no data).
+pub(super) fn intermediate(via: StatusKind) -> DeploymentStatus {
+    match via {
+        StatusKind::Stopping => DeploymentStatus::Stopping,
+        _ => DeploymentStatus::Deploying,
     }
 }
 

@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 
-use super::ops::{JobKind, Op, Target, status_of};
+use super::ops::{JobKind, Op, Target, intermediate, route, status_of};
 use super::scheduler::Priority;
 use super::{Inner, SubmitOptions};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::failure::FailureReport;
 use crate::provider::{ObservedStatus, RecoveredDeployment};
-use crate::status::{DeploymentStatus, StatusKind, is_allowed};
+use crate::status::{DeploymentStatus, StatusKind};
 use crate::store::DeploymentRecord;
 
 /// See [`super::DeploymentManager::recover`]; `only` limits it to one provider.
@@ -123,12 +123,20 @@ impl Op<'_> {
             }
             return Ok(None);
         }
-        if !is_allowed(from, to) {
-            self.transition(
-                DeploymentStatus::failed(format!("{from} was interrupted by a manager restart")),
-                |_| {},
-            )
-            .await?;
+        match route(from, to) {
+            Some(None) => {}
+            Some(Some(via)) => {
+                self.transition(intermediate(via), |_| {}).await?;
+            }
+            None => {
+                self.transition(
+                    DeploymentStatus::failed(format!(
+                        "{from} was interrupted by a manager restart"
+                    )),
+                    |_| {},
+                )
+                .await?;
+            }
         }
         let running = found.status.is_running();
         let failure = found.failure.or_else(|| match &found.status {
