@@ -1,26 +1,4 @@
-//! [`FaultyProvider`]: wraps any [`Provider`] and injects faults into chosen kinds of call
-//! (the idea of `object_store`'s `ThrottledStore`), to test what sits on top of a provider
-//! — the manager's retries, deadlines, cancellation and panic containment — over a real
-//! provider rather than a mock.
-//!
-//! ```
-//! use std::time::Duration;
-//!
-//! use conan_core::testing::{Call, CallFault, FaultyProvider, MemoryProvider};
-//!
-//! let provider = FaultyProvider::new(MemoryProvider::new());
-//! // The next two deploys fail with a transient error, then deploys pass through.
-//! provider.inject(Call::Deploy, CallFault::Transient(2));
-//! // Every stop takes 5 s (cut short when the call is cancelled).
-//! provider.inject(Call::Stop, CallFault::Delay(Duration::from_secs(5)));
-//! assert_eq!(provider.calls(Call::Deploy), 0);
-//! ```
-//!
-//! Faults are per call kind, one at a time ([`inject`](FaultyProvider::inject) replaces the
-//! earlier one of that kind). Every call is counted ([`calls`](FaultyProvider::calls)),
-//! and so is every call that reached the wrapped provider
-//! ([`forwarded`](FaultyProvider::forwarded)). `name` and `capabilities` always pass
-//! through.
+//! [`FaultyProvider`]: fault injection around any provider.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -144,11 +122,35 @@ enum Action {
     Panic,
 }
 
-/// A provider wrapper that injects faults per kind of call. See the
-/// [module documentation](self).
+/// Wraps any [`Provider`] and injects faults into chosen kinds of call
+/// (the idea of `object_store`'s `ThrottledStore`), to test what sits on top of a provider
+/// — the manager's retries, deadlines, cancellation and panic containment — over a real
+/// provider rather than a mock.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use conan_core::testing::{Call, CallFault, FaultyProvider, MemoryProvider};
+///
+/// let provider = FaultyProvider::new(MemoryProvider::new());
+/// // The next two deploys fail with a transient error, then deploys pass through.
+/// provider.inject(Call::Deploy, CallFault::Transient(2));
+/// // Every stop takes 5 s (cut short when the call is cancelled).
+/// provider.inject(Call::Stop, CallFault::Delay(Duration::from_secs(5)));
+/// assert_eq!(provider.calls(Call::Deploy), 0);
+/// ```
+///
+/// Faults are per call kind, one at a time ([`inject`](FaultyProvider::inject) replaces the
+/// earlier one of that kind). Every call is counted ([`calls`](FaultyProvider::calls)),
+/// and so is every call that reached the wrapped provider
+/// ([`forwarded`](FaultyProvider::forwarded)). `name` and `capabilities` always pass
+/// through.
 ///
 /// Cloning shares the faults and counters (and clones the wrapped provider: wrap an
-/// `Arc<P>` to share that too).
+/// `Arc<P>` to share that too). To drive it through a manager and keep a handle for
+/// injecting faults, register an `Arc<FaultyProvider<P>>` with `provider_arc` and keep a
+/// clone of the `Arc`; `FaultyProvider<Arc<DynProvider>>` wraps a provider known only as a
+/// trait object.
 #[derive(Clone)]
 pub struct FaultyProvider<P> {
     inner: P,
