@@ -15,8 +15,8 @@
 //!
 //! - **Connection**: `DOCKER_HOST` (`unix://`, `tcp://`) or the local socket; the API version
 //!   is negotiated with the daemon. A daemon that does not answer within the connect timeout
-//!   (5 s) is [`Error::ProviderUnavailable`](conan_core::Error::ProviderUnavailable) with a hint
-//!   how to start one; nothing ever hangs on a dead socket.
+//!   (5 s) is [`Error::ProviderUnavailable`](conan_core::Error::ProviderUnavailable) naming the
+//!   address and the setting that fixes it (`DOCKER_HOST`); nothing ever hangs on a dead socket.
 //! - **Images** come from one of three sources, in this order: `provider_options.docker.image`
 //!   (an image on the daemon; never pulled), the project's `Dockerfile`, or a Dockerfile
 //!   generated for a Node.js project (see [`DockerProviderBuilder::base_image`]). Images are
@@ -31,23 +31,40 @@
 //!   published port reaches them. `init` is on so
 //!   signals reach the app; memory and CPU limits, the stop signal and timeout and the restart
 //!   policy are Docker's own (`always` maps to `unless-stopped`, so a stop sticks).
+//! - **Idempotent by (deployment, revision)**: containers are found by label, not remembered.
+//!   A deploy or update repeated with the same spec adopts the containers of that revision
+//!   (after they pass the gate again) instead of starting a second set; a deploy replaces
+//!   whatever else of the deployment exists (a stopped or failed earlier revision, leftovers
+//!   of an abandoned attempt). An image built earlier for the same revision is reused.
+//!   Every call works from the [`KnownDeployment`](conan_core::KnownDeployment) it is handed
+//!   (its runtime details carry the container ids, image id and published port), so a fresh
+//!   provider instance manages what an earlier one started.
 //! - **Readiness**: a deploy returns once every container passes the health check through the
 //!   published port (and Docker's own `HEALTHCHECK` status when the image has one), within
 //!   `update.healthy_deadline`. On failure the error carries a
 //!   [`FailureReport`](conan_core::FailureReport) (exit code, last 50 log lines, last probe) and
-//!   the containers are removed.
+//!   the containers (and the revision's image) are removed. Cancellation is raced against
+//!   image builds and the readiness wait; a cancelled deploy removes what it started and
+//!   answers [`Error::Cancelled`](conan_core::Error::Cancelled).
+//! - **Health** answers the latest observation without probing: the gate's, then a liveness
+//!   prober's (every `health_check.interval`, reporting `Healthy`/`Unhealthy` transitions).
+//!   HTTP and TCP probes are [`conan_core::probe`]'s; a `command` check runs in the container
+//!   (`docker exec`).
 //! - **Updates**: `blue-green` starts the new containers beside the old ones and removes the
 //!   old ones once the new ones are healthy; `rolling` does that `max_parallel` replicas at a
 //!   time; `recreate` stops the old first. A failing new revision is removed and the old one
-//!   keeps serving (with `recreate` it is started again when `auto_rollback` is set). The
+//!   keeps serving (with `recreate` and `rolling`, the stopped old containers are started
+//!   again when `auto_rollback` is set). The
 //!   deployment's URL is the new container's published port: there is no proxy in front.
 //! - **Supervision** is Docker's restart policy; a watcher on the daemon's event stream turns
-//!   a container death into `Restarted` events, or into a `Failed` report (with the bundle)
-//!   when Docker leaves the deployment down. Docker's own backoff applies; the policy's
+//!   a container death into `Restarted` events, or into a failed (or exited) status report
+//!   with the bundle when Docker leaves the deployment down; the manager applies it. The
+//!   provider never emits the manager's events. Docker's own backoff applies; the policy's
 //!   `window`, `jitter` and `reset_after` are not used.
 //! - **Recovery**: containers outlive the process. [`recover`](conan_core::Provider::recover)
 //!   finds them by label and adopts them without restarting; a known deployment without
-//!   containers comes back `Failed` with the reason.
+//!   containers comes back `Failed` with the reason. `stop` keeps the containers and `start`
+//!   resumes them; both use the config's `stop.timeout`.
 //! - **Secrets**: env values go to the daemon only; they are never logged, nor part of an
 //!   error or `Debug` output.
 

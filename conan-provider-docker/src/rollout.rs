@@ -244,10 +244,10 @@ impl DockerProvider {
             Ok(instances)
         }
         .await;
-        if result.is_err() {
-            if let Err(e) = container::stop_all(&self.docker, ids, stop_s).await {
-                tracing::warn!(deployment = %spec.id, error = %e, "could not stop containers after a failed start");
-            }
+        if result.is_err()
+            && let Err(e) = container::stop_all(&self.docker, ids, stop_s).await
+        {
+            tracing::warn!(deployment = %spec.id, error = %e, "could not stop containers after a failed start");
         }
         result
     }
