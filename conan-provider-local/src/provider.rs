@@ -442,10 +442,14 @@ fn alive(inst: &Instance) -> bool {
 }
 
 /// A record to adopt from when the state file is gone but the persisted runtime names an
-/// instance.
+/// instance that is still alive (same pid, same start time). A dead one means nothing is
+/// left (a removed deployment's details name its last instance too).
 fn from_details(known: &KnownDeployment) -> Option<PersistedDeployment> {
     let inst: PersistedInstance =
         serde_json::from_value(known.detail(DETAIL_INSTANCE)?.clone()).ok()?;
+    if !procfs::is_alive(inst.pid, Some(inst.start_time)) {
+        return None;
+    }
     Some(PersistedDeployment {
         id: known.id().as_str().to_owned(),
         revision: inst.revision,

@@ -44,7 +44,7 @@ async fn child_manager() {
         .build()
         .unwrap();
     let info = p
-        .deploy(&OperationContext::detached(), &manager_spec(&id, &name))
+        .deploy(&OperationContext::detached(), &manager_spec(&id, &name), None)
         .await
         .unwrap();
     println!("READY {} {}", info.instances[0].id, info.port().unwrap());
@@ -103,15 +103,15 @@ async fn manager_killed_with_sigkill_is_adopted_with_the_same_pid_and_no_lost_li
             .unwrap(),
     );
     let ctx = OperationContext::detached();
-    let spec = manager_spec(&id, &name);
+    let spec = known(&manager_spec(&id, &name));
     let found = p.recover(&ctx, std::slice::from_ref(&spec)).await.unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].status, DeploymentStatus::Running);
+    assert_eq!(found[0].status, ObservedStatus::Running);
     assert_eq!(found[0].runtime.instances[0].id, pid, "same pid adopted");
     assert_eq!(found[0].runtime.port(), Some(port));
 
     assert_eq!(get(port, "/after-adoption").await, Some(200));
-    let lines = logs(&p, &spec.id).await;
+    let lines = logs(&p, &spec).await;
     let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(
         messages
@@ -140,7 +140,7 @@ async fn manager_killed_with_sigkill_is_adopted_with_the_same_pid_and_no_lost_li
     .unwrap();
     let mut restarted = false;
     for _ in 0..500 {
-        if p.metrics(&spec.id).await.unwrap().restarts == 1
+        if p.metrics(&spec).await.unwrap().restarts == 1
             && get(port, "/health").await == Some(200)
         {
             restarted = true;
@@ -153,7 +153,7 @@ async fn manager_killed_with_sigkill_is_adopted_with_the_same_pid_and_no_lost_li
     assert_eq!(now.len(), 1);
     assert_ne!(now[0].to_string(), pid);
     // ... and stopped as before.
-    p.stop(&ctx, &spec.id).await.unwrap();
+    p.stop(&ctx, &spec).await.unwrap();
     assert!(marked(&id).is_empty());
     assert!(!alive(now[0]));
 }
@@ -177,13 +177,13 @@ async fn a_recycled_pid_is_never_adopted() {
         .port_range(PORTS)
         .build()
         .unwrap();
-    let spec = manager_spec(&id, "recycled");
+    let spec = known(&manager_spec(&id, "recycled"));
     let found = p
         .recover(&OperationContext::detached(), std::slice::from_ref(&spec))
         .await
         .unwrap();
     assert!(
-        matches!(found[0].status, DeploymentStatus::Failed { .. }),
+        matches!(found[0].status, ObservedStatus::Failed { .. }),
         "{found:?}"
     );
     assert!(found[0].failure.is_some());

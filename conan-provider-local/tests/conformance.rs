@@ -1,37 +1,107 @@
-//! conan-core's provider conformance suite against the local provider, as
-//! `Arc<dyn Provider>` over the provider itself and over the forwarding `Arc<T>` impl.
+//! conan-core's provider conformance suite (v2) against the local provider: every check
+//! builds a fresh `LocalProvider` over one state directory, used as `Arc<dyn Provider>`
+//! directly and through the forwarding `Box<T>` impl. Leftovers are the processes carrying
+//! the deployment's marker and the machine-wide port locks of the suite's lock directory.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use conan_core::DynProvider;
 use conan_core::prelude::*;
 use conan_core::testing::conformance::{self, ConformanceHarness};
 use conan_provider_local::LocalProvider;
 
-fn harness() -> ConformanceHarness {
-    ConformanceHarness::new(|name| config(name, "hello")).with_failing_config(|name| {
-        let mut c = DeploymentConfig::new(name);
-        c.source = app("crash");
-        c.health_check = Some(HealthCheck::http("/health"));
-        c.update.healthy_deadline = Duration::from_secs(5);
-        c
-    })
+fn harness(
+    state: &Path,
+    locks: &Path,
+    ports: std::ops::RangeInclusive<u16>,
+    forwarded: bool,
+) -> ConformanceHarness {
+    let (state, lock_dir) = (state.to_path_buf(), locks.to_path_buf());
+    let make = move || {
+        let p = LocalProvider::builder()
+            .state_dir(&state)
+            .port_lock_dir(&lock_dir)
+            .port_range(ports.clone())
+            .node_path("/usr/bin/node")
+            .build()
+            .unwrap();
+        if forwarded {
+            Arc::new(Box::new(p) as Box<DynProvider>) as Arc<DynProvider>
+        } else {
+            Arc::new(p) as Arc<DynProvider>
+        }
+    };
+    let locks = locks.to_path_buf();
+    ConformanceHarness::new(make, |name| config(name, "hello"))
+        .with_failing_config(|name| {
+            let mut c = DeploymentConfig::new(name);
+            c.source = app("crash");
+            c.health_check = Some(HealthCheck::http("/health"));
+            c.update.healthy_deadline = Duration::from_secs(5);
+            c
+        })
+        .with_slow_config(|name| {
+            let mut c = config(name, "slow-start");
+            c.health_check = Some(HealthCheck::http("/"));
+            c.env.insert("SLOW_START_MS", "5000");
+            c
+        })
+        .with_leftovers(move |id| {
+            let (id, locks) = (id.clone(), locks.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || leftovers(&id, &locks))
+                    .await
+                    .unwrap_or_default()
+            })
+        })
+        .timeout(Duration::from_secs(60))
+}
+
+/// The processes of `id` and the port locks held in `locks` (the suite runs one deployment
+/// at a time outside its manager check, so every lock there is the deployment's).
+fn leftovers(id: &DeploymentId, locks: &Path) -> Vec<String> {
+    let mut out: Vec<String> = marked(id.as_str())
+        .into_iter()
+        .map(|p| format!("pid {p}"))
+        .collect();
+    if let Ok(dir) = std::fs::read_dir(locks) {
+        out.extend(
+            dir.flatten()
+                .map(|e| format!("port lock {}", e.file_name().to_string_lossy())),
+        );
+    }
+    out
+}
+
+struct Dirs {
+    state: tempfile::TempDir,
+    locks: PathBuf,
+    _locks: tempfile::TempDir,
+}
+
+fn dirs() -> Dirs {
+    let locks = tempfile::tempdir().unwrap();
+    Dirs {
+        state: tempfile::tempdir().unwrap(),
+        locks: locks.path().join("ports"),
+        _locks: locks,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_as_dyn_provider() {
-    let (p, _dir) = provider(24000..=24249);
-    let p: Arc<LocalProvider> = p;
-    conformance::run_all(p as Arc<DynProvider>, &harness()).await;
+    let d = dirs();
+    let h = harness(d.state.path(), &d.locks, 24000..=24249, false);
+    conformance::run_all(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_through_the_forwarding_arc_impl() {
-    let (p, _dir) = provider(24250..=24499);
-    let forwarded: Arc<DynProvider> = Arc::new(p);
-    conformance::run_all(forwarded, &harness()).await;
+async fn conformance_through_the_forwarding_box_impl() {
+    let d = dirs();
+    let h = harness(d.state.path(), &d.locks, 24250..=24499, true);
+    conformance::run_all(&h).await;
 }

@@ -23,8 +23,8 @@ async fn a_running_app_turning_unhealthy_and_back_is_reported() {
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
     let (ctx, mut rx) = ctx();
-    let port = p.deploy(&ctx, &s).await.unwrap().port().unwrap();
-    assert_eq!(p.health(&s.id).await.unwrap().status, HealthStatus::Healthy);
+    let port = p.deploy(&ctx, &s, None).await.unwrap().port().unwrap();
+    assert_eq!(p.health(&known(&s)).await.unwrap().status, HealthStatus::Healthy);
     assert_eq!(get(port, "/toggle-health").await, Some(200));
     let reason = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -38,7 +38,7 @@ async fn a_running_app_turning_unhealthy_and_back_is_reported() {
     .await
     .unwrap();
     assert_eq!(reason, "GET /health -> 503");
-    let h = p.health(&s.id).await.unwrap();
+    let h = p.health(&known(&s)).await.unwrap();
     assert_eq!(h.status, HealthStatus::Unhealthy);
     assert!(h.consecutive_failures >= 2);
     assert_eq!(get(port, "/toggle-health").await, Some(200));
@@ -53,8 +53,8 @@ async fn a_running_app_turning_unhealthy_and_back_is_reported() {
     })
     .await
     .unwrap();
-    assert_eq!(p.health(&s.id).await.unwrap().status, HealthStatus::Healthy);
-    p.remove(&ctx, &s.id).await.unwrap();
+    assert_eq!(p.health(&known(&s)).await.unwrap().status, HealthStatus::Healthy);
+    p.remove(&ctx, &known(&s)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,16 +67,16 @@ async fn command_checks_gate_readiness() {
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
     let (ctx, _rx) = ctx();
-    let port = p.deploy(&ctx, &s).await.unwrap().port().unwrap();
+    let port = p.deploy(&ctx, &s, None).await.unwrap().port().unwrap();
     assert_eq!(get(port, "/health").await, Some(200));
-    p.remove(&ctx, &s.id).await.unwrap();
+    p.remove(&ctx, &known(&s)).await.unwrap();
 
     let mut c = config(&unique("cmd-bad"), "hello");
     c.health_check = Some(HealthCheck::command("exit 3"));
     c.update.healthy_deadline = Duration::from_millis(500);
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
-    let e = p.deploy(&ctx, &s).await.unwrap_err();
+    let e = p.deploy(&ctx, &s, None).await.unwrap_err();
     let f = e.failure().expect("failure bundle");
     assert!(
         f.probe.as_deref().unwrap().contains("exit status: 3"),
@@ -101,7 +101,7 @@ async fn cancelling_a_deploy_leaves_nothing_and_says_cancelled() {
         assert!(ok);
         cancel.cancel();
     });
-    let e = p.deploy(&ctx, &s).await.unwrap_err();
+    let e = p.deploy(&ctx, &s, None).await.unwrap_err();
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
     assert!(marked(s.id.as_str()).is_empty());
 }
@@ -112,6 +112,6 @@ async fn more_than_one_replica_is_not_supported() {
     let mut c = config(&unique("many"), "hello");
     c.replicas = 2;
     let (ctx, _rx) = ctx();
-    let e = p.deploy(&ctx, &spec(c)).await.unwrap_err();
+    let e = p.deploy(&ctx, &spec(c), None).await.unwrap_err();
     assert!(matches!(e, Error::NotSupported { .. }), "{e}");
 }

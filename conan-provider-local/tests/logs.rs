@@ -28,7 +28,7 @@ async fn a_million_lines_written_right_before_exit_are_all_kept_in_order() {
     let (ctx, _rx) = ctx();
     let t = Instant::now();
     // The app may exit before or after min_uptime: both are fine here.
-    let _ = p.deploy(&ctx, &s).await;
+    let _ = p.deploy(&ctx, &s, None).await;
     let done = wait_until(Duration::from_secs(120), || {
         marked(s.id.as_str()).is_empty()
     })
@@ -37,7 +37,7 @@ async fn a_million_lines_written_right_before_exit_are_all_kept_in_order() {
     let q = LogQuery::all().stream(OutputStream::Stdout);
     let mut lines = Vec::new();
     for _ in 0..100 {
-        lines = p.logs_vec(&s.id, &q).await.unwrap();
+        lines = p.logs_vec(&known(&s), &q).await.unwrap();
         if lines
             .last()
             .is_some_and(|l| l.message.starts_with("burst done"))
@@ -68,8 +68,8 @@ async fn long_lines_split_with_marker_and_queries_filter() {
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
     let (ctx, _rx) = ctx();
-    let info = p.deploy(&ctx, &s).await.unwrap();
-    let all = logs(&p, &s.id).await;
+    let info = p.deploy(&ctx, &s, None).await.unwrap();
+    let all = logs(&p, &known(&s)).await;
     let pieces: Vec<_> = all
         .iter()
         .filter(|l| l.message.starts_with("xxx"))
@@ -87,13 +87,13 @@ async fn long_lines_split_with_marker_and_queries_filter() {
     assert!(!pieces[3].message.contains("[conan"));
 
     let warn = p
-        .logs_vec(&s.id, &LogQuery::all().stream(OutputStream::Stderr))
+        .logs_vec(&known(&s), &LogQuery::all().stream(OutputStream::Stderr))
         .await
         .unwrap();
     assert_eq!(warn.len(), 1);
     assert_eq!(warn[0].level, LogLevel::Warn);
     let errors = p
-        .logs_vec(&s.id, &LogQuery::all().min_level(LogLevel::Error))
+        .logs_vec(&known(&s), &LogQuery::all().min_level(LogLevel::Error))
         .await
         .unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -101,7 +101,7 @@ async fn long_lines_split_with_marker_and_queries_filter() {
 
     // Follow: history first, then new lines as the app writes them.
     let mut follow = p
-        .logs(&s.id, &LogQuery::tail(1).contains("GET /follow").follow())
+        .logs(&known(&s), &LogQuery::tail(1).contains("GET /follow").follow())
         .await
         .unwrap();
     let port = info.port().unwrap();
@@ -117,7 +117,7 @@ async fn long_lines_split_with_marker_and_queries_filter() {
     let now = conan_core::Timestamp::now();
     let none = p
         .logs_vec(
-            &s.id,
+            &known(&s),
             &LogQuery {
                 since: Some(now),
                 ..LogQuery::all()
@@ -126,7 +126,7 @@ async fn long_lines_split_with_marker_and_queries_filter() {
         .await
         .unwrap();
     assert!(none.is_empty());
-    p.remove(&ctx, &s.id).await.unwrap();
+    p.remove(&ctx, &known(&s)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn log_file_rotates_by_size() {
     let s = spec(burst(&unique("rot"), 20_000));
     let _g = Guard::new(&[&s.id]);
     let (ctx, _rx) = ctx();
-    let _ = p.deploy(&ctx, &s).await;
+    let _ = p.deploy(&ctx, &s, None).await;
     let logdir = dir
         .path()
         .join("deployments")

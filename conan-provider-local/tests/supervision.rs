@@ -28,7 +28,7 @@ async fn crash_restarts_with_growing_delays_then_crash_loop_fails() {
     let s = spec(crash(&unique("loop"), 4));
     let _g = Guard::new(&[&s.id]);
     let (ctx, mut rx) = ctx();
-    p.deploy(&ctx, &s).await.unwrap();
+    p.deploy(&ctx, &s, None).await.unwrap();
     // Paused time auto-advances whenever the runtime idles, so a tokio timeout would fire
     // while a real process runs; a real-time watchdog bounds the test instead.
     let id = s.id.as_str().to_owned();
@@ -66,12 +66,12 @@ async fn crash_restarts_with_growing_delays_then_crash_loop_fails() {
             .any(|l| l.message.contains("fatal error"))
     );
     assert!(matches!(
-        p.status(&s.id).await.unwrap(),
-        DeploymentStatus::Failed { .. }
+        p.status(&known(&s)).await.unwrap(),
+        ObservedStatus::Failed { .. }
     ));
-    assert_eq!(p.metrics(&s.id).await.unwrap().restarts, 4);
+    assert_eq!(p.metrics(&known(&s)).await.unwrap().restarts, 4);
     assert!(marked(s.id.as_str()).is_empty());
-    p.remove(&ctx, &s.id).await.unwrap();
+    p.remove(&ctx, &known(&s)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +80,7 @@ async fn crash_restart_kills_leftover_grandchildren_and_stop_never_restarts() {
     let s = spec(config(&unique("gc-crash"), "grandchildren"));
     let _g = Guard::new(&[&s.id]);
     let (ctx, mut rx) = ctx();
-    let info = p.deploy(&ctx, &s).await.unwrap();
+    let info = p.deploy(&ctx, &s, None).await.unwrap();
     let leader: u32 = info.instances[0].id.parse().unwrap();
     assert!(wait_until(Duration::from_secs(5), || marked(s.id.as_str()).len() >= 4).await);
     let before = marked(s.id.as_str());
@@ -110,10 +110,10 @@ async fn crash_restart_kills_leftover_grandchildren_and_stop_never_restarts() {
         .await,
         "old tree gone, new tree up"
     );
-    p.stop(&ctx, &s.id).await.unwrap();
+    p.stop(&ctx, &known(&s)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(marked(s.id.as_str()).is_empty());
-    assert_eq!(p.status(&s.id).await.unwrap(), DeploymentStatus::Stopped);
+    assert_eq!(p.status(&known(&s)).await.unwrap(), ObservedStatus::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,17 +125,20 @@ async fn clean_exit_under_on_failure_stays_stopped() {
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
     let (ctx, _rx) = ctx();
-    p.deploy(&ctx, &s).await.unwrap();
-    let p2 = p.clone();
-    let id = s.id.clone();
+    p.deploy(&ctx, &s, None).await.unwrap();
+    let k = known(&s);
     let mut stopped = false;
     for _ in 0..200 {
-        if p2.status(&id).await.unwrap() == DeploymentStatus::Stopped {
+        if p.status(&k).await.unwrap()
+            == (ObservedStatus::Exited {
+                exit: ExitStatus::Code(0),
+            })
+        {
             stopped = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(stopped);
-    assert_eq!(p.metrics(&s.id).await.unwrap().restarts, 0);
+    assert_eq!(p.metrics(&known(&s)).await.unwrap().restarts, 0);
 }

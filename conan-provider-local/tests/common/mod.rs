@@ -29,6 +29,19 @@ pub fn provider(ports: std::ops::RangeInclusive<u16>) -> (Arc<LocalProvider>, te
     (Arc::new(p), dir)
 }
 
+/// A fresh provider over the same state directory and settings as `p` (as after a restart
+/// of the managing process).
+pub fn fresh(p: &LocalProvider) -> LocalProvider {
+    let s = p.settings();
+    LocalProvider::builder()
+        .state_dir(&s.state_dir)
+        .port_range(s.port_range.clone())
+        .port_lock_dir(&s.port_lock_dir)
+        .node_path(&s.node_path)
+        .build()
+        .unwrap()
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", fastrand::u32(..))
 }
@@ -45,6 +58,11 @@ pub fn config(name: &str, app_name: &str) -> DeploymentConfig {
 
 pub fn spec(config: DeploymentConfig) -> DeploymentSpec {
     DeploymentSpec::new(DeploymentId::generate(), Revision(1), config)
+}
+
+/// What a manager would hand the provider for `spec` (nothing persisted).
+pub fn known(spec: &DeploymentSpec) -> KnownDeployment {
+    KnownDeployment::from_spec(spec.clone())
 }
 
 /// Kills every process carrying `CONAN_DEPLOYMENT_ID=<id>` when dropped, so a failing
@@ -138,6 +156,6 @@ pub async fn get(port: u16, path: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub async fn logs(p: &LocalProvider, id: &DeploymentId) -> Vec<LogLine> {
-    p.logs_vec(id, &LogQuery::all()).await.unwrap()
+pub async fn logs(p: &LocalProvider, known: &KnownDeployment) -> Vec<LogLine> {
+    p.logs_vec(known, &LogQuery::all()).await.unwrap()
 }
