@@ -76,8 +76,7 @@ fn live() -> MutexGuard<'static, HashMap<PathBuf, Weak<Deployment>>> {
 /// The deployment some provider of this process supervises in `dir`, if any.
 pub(crate) fn shared_in(dir: &Path) -> Option<Arc<Deployment>> {
     let dep = live().get(dir)?.upgrade()?;
-    (dep.holders.load(Ordering::Acquire) > 0 && !dep.removed.load(Ordering::Acquire))
-        .then_some(dep)
+    (dep.holders.load(Ordering::Acquire) > 0 && !dep.removed.load(Ordering::Acquire)).then_some(dep)
 }
 
 /// Registers `dep` process-wide.
@@ -139,12 +138,8 @@ impl Deployment {
 
     /// Waits for the clean-ups of abandoned launches.
     pub async fn settle(&self) {
-        let pending: Vec<_> = std::mem::take(
-            &mut *self
-                .cleanups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(PoisonError::into_inner));
         for h in pending {
             let _ = h.await;
         }

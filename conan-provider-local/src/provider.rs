@@ -211,9 +211,7 @@ impl Inner {
             let next = dep.lock().retiring.first().cloned();
             let Some((inst, spec)) = next else { return };
             self.stop_instance(dep, &inst, &spec).await;
-            dep.lock()
-                .retiring
-                .retain(|(i, _)| !Arc::ptr_eq(i, &inst));
+            dep.lock().retiring.retain(|(i, _)| !Arc::ptr_eq(i, &inst));
         }
     }
 
@@ -488,10 +486,7 @@ impl Provider for LocalProvider {
         let known = previous
             .cloned()
             .unwrap_or_else(|| KnownDeployment::from_spec(spec.clone()));
-        let Some(dep) = inner
-            .find(&known, ctx.events.clone(), Some(spec))
-            .await?
-        else {
+        let Some(dep) = inner.find(&known, ctx.events.clone(), Some(spec)).await? else {
             return Err(Error::deployment_not_found(spec.id.as_str()));
         };
         let _op = dep.op.lock().await;

@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 
 use conan_core::support::restart::{RestartDecision, RestartTracker};
 use conan_core::{
-    DeploymentSpec, EventSink, FailureReport, HealthReport, HealthStatus, ObservedStatus,
-    Timestamp,
+    DeploymentSpec, EventSink, FailureReport, HealthReport, HealthStatus, ObservedStatus, Timestamp,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 

@@ -44,7 +44,11 @@ async fn child_manager() {
         .build()
         .unwrap();
     let info = p
-        .deploy(&OperationContext::detached(), &manager_spec(&id, &name), None)
+        .deploy(
+            &OperationContext::detached(),
+            &manager_spec(&id, &name),
+            None,
+        )
         .await
         .unwrap();
     println!("READY {} {}", info.instances[0].id, info.port().unwrap());
@@ -140,8 +144,7 @@ async fn manager_killed_with_sigkill_is_adopted_with_the_same_pid_and_no_lost_li
     .unwrap();
     let mut restarted = false;
     for _ in 0..500 {
-        if p.metrics(&spec).await.unwrap().restarts == 1
-            && get(port, "/health").await == Some(200)
+        if p.metrics(&spec).await.unwrap().restarts == 1 && get(port, "/health").await == Some(200)
         {
             restarted = true;
             break;

@@ -61,18 +61,51 @@ fn harness(
         .timeout(Duration::from_secs(60))
 }
 
-/// The processes of `id` and the port locks held in `locks` (the suite runs one deployment
-/// at a time outside its manager check, so every lock there is the deployment's).
+/// The processes of `id` and the port locks of the suite's lock directory that no live
+/// process of another deployment explains (a lock whose port another deployment's app
+/// serves on is that deployment's; a lock nobody serves on is leaked, and counts).
 fn leftovers(id: &DeploymentId, locks: &Path) -> Vec<String> {
     let mut out: Vec<String> = marked(id.as_str())
         .into_iter()
         .map(|p| format!("pid {p}"))
         .collect();
-    if let Ok(dir) = std::fs::read_dir(locks) {
-        out.extend(
-            dir.flatten()
-                .map(|e| format!("port lock {}", e.file_name().to_string_lossy())),
-        );
+    let Ok(dir) = std::fs::read_dir(locks) else {
+        return out;
+    };
+    let others = ports_of_other_deployments(id);
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !others.contains(&name) {
+            out.push(format!("port lock {name}"));
+        }
+    }
+    out
+}
+
+/// `PORT` of every live process that carries another deployment's id.
+fn ports_of_other_deployments(id: &DeploymentId) -> Vec<String> {
+    let mine = format!("CONAN_DEPLOYMENT_ID={id}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !alive(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        let other = vars
+            .iter()
+            .any(|v| v.starts_with(b"CONAN_DEPLOYMENT_ID=") && *v != mine.as_bytes());
+        if !other {
+            continue;
+        }
+        if let Some(port) = vars.iter().find_map(|v| v.strip_prefix(b"PORT=")) {
+            out.push(String::from_utf8_lossy(port).into_owned());
+        }
     }
     out
 }

@@ -24,7 +24,10 @@ async fn a_running_app_turning_unhealthy_and_back_is_reported() {
     let _g = Guard::new(&[&s.id]);
     let (ctx, mut rx) = ctx();
     let port = p.deploy(&ctx, &s, None).await.unwrap().port().unwrap();
-    assert_eq!(p.health(&known(&s)).await.unwrap().status, HealthStatus::Healthy);
+    assert_eq!(
+        p.health(&known(&s)).await.unwrap().status,
+        HealthStatus::Healthy
+    );
     assert_eq!(get(port, "/toggle-health").await, Some(200));
     let reason = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -53,7 +56,10 @@ async fn a_running_app_turning_unhealthy_and_back_is_reported() {
     })
     .await
     .unwrap();
-    assert_eq!(p.health(&known(&s)).await.unwrap().status, HealthStatus::Healthy);
+    assert_eq!(
+        p.health(&known(&s)).await.unwrap().status,
+        HealthStatus::Healthy
+    );
     p.remove(&ctx, &known(&s)).await.unwrap();
 }
 

@@ -49,7 +49,10 @@ async fn hello_deploys_serves_reports_metrics_and_stops() {
     assert!(p.is_running(&known(&s)).await.unwrap());
     p.remove(&ctx, &known(&s)).await.unwrap();
     assert!(marked(s.id.as_str()).is_empty());
-    assert!(matches!(p.status(&known(&s)).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        p.status(&known(&s)).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +148,11 @@ async fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
     let empty = tempfile::tempdir().unwrap();
     let mut c = config(&unique("empty"), "hello");
     c.source = empty.path().to_path_buf();
-    let e = p.deploy(&ctx, &spec(c), None).await.unwrap_err().to_string();
+    let e = p
+        .deploy(&ctx, &spec(c), None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("nothing to start") && e.contains("server.js (not found)"),
         "{e}"

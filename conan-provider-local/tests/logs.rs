@@ -101,7 +101,10 @@ async fn long_lines_split_with_marker_and_queries_filter() {
 
     // Follow: history first, then new lines as the app writes them.
     let mut follow = p
-        .logs(&known(&s), &LogQuery::tail(1).contains("GET /follow").follow())
+        .logs(
+            &known(&s),
+            &LogQuery::tail(1).contains("GET /follow").follow(),
+        )
         .await
         .unwrap();
     let port = info.port().unwrap();

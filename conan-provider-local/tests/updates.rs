@@ -142,7 +142,11 @@ async fn a_failed_blue_green_update_through_the_manager_yields_exactly_one_rollb
     let after = m.get(rec.id.as_str()).unwrap();
     assert_eq!(after.status.kind(), StatusKind::Running);
     assert_eq!(after.revision, Revision(1));
-    assert_eq!(get(port, "/health").await, Some(200), "the old revision serves");
+    assert_eq!(
+        get(port, "/health").await,
+        Some(200),
+        "the old revision serves"
+    );
     assert_eq!(marked(rec.id.as_str()).len(), 1);
     let mut rollbacks = 0;
     while let Ok(ev) = rx.try_recv() {
