@@ -107,6 +107,8 @@ struct Faults {
     delay: Option<Duration>,
     ending: Option<(Ending, Duration)>,
     rng: Option<fastrand::Rng>,
+    /// Whether calls in flight are counted ([`MemoryProvider::track_concurrency`]).
+    track: bool,
     /// Mutating calls in flight per deployment: (now, highest seen).
     in_flight: foldhash::HashMap<DeploymentId, (u32, u32)>,
 }
@@ -203,6 +205,21 @@ impl Call<'_> {
             Wait::Hang => std::future::pending::<()>().await,
         }
         ctx.check_cancelled(self.op.as_str())
+    }
+}
+
+impl Call<'_> {
+    /// Makes the call wait as long as a [`MemoryProvider::SLOW_LABEL`] asks (unless it
+    /// hangs anyway).
+    fn slow_down(&mut self, spec: &DeploymentSpec) {
+        let labels = &spec.config.labels;
+        if labels.is_empty() || matches!(self.wait, Wait::Hang) {
+            return;
+        }
+        if let Some(ms) = labels.get(MemoryProvider::SLOW_LABEL) {
+            let ms = ms.parse().unwrap_or(2000);
+            self.wait = Wait::Delay(Duration::from_millis(ms));
+        }
     }
 }
 
@@ -573,6 +590,11 @@ impl MemoryProvider {
     /// The label that makes a config fail its health gate.
     pub const FAIL_LABEL: &'static str = "conan.test/fail";
 
+    /// The label that makes a config slow to become ready: deploy, update and start of it
+    /// wait the label's value in milliseconds (2000 when it is not a number) at their wait
+    /// point, racing cancellation, like an app with a slow start.
+    pub const SLOW_LABEL: &'static str = "conan.test/slow";
+
     /// A provider named `memory` on a backend of its own.
     #[must_use]
     pub fn new() -> Self {
@@ -665,10 +687,18 @@ impl MemoryProvider {
         self.instance.calls[op as usize].load(Ordering::Relaxed)
     }
 
+    /// Starts (or stops) counting mutating calls in flight per deployment, for
+    /// [`max_concurrent_calls`](Self::max_concurrent_calls). Off by default: it costs a
+    /// lock per call, and the manager's throughput benchmark runs on this provider.
+    pub fn track_concurrency(&self, on: bool) {
+        self.faults().track = on;
+    }
+
     /// The most mutating calls (`deploy`, `update`, `start`, `stop`, `remove`, `recover`)
-    /// about `id` that were ever in flight at once on this provider instance. The contract
-    /// promises 1 (0 if none was made); a call counts from its start until it returns or
-    /// its future is dropped.
+    /// about `id` that were ever in flight at once on this provider instance while
+    /// [`track_concurrency`](Self::track_concurrency) was on. The contract promises 1 (0
+    /// if none was made); a call counts from its start until it returns or its future is
+    /// dropped.
     #[must_use]
     pub fn max_concurrent_calls(&self, id: &DeploymentId) -> u32 {
         self.faults().in_flight.get(id).map_or(0, |&(_, max)| max)
@@ -707,7 +737,7 @@ impl MemoryProvider {
         &'a self,
         ctx: Option<&OperationContext>,
         op: ProviderOp,
-        ids: Ids<'a>,
+        mut ids: Ids<'a>,
     ) -> Result<Call<'a>> {
         self.instance.calls[op as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(ctx) = ctx {
@@ -716,6 +746,9 @@ impl MemoryProvider {
         let (decision, wait) = {
             let mut faults = self.faults();
             let faults = &mut *faults;
+            if !faults.track {
+                ids = Ids::None;
+            }
             ids.for_each(|id| {
                 let (now, max) = faults.in_flight.entry(id.clone()).or_default();
                 *now += 1;
@@ -845,7 +878,8 @@ impl Provider for MemoryProvider {
         spec: &DeploymentSpec,
         _previous: Option<&KnownDeployment>,
     ) -> Result<RuntimeInfo> {
-        let call = self.enter(Some(ctx), ProviderOp::Deploy, Ids::One(&spec.id))?;
+        let mut call = self.enter(Some(ctx), ProviderOp::Deploy, Ids::One(&spec.id))?;
+        call.slow_down(spec);
         ctx.events
             .progress(&spec.id, Phase::Starting, "starting in memory");
         let instance = {
@@ -916,7 +950,8 @@ impl Provider for MemoryProvider {
         current: &KnownDeployment,
         spec: &DeploymentSpec,
     ) -> Result<RuntimeInfo> {
-        let call = self.enter(Some(ctx), ProviderOp::Update, Ids::One(&spec.id))?;
+        let mut call = self.enter(Some(ctx), ProviderOp::Update, Ids::One(&spec.id))?;
+        call.slow_down(spec);
         let done = self.read(current.id(), |held| {
             (held.spec.revision == spec.revision && held.state == State::Running)
                 .then(|| held.runtime())
@@ -950,7 +985,8 @@ impl Provider for MemoryProvider {
     }
 
     async fn start(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<RuntimeInfo> {
-        let call = self.enter(Some(ctx), ProviderOp::Start, Ids::One(known.id()))?;
+        let mut call = self.enter(Some(ctx), ProviderOp::Start, Ids::One(known.id()))?;
+        call.slow_down(&known.spec);
         let done = self.read(known.id(), |held| {
             (held.spec.revision == known.revision() && held.state == State::Running)
                 .then(|| held.runtime())
@@ -1211,9 +1247,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_slow_label_delays_until_cancelled() {
+        let p = MemoryProvider::new();
+        let mut s = spec("slow", 1);
+        Arc::make_mut(&mut s.config)
+            .labels
+            .insert(MemoryProvider::SLOW_LABEL.into(), "5000".into());
+        let started = tokio::time::Instant::now();
+        p.deploy(&ctx(), &s, None).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        p.remove(&ctx(), &KnownDeployment::from_spec(s.clone()))
+            .await
+            .unwrap();
+        let ctx = ctx();
+        ctx.cancel.cancel();
+        assert!(matches!(
+            p.deploy(&ctx, &s, None).await,
+            Err(Error::Cancelled { .. })
+        ));
+        assert!(p.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_hanging_call_ignores_cancellation_and_counts_in_flight_until_dropped() {
         let p = MemoryProvider::new();
         let known = p.deploy_detached(&spec("hang", 1)).await.unwrap();
+        assert_eq!(p.max_concurrent_calls(known.id()), 0, "not tracked yet");
+        p.track_concurrency(true);
         p.inject(ProviderOp::Stop, Fault::Hang);
         let ctx = ctx();
         ctx.cancel.cancel();
@@ -1224,6 +1284,7 @@ mod tests {
         tokio::pin!(stop);
         let waited = tokio::time::timeout(Duration::from_secs(60), async {
             tokio::select! {
+                biased;
                 _ = &mut stop => {}
                 () = async { ctx.cancel.cancel(); std::future::pending::<()>().await } => {}
             }
@@ -1260,7 +1321,7 @@ mod tests {
         assert!(matches!(found[2].status, ObservedStatus::Failed { .. }));
         assert_eq!(
             fresh.backend().instances_started(),
-            2,
+            3,
             "nothing started twice"
         );
         // The fresh instance operates on what it recovered.
