@@ -35,18 +35,31 @@
 //!   `CONAN_INSTANCE` marker in its environment (which reaches grandchildren that moved to
 //!   a new session), waits `stop.timeout`, SIGKILLs, and returns when none is left. The
 //!   same kill runs after a crash (before restarting) and after a failed deploy.
+//! - **Contract v2**: the provider observes (starting, running, stopped, exited, failed)
+//!   and answers [`ObservedStatus`](conan_core::ObservedStatus); it never emits the
+//!   manager's events (rollbacks are the manager's to report). `deploy` and `update` are
+//!   idempotent by (deployment, revision): repeated with the same spec they return the
+//!   instance already serving it; `deploy` replaces whatever is held of the deployment
+//!   (a stopped or failed revision). A call whose future is dropped (abandoned by the
+//!   manager's deadline) kills what it started and releases its port. Every call works
+//!   from the [`KnownDeployment`](conan_core::KnownDeployment) it is handed: the
+//!   runtime's details name the state directory and the serving instance (pid, start
+//!   time), so a fresh provider finds, adopts or reports it. Within one process, fresh
+//!   providers over the same state directory share a supervised deployment instead of
+//!   supervising its processes twice.
 //! - **Readiness gate**: `deploy` returns once the HTTP check answers 2xx (or the TCP
 //!   connect succeeds, or — without a check — the process stayed up `restart.min_uptime`),
-//!   probing every millisecond for the first ~200 probes, then backing off ×1.5 to at
-//!   most min(interval, 250 ms), until
+//!   probing (with [`conan_core::probe`]) every millisecond for the first ~200 probes,
+//!   then backing off ×1.5 to at most min(interval, 250 ms), until
 //!   `update.healthy_deadline`. On failure the error carries a failure bundle (exit status,
 //!   last probe, last 50 log lines) and nothing is left running. A `command` check runs
 //!   `sh -c` in the app's directory with `PORT` and `HOST` set; exit 0 is healthy.
 //!   Cancelling the operation's token during the gate stops the instance and answers
 //!   [`Error::Cancelled`](conan_core::Error::Cancelled).
-//! - **Supervision**: restarts follow [`conan_core::RestartTracker`]; each is an
+//! - **Supervision**: restarts follow
+//!   [`RestartTracker`](conan_core::support::restart::RestartTracker); each is an
 //!   [`Event::Restarted`](conan_core::Event::Restarted); a crash loop reports
-//!   `Failed` through the event sink. Once running, the health check runs every
+//!   `Failed` through the event sink (a clean exit under `on-failure`, `exited`). Once running, the health check runs every
 //!   `interval` and reports `healthy` / `unhealthy` events (it does not restart the app).
 //! - **Logs**: see the [`logs`] module: the app writes to spool files, Conan tails them —
 //!   lossless up to `process.exit()`, recorded even while no manager runs.

@@ -262,7 +262,7 @@ impl Inner {
                 r = probe.run(limit.min(remaining)) => r,
                 () = ctx.cancel.cancelled() => return Err(FailureReport::new(CANCELLED)),
             };
-            if result.ok {
+            if result.healthy {
                 ctx.events
                     .progress(&spec.id, Phase::WaitingForHealth, result.detail);
                 return Ok(());

@@ -103,9 +103,9 @@ impl Supervisor {
                         let Some(c) = &check else { continue };
                         let r = probe.run(c.timeout).await;
                         if self.stopping() { continue; }
-                        failures = if r.ok { 0 } else { failures + 1 };
+                        failures = if r.healthy { 0 } else { failures + 1 };
                         let was_healthy = healthy;
-                        if r.ok {
+                        if r.healthy {
                             healthy = true;
                         } else if failures >= c.failure_threshold {
                             healthy = false;

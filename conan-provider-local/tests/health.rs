@@ -40,7 +40,7 @@ async fn a_running_app_turning_unhealthy_and_back_is_reported() {
     })
     .await
     .unwrap();
-    assert_eq!(reason, "GET /health -> 503");
+    assert_eq!(reason, "GET /health -> 503: unhealthy");
     let h = p.health(&known(&s)).await.unwrap();
     assert_eq!(h.status, HealthStatus::Unhealthy);
     assert!(h.consecutive_failures >= 2);
@@ -84,10 +84,7 @@ async fn command_checks_gate_readiness() {
     let _g = Guard::new(&[&s.id]);
     let e = p.deploy(&ctx, &s, None).await.unwrap_err();
     let f = e.failure().expect("failure bundle");
-    assert!(
-        f.probe.as_deref().unwrap().contains("exit status: 3"),
-        "{f:?}"
-    );
+    assert!(f.probe.as_deref().unwrap().contains("exited 3"), "{f:?}");
     assert!(marked(s.id.as_str()).is_empty());
 }
 

@@ -197,7 +197,11 @@ async fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
     let e = p.deploy(&ctx, &s, None).await.unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(6));
     let f = e.failure().expect("failure bundle");
-    assert_eq!(f.probe.as_deref(), Some("GET /fail -> 500"), "{f:?}");
+    assert_eq!(
+        f.probe.as_deref(),
+        Some("GET /fail -> 500: failing on purpose"),
+        "{f:?}"
+    );
     assert!(marked(s.id.as_str()).is_empty());
     assert!(matches!(
         p.status(&known(&s)).await.unwrap(),
