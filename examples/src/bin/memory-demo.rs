@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use conan::RevisionState;
 use conan::prelude::*;
 use conan::testing::{Fault, ProviderOp};
 use conan_examples::EventPrinter;
@@ -55,16 +56,22 @@ async fn main() -> conan::Result<()> {
     let record = manager.rollback("hello", Some(Revision(1))).await?;
     events.finished(OperationKind::Rollback).await;
     println!(
-        "=> {} is {} on revision {}\n",
+        "=> {} is {} on revision {}, a new revision with the config of revision 1\n",
         record.name, record.status, record.revision
     );
 
     println!("history of 'hello':");
     for rev in manager.history("hello").await? {
-        println!(
-            "  revision {} ({}): {:?}",
-            rev.revision, rev.cause, rev.state
-        );
+        let from = rev
+            .source_revision
+            .map(|r| format!(" of revision {r}"))
+            .unwrap_or_default();
+        let state = match &rev.state {
+            RevisionState::Pending => "pending".to_owned(),
+            RevisionState::Succeeded => "served".to_owned(),
+            RevisionState::Failed { reason } => format!("failed: {reason}"),
+        };
+        println!("  revision {} ({}{from}): {state}", rev.revision, rev.cause);
     }
 
     println!("\n4. remove it");
