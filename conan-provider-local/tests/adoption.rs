@@ -194,3 +194,67 @@ async fn a_recycled_pid_is_never_adopted() {
     stranger.kill().unwrap();
     let _ = stranger.wait();
 }
+
+/// A fresh provider over the same state directory reports what it finds from the known
+/// state alone: a stopped deployment stopped (and `start` resumes it), one whose process
+/// died while no provider watched failed with a failure report, an unknown one failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_provider_reports_stopped_gone_and_unknown_deployments() {
+    let (p, _dir) = provider(PORTS);
+    let ctx = OperationContext::detached();
+    let a = spec(config(&unique("rec-stopped"), "hello"));
+    let b = spec(config(&unique("rec-gone"), "hello"));
+    let ghost = spec(config(&unique("rec-ghost"), "hello"));
+    let _g = Guard::new(&[&a.id, &b.id]);
+    let ra = p.deploy(&ctx, &a, None).await.unwrap();
+    let rb = p.deploy(&ctx, &b, None).await.unwrap();
+    p.stop(&ctx, &KnownDeployment::new(a.clone(), ra.clone()))
+        .await
+        .unwrap();
+    let fresh = fresh(&p);
+    // The old provider stops watching; then B's app dies while nobody watches.
+    drop(p);
+    let pid_b: u32 = rb.instances[0].id.parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_b as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid_b)).await);
+
+    let ka = KnownDeployment::new(a.clone(), ra.stopped());
+    let kb = KnownDeployment::new(b.clone(), rb);
+    let found = fresh
+        .recover(&ctx, &[ka.clone(), kb.clone(), known(&ghost)])
+        .await
+        .unwrap();
+    let of = |id: &DeploymentId| found.iter().find(|f| f.id == *id).unwrap();
+    assert_eq!(of(&a.id).status, ObservedStatus::Stopped);
+    assert!(matches!(of(&b.id).status, ObservedStatus::Failed { .. }));
+    let failure = of(&b.id).failure.as_ref().expect("failure report");
+    assert!(
+        failure.reason.contains("exited while no manager"),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .last_logs
+            .iter()
+            .any(|l| l.message.contains("hello listening"))
+    );
+    assert!(matches!(
+        of(&ghost.id).status,
+        ObservedStatus::Failed { .. }
+    ));
+    assert!(marked(b.id.as_str()).is_empty());
+
+    let resumed = fresh.start(&ctx, &ka).await.unwrap();
+    assert_eq!(get(resumed.port().unwrap(), "/health").await, Some(200));
+    assert!(matches!(
+        fresh.start(&ctx, &known(&ghost)).await,
+        Err(conan_core::Error::NotFound { .. })
+    ));
+    fresh.remove(&ctx, &ka).await.unwrap();
+    fresh.remove(&ctx, &kb).await.unwrap();
+    assert!(marked(a.id.as_str()).is_empty());
+}

@@ -190,12 +190,12 @@ async fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
     // A health path that always answers 500: fails at the deadline, process killed.
     let mut c = config(&unique("five"), "hello");
     c.health_check = Some(HealthCheck::http("/fail"));
-    c.update.healthy_deadline = Duration::from_secs(4);
+    c.update.healthy_deadline = Duration::from_secs(8);
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
     let t = Instant::now();
     let e = p.deploy(&ctx, &s, None).await.unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(6));
+    assert!(t.elapsed() < Duration::from_secs(11));
     let f = e.failure().expect("failure bundle");
     assert_eq!(
         f.probe.as_deref(),

@@ -365,9 +365,10 @@ impl LogStore {
         self.lock().dropped
     }
 
-    /// The last `n` lines (for failure reports).
+    /// The last `n` lines (for failure reports): from memory, or from the files when
+    /// memory holds fewer (history written by an earlier manager).
     pub fn last(&self, n: usize) -> Vec<LogLine> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let mut out: Vec<LogLine> = inner
             .ring
             .iter()
@@ -375,6 +376,13 @@ impl LogStore {
             .flat_map(|b| b.lines().rev())
             .take(n)
             .collect();
+        if out.len() < n && inner.dropped > 0 {
+            if let Some(w) = inner.writer.as_mut() {
+                let _ = w.flush();
+            }
+            let all = self.read_files();
+            return all[all.len().saturating_sub(n)..].to_vec();
+        }
         out.reverse();
         out
     }
