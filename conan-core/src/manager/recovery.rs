@@ -21,12 +21,15 @@ pub(crate) async fn recover(
     inner: &Arc<Inner>,
     only: Option<&str>,
 ) -> Result<Vec<DeploymentRecord>> {
+    // Deployments of providers that are not registered (yet) wait for `add_provider`.
+    let registry = inner.registry();
     let ids: Vec<_> = {
         let state = inner.state();
         state
             .deployments
             .values()
             .filter(|e| only.is_none_or(|name| &*e.provider == name))
+            .filter(|e| registry.get(&e.provider).is_some())
             .map(|e| e.record.id.clone())
             .collect()
     };
