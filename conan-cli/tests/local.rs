@@ -159,12 +159,27 @@ fn daemon_stop_leaves_apps_running_and_the_next_daemon_adopts_them() {
     assert!(!alive(daemon), "the daemon is still running");
     assert!(!home.path().join("conan.sock").exists());
     assert!(alive(pid), "the app died with the daemon");
+    // Its log thread wrote everything before the daemon let go of its lock.
+    let log = home.daemon_log();
+    assert!(
+        log.lines().any(|l| l.ends_with(" stopped")),
+        "the daemon's last words are missing: {log}"
+    );
 
     // The next command starts a new daemon, which adopts the app: same pid, running.
     let adopted = home.listed(&name).expect("listed after restart");
     assert_eq!(adopted["status"], "running", "{adopted}");
     assert_eq!(pid_of(&adopted), pid);
     assert_ne!(home.daemon_pid(), Some(daemon));
+    wait_until(
+        "the new daemon to log its recovery",
+        Duration::from_secs(10),
+        || {
+            home.daemon_log()
+                .lines()
+                .any(|l| l.contains("recovered deployments") && l.contains("running=1"))
+        },
+    );
     let url = adopted["url"].as_str().expect("url");
     assert!(http_get(url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
     // And it is still managed: stop works on the adopted process.

@@ -171,6 +171,11 @@ impl Home {
             .ok()
     }
 
+    /// What the auto-started daemons of this home logged (`daemon.log`; empty when none).
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()
+    }
+
     fn local_pids(&self) -> Vec<i32> {
         let Ok(dirs) = std::fs::read_dir(self.path().join("local/deployments")) else {
             return Vec::new();
