@@ -27,7 +27,11 @@ async fn crash_restarts_with_growing_delays_then_crash_loop_fails() {
     let (p, _dir) = provider(PORTS);
     let s = spec(crash(&unique("loop"), 4));
     let _g = Guard::new(&[&s.id]);
-    let (ctx, mut rx) = ctx();
+    // The crash-loop failure is a status report (to the manager), restarts are events.
+    let bus = conan_core::EventBus::new(4096);
+    let mut rx = bus.subscribe();
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = OperationContext::new(EventSink::new(bus, Some(tx)));
     p.deploy(&ctx, &s, None).await.unwrap();
     // Paused time auto-advances whenever the runtime idles, so a tokio timeout would fire
     // while a real process runs; a real-time watchdog bounds the test instead.
@@ -39,23 +43,26 @@ async fn crash_restarts_with_growing_delays_then_crash_loop_fails() {
         std::process::abort();
     });
     let mut delays = Vec::new();
-    let failure = loop {
-        let ev = rx.recv().await.expect("bus open");
-        match ev.event {
-            Event::Restarted {
-                attempt,
-                exit,
-                delay_ms,
-                ..
-            } => {
-                assert_eq!(exit, ExitStatus::Code(1));
-                assert_eq!(attempt as usize, delays.len() + 1);
-                delays.push(delay_ms);
-            }
-            Event::Failed { failure, .. } => break failure,
-            _ => {}
+    let report = reports.recv().await.expect("a status report");
+    assert_eq!(report.deployment, s.id);
+    assert!(
+        matches!(report.status, ObservedStatus::Failed { .. }),
+        "{report:?}"
+    );
+    let failure = report.failure.expect("a failure report");
+    while let Ok(ev) = rx.try_recv() {
+        if let Event::Restarted {
+            attempt,
+            exit,
+            delay_ms,
+            ..
+        } = ev.event
+        {
+            assert_eq!(exit, ExitStatus::Code(1));
+            assert_eq!(attempt as usize, delays.len() + 1);
+            delays.push(delay_ms);
         }
-    };
+    }
     assert_eq!(delays, vec![100, 200, 400, 800]);
     assert!(failure.reason.contains("crash loop"), "{failure}");
     assert_eq!(failure.exit, Some(ExitStatus::Code(1)));
