@@ -461,7 +461,12 @@ impl EventSink {
         self.report(deployment, ObservedStatus::Exited { exit }, None);
     }
 
-    fn report(&self, deployment: &DeploymentId, status: ObservedStatus, failure: Option<FailureReport>) {
+    fn report(
+        &self,
+        deployment: &DeploymentId,
+        status: ObservedStatus,
+        failure: Option<FailureReport>,
+    ) {
         if let Some(tx) = &self.inner.reports {
             let _ = tx.send(StatusReport {
                 deployment: deployment.clone(),

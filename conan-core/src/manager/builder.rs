@@ -11,11 +11,11 @@ use super::{
     State, SubmitOptions, ops,
 };
 use crate::error::{Error, Result};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use crate::event::{EventBus, EventSink, StatusReport};
 use crate::provider::{DynProvider, Provider};
 use crate::store::{MemoryStore, StateStore};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Builds a [`DeploymentManager`].
 #[must_use]
@@ -86,7 +86,11 @@ impl DeploymentManagerBuilder {
     }
 
     /// Deadlines of the calls to provider `name`, overriding [`call_timeouts`](Self::call_timeouts).
-    pub fn provider_call_timeouts(mut self, name: impl Into<String>, timeouts: CallTimeouts) -> Self {
+    pub fn provider_call_timeouts(
+        mut self,
+        name: impl Into<String>,
+        timeouts: CallTimeouts,
+    ) -> Self {
         self.provider_timeouts.push((name.into(), timeouts));
         self
     }
@@ -171,6 +175,7 @@ impl DeploymentManagerBuilder {
             provider_timeouts: self.provider_timeouts,
             shutdown_timeout: self.shutdown_timeout,
             shutdown: CancellationToken::new(),
+            cancelled_all: AtomicBool::new(false),
             state: Mutex::new(state),
             scheduler: Mutex::new(scheduler),
             next_op: AtomicU64::new(1),

@@ -27,7 +27,11 @@ use crate::store::MemoryStore;
 /// them; [`Scripted`] turns a mock of it into a [`Provider`].
 #[mockall::automock]
 trait Script: Send + Sync {
-    fn deploy(&self, spec: DeploymentSpec, previous: Option<KnownDeployment>) -> Result<RuntimeInfo>;
+    fn deploy(
+        &self,
+        spec: DeploymentSpec,
+        previous: Option<KnownDeployment>,
+    ) -> Result<RuntimeInfo>;
     fn update(&self, current: KnownDeployment, spec: DeploymentSpec) -> Result<RuntimeInfo>;
     fn start(&self, known: KnownDeployment) -> Result<RuntimeInfo>;
     fn stop(&self, known: KnownDeployment) -> Result<()>;
@@ -255,7 +259,10 @@ async fn a_provider_that_never_answers_times_out_and_the_deployment_stays_operab
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     // healthy deadline 2 s + build allowance 1 s, then 1 s of grace.
     assert_eq!(start.elapsed(), Duration::from_secs(4));
-    assert!(saw_cancel.load(Ordering::SeqCst), "the provider's token was cancelled first");
+    assert!(
+        saw_cancel.load(Ordering::SeqCst),
+        "the provider's token was cancelled first"
+    );
     assert_eq!(m.get("hung").unwrap().status.kind(), StatusKind::Failed);
     let stats = m.queue_stats();
     assert_eq!(stats.processing, 0, "the slot was given back: {stats:?}");
@@ -287,7 +294,11 @@ async fn cancelling_a_running_call_signals_the_provider_then_abandons_it() {
     handle.cancel();
     let err = handle.wait().await.unwrap_err();
     assert!(matches!(err, Error::Cancelled { .. }), "{err}");
-    assert_eq!(start.elapsed(), Duration::from_secs(1), "abandoned after the grace period");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "abandoned after the grace period"
+    );
     assert!(saw_cancel.load(Ordering::SeqCst));
 }
 
@@ -313,7 +324,10 @@ async fn shutdown_finishes_within_its_bound_while_a_provider_hangs() {
     // Shutdown timeout 2 s, then the grace period of 1 s.
     assert_eq!(start.elapsed(), Duration::from_secs(3));
     assert!(matches!(handle.wait().await, Err(Error::Cancelled { .. })));
-    assert!(matches!(queued_behind.wait().await, Err(Error::Cancelled { .. })));
+    assert!(matches!(
+        queued_behind.wait().await,
+        Err(Error::Cancelled { .. })
+    ));
 }
 
 // ---- Finding 2: one door per deployment -------------------------------------------------
@@ -401,7 +415,9 @@ impl Provider for Overlaps {
         }
         Ok(known
             .iter()
-            .map(|k| RecoveredDeployment::running(k.id().clone(), k.revision(), k.runtime.clone()))
+            .map(|k| {
+                RecoveredDeployment::running(k.id().clone(), k.revision(), (*k.runtime).clone())
+            })
             .collect())
     }
 }
@@ -429,8 +445,16 @@ async fn a_recovery_and_a_user_stop_on_one_deployment_never_overlap() {
     for stop in stops {
         stop.await.unwrap().unwrap();
     }
-    assert_eq!(provider.recovers.load(Ordering::SeqCst), 5, "one recovery job each");
-    assert_eq!(provider.max_seen.load(Ordering::SeqCst), 1, "two calls overlapped on a deployment");
+    assert_eq!(
+        provider.recovers.load(Ordering::SeqCst),
+        5,
+        "one recovery job each"
+    );
+    assert_eq!(
+        provider.max_seen.load(Ordering::SeqCst),
+        1,
+        "two calls overlapped on a deployment"
+    );
 
     // The same through `add_provider`, with user operations queued meanwhile.
     let later = Overlaps::default();
@@ -549,7 +573,11 @@ async fn one_failed_update_emits_exactly_one_rolled_back() {
     assert_eq!(failed, 1, "{events:#?}");
     let record = m.get("rb").unwrap();
     assert_eq!(record.status, DeploymentStatus::Running);
-    assert_eq!(record.revision, Revision(1), "the old revision keeps serving");
+    assert_eq!(
+        record.revision,
+        Revision(1),
+        "the old revision keeps serving"
+    );
 }
 
 // ---- Finding 4: retries repeat the same call, which the provider makes idempotent -------
@@ -602,7 +630,10 @@ async fn nothing_serving_means_deploy_never_start() {
         .times(1)
         .in_sequence(&mut seq)
         .withf(|spec, previous| {
-            spec.revision == Revision(1) && previous.as_ref().is_some_and(|p| p.revision() == Revision(1))
+            spec.revision == Revision(1)
+                && previous
+                    .as_ref()
+                    .is_some_and(|p| p.revision() == Revision(1))
         })
         .returning(|_, _| Err(Error::provider("scripted", "boom again", false)));
     // `update` of the failed deployment deploys the new revision in its place.
@@ -651,7 +682,10 @@ async fn a_stopped_deployment_the_provider_lost_is_deployed_again() {
     let m = manager_with(Scripted::new(script), Arc::new(MemoryStore::new())).await;
     m.deploy(config("lost")).await.unwrap();
     m.stop("lost").await.unwrap();
-    assert_eq!(m.start("lost").await.unwrap().status, DeploymentStatus::Running);
+    assert_eq!(
+        m.start("lost").await.unwrap().status,
+        DeploymentStatus::Running
+    );
 }
 
 // ---- Finding 6: the provider gets back what the store knows ------------------------------
@@ -681,7 +715,7 @@ async fn calls_after_deploy_and_after_a_restart_get_the_persisted_details() {
             Ok(vec![RecoveredDeployment::running(
                 known[0].id().clone(),
                 known[0].revision(),
-                known[0].runtime.clone(),
+                (*known[0].runtime).clone(),
             )])
         });
     script
@@ -693,11 +727,14 @@ async fn calls_after_deploy_and_after_a_restart_get_the_persisted_details() {
         .expect_start()
         .times(1)
         .withf(|known| known.detail("remote_id") == Some(&"svc-42".into()))
-        .returning(|known| Ok(known.runtime.clone()));
+        .returning(|known| Ok((*known.runtime).clone()));
     let m = manager_with(Scripted::new(script), store).await;
     m.recover().await.unwrap();
     m.stop("cloud").await.unwrap();
-    assert_eq!(m.start("cloud").await.unwrap().status, DeploymentStatus::Running);
+    assert_eq!(
+        m.start("cloud").await.unwrap().status,
+        DeploymentStatus::Running
+    );
 }
 
 // ---- Finding 7: providers report a narrow observed status --------------------------------
@@ -739,7 +776,11 @@ async fn observed_exit_and_failure_map_onto_the_state_machine() {
         .into_iter()
         .filter(|e| matches!(e, Event::Failed { .. }))
         .collect();
-    assert_eq!(failed.len(), 1, "the manager, and only it, emits Failed: {failed:#?}");
+    assert_eq!(
+        failed.len(),
+        1,
+        "the manager, and only it, emits Failed: {failed:#?}"
+    );
 }
 
 // ---- Finding 10: one registration rule ---------------------------------------------------

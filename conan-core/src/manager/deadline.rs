@@ -106,20 +106,30 @@ impl CallTimeouts {
     }
 }
 
-/// Runs `call` (which watches `token`) until it answers, `deadline` passes or `token` is
-/// cancelled from outside; see the module documentation.
+/// Runs `call` (which watches `token`) until it answers, `deadline` passes, or `token` or
+/// `shutdown` is cancelled from outside; see the module documentation. When the call
+/// answers at once (the common case) no timer is registered.
 pub(crate) async fn bounded<T>(
     call: impl Future<Output = Result<T>>,
     token: &CancellationToken,
+    shutdown: &CancellationToken,
     deadline: Duration,
     grace: Duration,
     operation: &str,
 ) -> Result<T> {
     tokio::pin!(call);
+    // Most calls answer on their first poll: skip the timer and the cancellation waits.
+    if let std::task::Poll::Ready(result) = futures::poll!(call.as_mut()) {
+        return result;
+    }
     let timed_out = tokio::select! {
         biased;
         result = &mut call => return result,
         () = token.cancelled() => false,
+        () = shutdown.cancelled() => {
+            token.cancel();
+            false
+        }
         () = sleep_saturating(deadline) => {
             token.cancel();
             true
@@ -138,7 +148,11 @@ pub(crate) async fn bounded<T>(
         }),
         Ok(result) => result,
         Err(_) => {
-            tracing::warn!(operation, ?grace, "cancelled provider call abandoned after its grace period");
+            tracing::warn!(
+                operation,
+                ?grace,
+                "cancelled provider call abandoned after its grace period"
+            );
             Err(Error::Cancelled {
                 operation: operation.to_owned(),
             })
@@ -165,13 +179,17 @@ mod tests {
         let r: Result<()> = bounded(
             futures::future::pending(),
             &token,
+            &CancellationToken::new(),
             Duration::from_secs(10),
             Duration::from_secs(2),
             "deploy",
         )
         .await;
         assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-        assert!(token.is_cancelled(), "the provider's token is cancelled first");
+        assert!(
+            token.is_cancelled(),
+            "the provider's token is cancelled first"
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(12));
     }
 
@@ -191,7 +209,15 @@ mod tests {
             canceller.cancel();
         });
         let start = tokio::time::Instant::now();
-        let r = bounded(call, &token, Duration::from_secs(60), Duration::from_secs(2), "deploy").await;
+        let r = bounded(
+            call,
+            &token,
+            &CancellationToken::new(),
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            "deploy",
+        )
+        .await;
         assert!(matches!(r, Err(Error::Cancelled { .. })), "{r:?}");
         assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
@@ -204,6 +230,7 @@ mod tests {
         let r: Result<()> = bounded(
             futures::future::pending(),
             &token,
+            &CancellationToken::new(),
             Duration::from_secs(60),
             Duration::from_secs(2),
             "stop",

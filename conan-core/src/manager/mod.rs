@@ -55,11 +55,11 @@ use crate::event::{Event, EventBus, EventEnvelope, EventSink, OperationKind};
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::log::{LogQuery, LogStream};
 use crate::provider::{DynProvider, HealthReport, Metrics, Provider};
-use std::time::Duration;
 use crate::status::DeploymentStatus;
 use crate::store::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore};
 use crate::time::Timestamp;
 use scheduler::{Queued, Scheduler};
+use std::time::Duration;
 
 /// Default number of operations that run at once per provider.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -160,8 +160,14 @@ pub(crate) struct Inner {
     provider_timeouts: Vec<(String, CallTimeouts)>,
     /// How long `shutdown` lets operations finish before cancelling them.
     shutdown_timeout: Duration,
-    /// Parent of every operation's token: cancelled by `shutdown` once its patience ends.
+    /// Cancelled by `shutdown` once its patience ends: queued operations then answer
+    /// `Cancelled`, running provider calls are cancelled like a user's cancel. (Not a parent
+    /// of the operations' tokens: creating and dropping children of one shared token takes
+    /// its lock once per operation, which throughput measurements showed.)
     shutdown: CancellationToken,
+    /// Set with `shutdown`'s cancel: the cheap check for queued operations (asking the
+    /// token takes its lock, shared by every operation).
+    cancelled_all: AtomicBool,
     state: Mutex<State>,
     scheduler: Mutex<Scheduler<ops::Job>>,
     next_op: AtomicU64,
@@ -180,6 +186,9 @@ impl Inner {
 
     /// The call deadlines of provider `name`.
     fn timeouts(&self, name: &str) -> CallTimeouts {
+        if self.provider_timeouts.is_empty() {
+            return self.timeouts;
+        }
         self.provider_timeouts
             .iter()
             .find(|(n, _)| n == name)
@@ -266,7 +275,7 @@ impl Inner {
         };
         let provider = provider.ok_or_else(|| Error::deployment_not_found(deployment.as_str()))?;
         let op = OperationId(self.next_op.fetch_add(1, Ordering::Relaxed));
-        let cancel = self.shutdown.child_token();
+        let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
         let op_kind = kind.operation_kind();
         if let Some(k) = op_kind {
@@ -553,7 +562,11 @@ impl DeploymentManager {
     pub async fn logs(&self, target: &str, query: &LogQuery) -> Result<LogStream> {
         let (record, provider) = self.provider_of(target)?;
         let known = ops::Op::known(&record);
-        match self.inner.query(&provider, provider.logs(&known, query)).await {
+        match self
+            .inner
+            .query(&provider, provider.logs(&known, query))
+            .await
+        {
             Err(Error::NotFound { .. })
                 if record
                     .last_failure
@@ -665,8 +678,15 @@ impl DeploymentManager {
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let patience = self.inner.shutdown_timeout;
-        if tokio::time::timeout(patience, self.wait_idle()).await.is_err() {
-            tracing::warn!(?patience, "operations still running at shutdown; cancelling them");
+        if tokio::time::timeout(patience, self.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?patience,
+                "operations still running at shutdown; cancelling them"
+            );
+            self.inner.cancelled_all.store(true, Ordering::Release);
             self.inner.shutdown.cancel();
             self.wait_idle().await;
         }

@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -64,7 +65,9 @@ impl JobKind {
         match self {
             JobKind::Observe(..) => "status report",
             JobKind::Recover => "recovery",
-            other => other.operation_kind().map_or("internal", OperationKind::as_str),
+            other => other
+                .operation_kind()
+                .map_or("internal", OperationKind::as_str),
         }
     }
 }
@@ -201,7 +204,7 @@ impl Inner {
             cancel: job.cancel.clone(),
             attempts: 0,
         };
-        let result = if job.cancel.is_cancelled() {
+        let result = if job.cancel.is_cancelled() || self.cancelled_all.load(Ordering::Acquire) {
             Err(Error::Cancelled {
                 operation: job.kind.name().to_owned(),
             })
@@ -337,7 +340,8 @@ impl Op<'_> {
         F: Fn(OperationContext) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let token = self.cancel.child_token();
+        // The operation's own token: a call that times out fails its operation anyway.
+        let token = self.cancel.clone();
         let ctx = OperationContext::with_cancel(self.inner.sink.clone(), token.clone());
         let bus = self.inner.bus.clone();
         let deployment = self.deployment.clone();
@@ -373,6 +377,7 @@ impl Op<'_> {
         let result = bounded(
             async { retried.await.0 },
             &token,
+            &self.inner.shutdown,
             deadline,
             grace,
             operation,
@@ -386,11 +391,7 @@ impl Op<'_> {
     pub(super) fn known(record: &DeploymentRecord) -> KnownDeployment {
         KnownDeployment::new(
             DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone()),
-            record
-                .runtime
-                .as_deref()
-                .cloned()
-                .unwrap_or_default(),
+            record.runtime.clone().unwrap_or_default(),
         )
     }
 
@@ -454,7 +455,7 @@ impl Op<'_> {
         let deadline = self.inner.timeouts(provider.name()).rollout(&spec.config);
         match self
             .call(&provider, "deploy", deadline, |ctx| {
-                let (p, spec) = (provider.clone(), spec.clone());
+                let (p, spec) = (&provider, &spec);
                 async move { p.deploy(&ctx, &spec, None).await }
             })
             .await
@@ -538,7 +539,7 @@ impl Op<'_> {
         let deadline = self.inner.timeouts(provider.name()).rollout(&config);
         let result = if from == StatusKind::Running {
             self.call(&provider, "update", deadline, |ctx| {
-                let (p, spec, known) = (provider.clone(), spec.clone(), known.clone());
+                let (p, spec, known) = (&provider, &spec, &known);
                 async move { p.update(&ctx, &known, &spec).await }
             })
             .await
@@ -546,8 +547,8 @@ impl Op<'_> {
             // Nothing serves (stopped, failed, never came up): the new revision is deployed
             // in place of whatever the provider still holds.
             self.call(&provider, "deploy", deadline, |ctx| {
-                let (p, spec, known) = (provider.clone(), spec.clone(), known.clone());
-                async move { p.deploy(&ctx, &spec, Some(&known)).await }
+                let (p, spec, known) = (&provider, &spec, &known);
+                async move { p.deploy(&ctx, &spec, Some(known)).await }
             })
             .await
         };
@@ -615,7 +616,7 @@ impl Op<'_> {
         if resume {
             result = self
                 .call(&provider, "start", deadline, |ctx| {
-                    let (p, known) = (provider.clone(), known.clone());
+                    let (p, known) = (&provider, &known);
                     async move { p.start(&ctx, &known).await }
                 })
                 .await;
@@ -625,8 +626,8 @@ impl Op<'_> {
         if matches!(result, Err(Error::NotFound { .. })) {
             result = self
                 .call(&provider, "deploy", deadline, |ctx| {
-                    let (p, known) = (provider.clone(), known.clone());
-                    async move { p.deploy(&ctx, &known.spec, Some(&known)).await }
+                    let (p, known) = (&provider, &known);
+                    async move { p.deploy(&ctx, &known.spec, Some(known)).await }
                 })
                 .await;
         }
@@ -659,7 +660,7 @@ impl Op<'_> {
         let deadline = self.inner.timeouts(provider.name()).stop(&record.config);
         match self
             .call(&provider, "stop", deadline, |ctx| {
-                let (p, known) = (provider.clone(), known.clone());
+                let (p, known) = (&provider, &known);
                 async move { p.stop(&ctx, &known).await }
             })
             .await
@@ -698,7 +699,7 @@ impl Op<'_> {
         } else {
             match self
                 .call(&provider, "remove", deadline, |ctx| {
-                    let (p, known) = (provider.clone(), known.clone());
+                    let (p, known) = (&provider, &known);
                     async move { p.remove(&ctx, &known).await }
                 })
                 .await
@@ -799,9 +800,8 @@ fn stopped(record: &DeploymentRecord) -> Option<Arc<RuntimeInfo>> {
     record
         .runtime
         .as_deref()
-        .map(RuntimeInfo::stopped)
         .filter(|r| !r.details.is_empty())
-        .map(Arc::new)
+        .map(|r| Arc::new(r.stopped()))
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Op<'_> {
         let deadline = self.inner.timeouts(provider.name()).query;
         let found = self
             .call(&provider, "recover", deadline, |ctx| {
-                let (p, known) = (provider.clone(), known.clone());
+                let (p, known) = (&provider, &known);
                 async move { p.recover(&ctx, std::slice::from_ref(&known)).await }
             })
             .await?

@@ -360,7 +360,9 @@ pub trait ProviderExt: Provider {
     /// Deploys a fresh deployment with a detached context (no events, no cancellation);
     /// answers the known state to hand to later calls.
     async fn deploy_detached(&self, spec: &DeploymentSpec) -> Result<KnownDeployment> {
-        let runtime = self.deploy(&OperationContext::detached(), spec, None).await?;
+        let runtime = self
+            .deploy(&OperationContext::detached(), spec, None)
+            .await?;
         Ok(KnownDeployment::new(spec.clone(), runtime))
     }
 }

@@ -60,20 +60,24 @@ pub struct KnownDeployment {
     pub spec: DeploymentSpec,
     /// The provider's last answer for it; empty ([`RuntimeInfo::default`]) when none was
     /// persisted. After a stop, `instances` and `url` are cleared and `details` kept.
-    pub runtime: RuntimeInfo,
+    /// (Shared with the manager's record: handing it over copies nothing.)
+    pub runtime: Arc<RuntimeInfo>,
 }
 
 impl KnownDeployment {
     /// Known state made of a spec and a runtime record.
     #[must_use]
-    pub fn new(spec: DeploymentSpec, runtime: RuntimeInfo) -> Self {
-        Self { spec, runtime }
+    pub fn new(spec: DeploymentSpec, runtime: impl Into<Arc<RuntimeInfo>>) -> Self {
+        Self {
+            spec,
+            runtime: runtime.into(),
+        }
     }
 
     /// Known state with nothing recorded yet.
     #[must_use]
     pub fn from_spec(spec: DeploymentSpec) -> Self {
-        Self::new(spec, RuntimeInfo::default())
+        Self::new(spec, Arc::new(RuntimeInfo::default()))
     }
 
     /// The deployment's id.
@@ -156,6 +160,13 @@ pub struct RuntimeInfo {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Takes the shared runtime of a [`KnownDeployment`] (copying it only when it is shared).
+impl From<Arc<RuntimeInfo>> for RuntimeInfo {
+    fn from(shared: Arc<RuntimeInfo>) -> Self {
+        Arc::unwrap_or_clone(shared)
+    }
+}
+
 impl RuntimeInfo {
     /// Empty runtime info.
     #[must_use]
@@ -179,7 +190,11 @@ impl RuntimeInfo {
 
     /// The same, with a detail set.
     #[must_use]
-    pub fn with_detail(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+    pub fn with_detail(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
         self.details.insert(key.into(), value.into());
         self
     }
@@ -382,24 +397,24 @@ pub struct RecoveredDeployment {
 impl RecoveredDeployment {
     /// Found running (and now supervised again) with `runtime`.
     #[must_use]
-    pub fn running(id: DeploymentId, revision: Revision, runtime: RuntimeInfo) -> Self {
+    pub fn running(id: DeploymentId, revision: Revision, runtime: impl Into<RuntimeInfo>) -> Self {
         Self {
             id,
             revision,
             status: ObservedStatus::Running,
-            runtime,
+            runtime: runtime.into(),
             failure: None,
         }
     }
 
     /// Found stopped; `runtime` holds the details kept for a later start.
     #[must_use]
-    pub fn stopped(id: DeploymentId, revision: Revision, runtime: RuntimeInfo) -> Self {
+    pub fn stopped(id: DeploymentId, revision: Revision, runtime: impl Into<RuntimeInfo>) -> Self {
         Self {
             id,
             revision,
             status: ObservedStatus::Stopped,
-            runtime,
+            runtime: runtime.into(),
             failure: None,
         }
     }
