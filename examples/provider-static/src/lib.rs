@@ -962,7 +962,7 @@ impl Provider for StaticProvider {
                 found.push(RecoveredDeployment::stopped(
                     id,
                     revision,
-                    k.runtime.clone(),
+                    (*k.runtime).clone(),
                 ));
                 continue;
             }
