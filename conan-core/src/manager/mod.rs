@@ -30,6 +30,7 @@
 mod builder;
 mod deadline;
 mod handle;
+mod lifecycle;
 mod ops;
 mod recovery;
 mod registry;

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use super::ops::{JobKind, Op, Target, intermediate, route, status_of};
+use super::lifecycle::{intermediate, route, status_of};
+use super::ops::{JobKind, Op, Target};
 use super::scheduler::Priority;
 use super::{Inner, SubmitOptions};
 use crate::error::{Error, Result};
