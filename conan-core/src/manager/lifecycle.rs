@@ -36,7 +36,7 @@ impl Op<'_> {
         match self
             .call(&provider, "deploy", deadline, |ctx| {
                 let (p, spec) = (&provider, &spec);
-                async move { p.deploy(&ctx, &spec, None).await }
+                async move { p.deploy(&ctx, spec, None).await }
             })
             .await
         {
@@ -120,7 +120,7 @@ impl Op<'_> {
         let result = if from == StatusKind::Running {
             self.call(&provider, "update", deadline, |ctx| {
                 let (p, spec, known) = (&provider, &spec, &known);
-                async move { p.update(&ctx, &known, &spec).await }
+                async move { p.update(&ctx, known, spec).await }
             })
             .await
         } else {
@@ -128,7 +128,7 @@ impl Op<'_> {
             // in place of whatever the provider still holds.
             self.call(&provider, "deploy", deadline, |ctx| {
                 let (p, spec, known) = (&provider, &spec, &known);
-                async move { p.deploy(&ctx, &spec, Some(known)).await }
+                async move { p.deploy(&ctx, spec, Some(known)).await }
             })
             .await
         };
@@ -200,7 +200,7 @@ impl Op<'_> {
             result = self
                 .call(&provider, "start", deadline, |ctx| {
                     let (p, known) = (&provider, &known);
-                    async move { p.start(&ctx, &known).await }
+                    async move { p.start(&ctx, known).await }
                 })
                 .await;
         }
@@ -244,7 +244,7 @@ impl Op<'_> {
         match self
             .call(&provider, "stop", deadline, |ctx| {
                 let (p, known) = (&provider, &known);
-                async move { p.stop(&ctx, &known).await }
+                async move { p.stop(&ctx, known).await }
             })
             .await
         {
@@ -283,7 +283,7 @@ impl Op<'_> {
             match self
                 .call(&provider, "remove", deadline, |ctx| {
                     let (p, known) = (&provider, &known);
-                    async move { p.remove(&ctx, &known).await }
+                    async move { p.remove(&ctx, known).await }
                 })
                 .await
             {

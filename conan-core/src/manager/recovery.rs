@@ -74,7 +74,7 @@ impl Op<'_> {
         let found = self
             .call(&provider, "recover", deadline, |ctx| {
                 let (p, known) = (&provider, &known);
-                async move { p.recover(&ctx, std::slice::from_ref(&known)).await }
+                async move { p.recover(&ctx, std::slice::from_ref(known)).await }
             })
             .await?
             .into_iter()
