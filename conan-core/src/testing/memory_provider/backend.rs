@@ -57,6 +57,28 @@ pub(super) struct Held {
     pub(super) restarts: u32,
 }
 
+/// The parts of an instance's [`RuntimeInfo`], copied out under the backend's lock.
+#[derive(Clone, Copy)]
+pub(super) struct RuntimeParts {
+    instance: u32,
+    revision: crate::id::Revision,
+    port: u16,
+    started_at: Timestamp,
+}
+
+impl RuntimeParts {
+    /// The runtime info.
+    pub(super) fn build(self) -> RuntimeInfo {
+        RuntimeInfo::new()
+            .with_instance(
+                InstanceInfo::new(instance_name(self.instance), self.revision)
+                    .with_port(Some(self.port))
+                    .with_started_at(Some(self.started_at)),
+            )
+            .with_url(format!("memory://127.0.0.1:{}", self.port))
+    }
+}
+
 /// A synthetic log line, kept as data and rendered into a [`LogLine`] only when someone
 /// reads or follows it: deployments whose logs nobody reads cost no text formatting.
 #[derive(Clone)]
@@ -147,14 +169,17 @@ impl Held {
     }
 
     pub(super) fn runtime(&self) -> RuntimeInfo {
-        let name = instance_name(self.instance);
-        RuntimeInfo::new()
-            .with_instance(
-                InstanceInfo::new(name, self.spec.revision)
-                    .with_port(Some(self.port))
-                    .with_started_at(Some(self.started_at)),
-            )
-            .with_url(format!("memory://127.0.0.1:{}", self.port))
+        self.runtime_parts().build()
+    }
+
+    /// What its runtime info is made of, to build it after the backend's lock is released.
+    pub(super) fn runtime_parts(&self) -> RuntimeParts {
+        RuntimeParts {
+            instance: self.instance,
+            revision: self.spec.revision,
+            port: self.port,
+            started_at: self.started_at,
+        }
     }
 
     pub(super) fn failure(&self, reason: &str) -> FailureReport {

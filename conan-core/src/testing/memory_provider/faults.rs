@@ -176,6 +176,8 @@ pub(super) struct Call<'a> {
     pub(super) ids: Ids<'a>,
     pub(super) wait: Wait,
     pub(super) op: ProviderOp,
+    /// The crash or exit to schedule after an instance comes up, read with the faults.
+    pub(super) ending: Option<(Ending, Duration)>,
 }
 
 impl Call<'_> {

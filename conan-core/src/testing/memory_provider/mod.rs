@@ -250,7 +250,7 @@ impl MemoryProvider {
         if let Some(ctx) = ctx {
             ctx.check_cancelled(op.as_str())?;
         }
-        let (decision, wait) = {
+        let (decision, wait, ending) = {
             let mut faults = self.faults();
             let faults = &mut *faults;
             if !faults.track {
@@ -261,7 +261,8 @@ impl MemoryProvider {
                 *now += 1;
                 *max = (*max).max(*now);
             });
-            faults.decide(op)
+            let (decision, wait) = faults.decide(op);
+            (decision, wait, faults.ending)
         };
         // From here the call is counted in flight until `call` drops (also when unwinding).
         let call = Call {
@@ -269,6 +270,7 @@ impl MemoryProvider {
             ids,
             wait,
             op,
+            ending,
         };
         match decision {
             Decision::Proceed => Ok(call),
@@ -305,8 +307,14 @@ impl MemoryProvider {
 
     /// Arms the injected crash or exit of `instance`, if one is configured. The timer is
     /// this provider instance's supervision: it ends with the instance.
-    fn supervise(&self, sink: &EventSink, id: &DeploymentId, instance: u32) {
-        let Some((ending, after)) = self.faults().ending else {
+    fn supervise(
+        &self,
+        ending: Option<(Ending, Duration)>,
+        sink: &EventSink,
+        id: &DeploymentId,
+        instance: u32,
+    ) {
+        let Some((ending, after)) = ending else {
             return;
         };
         let backend = self.backend.clone();
@@ -386,6 +394,7 @@ impl Provider for MemoryProvider {
         _previous: Option<&KnownDeployment>,
     ) -> Result<RuntimeInfo> {
         let mut call = self.enter(Some(ctx), ProviderOp::Deploy, Ids::One(&spec.id))?;
+        let ending = call.ending;
         call.slow_down(spec);
         ctx.events
             .progress(&spec.id, Phase::Starting, "starting in memory");
@@ -418,12 +427,13 @@ impl Provider for MemoryProvider {
                 }
             };
             if held.state == State::Running {
-                let runtime = held.runtime();
+                let parts = held.runtime_parts();
                 let instance = held.instance;
                 drop(all);
+                let runtime = parts.build();
                 drop(call);
                 ctx.events.healthy(&spec.id);
-                self.supervise(&ctx.events, &spec.id, instance);
+                self.supervise(ending, &ctx.events, &spec.id, instance);
                 return Ok(runtime);
             }
             held.instance
@@ -447,7 +457,7 @@ impl Provider for MemoryProvider {
         drop(all);
         drop(call);
         ctx.events.healthy(&spec.id);
-        self.supervise(&ctx.events, &spec.id, instance);
+        self.supervise(ending, &ctx.events, &spec.id, instance);
         Ok(runtime)
     }
 
@@ -458,6 +468,7 @@ impl Provider for MemoryProvider {
         spec: &DeploymentSpec,
     ) -> Result<RuntimeInfo> {
         let mut call = self.enter(Some(ctx), ProviderOp::Update, Ids::One(&spec.id))?;
+        let ending = call.ending;
         call.slow_down(spec);
         let done = self.read(current.id(), |held| {
             (held.spec.revision == spec.revision && held.state == State::Running)
@@ -487,12 +498,13 @@ impl Provider for MemoryProvider {
         })?;
         drop(call);
         ctx.events.healthy(&spec.id);
-        self.supervise(&ctx.events, &spec.id, instance);
+        self.supervise(ending, &ctx.events, &spec.id, instance);
         Ok(runtime)
     }
 
     async fn start(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<RuntimeInfo> {
         let mut call = self.enter(Some(ctx), ProviderOp::Start, Ids::One(known.id()))?;
+        let ending = call.ending;
         call.slow_down(&known.spec);
         let done = self.read(known.id(), |held| {
             (held.spec.revision == known.revision() && held.state == State::Running)
@@ -511,7 +523,7 @@ impl Provider for MemoryProvider {
         })?;
         drop(call);
         ctx.events.healthy(known.id());
-        self.supervise(&ctx.events, known.id(), instance);
+        self.supervise(ending, &ctx.events, known.id(), instance);
         Ok(runtime)
     }
 
@@ -587,6 +599,7 @@ impl Provider for MemoryProvider {
         known: &[KnownDeployment],
     ) -> Result<Vec<RecoveredDeployment>> {
         let call = self.enter(Some(ctx), ProviderOp::Recover, Ids::Known(known))?;
+        let ending = call.ending;
         call.wait(ctx).await?;
         let mut adopted = Vec::new();
         let found = {
@@ -637,7 +650,7 @@ impl Provider for MemoryProvider {
         drop(call);
         // Supervise what was adopted, as this instance would have after starting it.
         for (id, instance) in adopted {
-            self.supervise(&ctx.events, &id, instance);
+            self.supervise(ending, &ctx.events, &id, instance);
         }
         Ok(found)
     }
