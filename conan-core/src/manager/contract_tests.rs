@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mockall::predicate::always;
-use tokio::sync::broadcast;
 
+use super::tests::drain;
 use super::*;
 use crate::capability::Capabilities;
-use crate::event::EventEnvelope;
 use crate::failure::{ExitStatus, FailureReport};
 use crate::log::LogStream;
 use crate::provider::{
@@ -139,14 +138,6 @@ async fn manager_with(provider: impl Provider, store: Arc<dyn StateStore>) -> De
         .build()
         .await
         .unwrap()
-}
-
-fn drain(rx: &mut broadcast::Receiver<EventEnvelope>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        out.push(e.event);
-    }
-    out
 }
 
 // ---- Finding 1: the manager bounds every provider call ----------------------------------

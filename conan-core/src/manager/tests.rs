@@ -42,7 +42,8 @@ async fn manager(provider: &MemoryProvider) -> DeploymentManager {
         .unwrap()
 }
 
-fn drain(rx: &mut broadcast::Receiver<EventEnvelope>) -> Vec<Event> {
+/// The events received so far (also used by `contract_tests`).
+pub(super) fn drain(rx: &mut broadcast::Receiver<EventEnvelope>) -> Vec<Event> {
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
         out.push(e.event);
