@@ -271,6 +271,7 @@ impl Instance {
         let pid = child.id().unwrap_or(0);
         let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
         self.set_process(pid, start_time);
+        self.tree().contain(settings, &spec.config.resources);
         Ok(Proc::Child(child))
     }
 }

@@ -30,11 +30,21 @@
 //!   machine-wide (a locked file per port in
 //!   [`port_lock_dir`](LocalProviderBuilder::port_lock_dir), so two managers on one machine
 //!   never pick the same port) and checked with a bind.
-//! - **Process tree**: each instance is its own process group. Stop sends the configured
-//!   signal to the group and to every process found by ancestry or by the
-//!   `CONAN_INSTANCE` marker in its environment (which reaches grandchildren that moved to
-//!   a new session), waits `stop.timeout`, SIGKILLs, and returns when none is left. The
-//!   same kill runs after a crash (before restarting) and after a failed deploy.
+//! - **Process tree**: each instance gets its own cgroup where the machine allows it
+//!   (cgroup v2, pure or beside v1, else v1; as root or in a delegated subtree; see the
+//!   [`cgroup`] module and [`LocalProvider::containment`]): its first process is moved
+//!   in right after the spawn, then whatever it forked before the move, so nothing it
+//!   starts escapes — not even a double fork with a scrubbed environment in a new session.
+//!   Without a cgroup (none can be made, or [`cgroups(false)`](LocalProviderBuilder::cgroups))
+//!   the tree is the instance's process group plus every process found by ancestry or by
+//!   the `CONAN_INSTANCE` marker in its environment (which reaches grandchildren that
+//!   moved to a new session, but not one that also scrubbed its environment and lost its
+//!   parent). Stop sends the configured signal **once to each process** (`killpg` to the
+//!   group, `kill` to members outside it), waits `stop.timeout`, then SIGKILLs by the
+//!   cgroup (`cgroup.kill`, else freeze + SIGKILL of every member) and by marker, and
+//!   returns when none is left (and the cgroup is removed). The same kill runs after a
+//!   crash (before restarting) and after a failed deploy. The cgroup's path depends only
+//!   on the deployment and instance, so a provider started later kills by it too.
 //! - **Contract v2**: the provider observes (starting, running, stopped, exited, failed)
 //!   and answers [`ObservedStatus`](conan_core::ObservedStatus); it never emits the
 //!   manager's events (rollbacks are the manager's to report). `deploy` and `update` are
@@ -74,13 +84,19 @@
 //!   adopts an instance only when its pid's start time (`/proc/PID/stat`) matches the
 //!   recorded one, so a recycled pid is never adopted. An adopted process's exit status
 //!   cannot be observed (it is not our child): it is reported as `Unknown`.
-//! - **Replicas** and **resource limits** are not supported: more than one replica is
-//!   [`Error::NotSupported`](conan_core::Error::NotSupported); resource limits are ignored
-//!   with a progress notice.
-//! - **Sessions**: an instance gets its own process group but stays in the manager's
-//!   session (`setsid` would need `unsafe` `pre_exec`); being a background group, it gets no
-//!   terminal hang-up when the manager's terminal closes.
+//! - **Replicas** are not supported: more than one replica is
+//!   [`Error::NotSupported`](conan_core::Error::NotSupported).
+//! - **Resource limits**: with a cgroup, `resources.memory` is a hard limit
+//!   (`memory.max` on v2, `memory.limit_in_bytes` on v1: the kernel kills the app past it,
+//!   and the supervisor restarts it as after any crash) and `resources.cpus` a CPU quota
+//!   (`cpu.max`, `cpu.cfs_quota_us`). Each deploy says in a progress notice which limits
+//!   are enforced and how; without a controller for one, that one is not enforced.
+//! - **Sessions**: an instance gets its own process group (and cgroup) but stays in the
+//!   manager's session (`setsid` would need `unsafe` `pre_exec`; so does joining the
+//!   cgroup before `exec`, hence the move right after the spawn); being a background
+//!   group, it gets no terminal hang-up when the manager's terminal closes.
 
+pub mod cgroup;
 mod command;
 mod deployment;
 mod instance;
@@ -100,6 +116,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use cgroup::{Containment, ContainmentKind};
 pub use settings::{DEFAULT_INHERITED_ENV, LocalProviderBuilder, LocalSettings};
 
 use lifecycle::Inner;
@@ -139,6 +156,18 @@ impl LocalProvider {
     #[must_use]
     pub fn settings(&self) -> &LocalSettings {
         &self.inner.settings
+    }
+
+    /// Which mechanism keeps each instance's processes together and kills them, and
+    /// whether resource limits are hard limits: a cgroup per instance (v2 or v1, see
+    /// [`cgroup`]) where the machine allows it and
+    /// [`cgroups`](LocalProviderBuilder::cgroups) is on, else process markers (with the
+    /// reason). Its `Display` is one line, e.g.
+    /// `cgroup v2 (/sys/fs/cgroup/conan, kill by cgroup.kill); memory limit: memory.max; cpu limit: cpu.max`
+    /// or `process markers (no cgroup: disabled by configuration)`.
+    #[must_use]
+    pub fn containment(&self) -> Containment {
+        cgroup::containment(self.inner.settings.cgroups)
     }
 }
 

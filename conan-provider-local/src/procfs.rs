@@ -76,7 +76,7 @@ pub(crate) fn tree_members(
     root: Option<u32>,
     marker: &str,
     since: u64,
-) -> Vec<u32> {
+) -> Vec<ProcStat> {
     let me = std::process::id();
     let procs = all();
     let parents: HashMap<u32, u32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
@@ -104,7 +104,7 @@ pub(crate) fn tree_members(
                     || descends(p.pid)
                     || environ_has(p.pid, marker))
         })
-        .map(|p| p.pid)
+        .copied()
         .collect()
 }
 

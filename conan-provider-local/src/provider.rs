@@ -21,9 +21,13 @@ use crate::lifecycle::{Inner, PortChoice};
 
 const NAME: &str = "local";
 
-/// Rejects what this provider cannot do (more than one replica) and warns about what it
-/// ignores (resource limits).
-fn check_supported(ctx: &OperationContext, spec: &DeploymentSpec) -> Result<()> {
+/// Rejects what this provider cannot do (more than one replica) and says which resource
+/// limits are enforced (by a cgroup) and which are not.
+fn check_supported(
+    ctx: &OperationContext,
+    spec: &DeploymentSpec,
+    settings: &crate::LocalSettings,
+) -> Result<()> {
     if spec.config.replicas > 1 {
         return Err(Error::NotSupported {
             operation: format!(
@@ -33,12 +37,10 @@ fn check_supported(ctx: &OperationContext, spec: &DeploymentSpec) -> Result<()> 
             provider: NAME.into(),
         });
     }
-    if !spec.config.resources.is_unlimited() {
-        ctx.events.progress(
-            &spec.id,
-            Phase::Preparing,
-            "resource limits are not enforced by the local provider",
-        );
+    if let Some(notice) =
+        crate::cgroup::containment(settings.cgroups).limits_notice(&spec.config.resources)
+    {
+        ctx.events.progress(&spec.id, Phase::Preparing, notice);
     }
     Ok(())
 }
@@ -84,7 +86,7 @@ impl Provider for LocalProvider {
         spec: &DeploymentSpec,
         previous: Option<&KnownDeployment>,
     ) -> Result<RuntimeInfo> {
-        check_supported(ctx, spec)?;
+        check_supported(ctx, spec, &self.inner.settings)?;
         let inner = &self.inner;
         inner.remember(ctx);
         let known = previous
@@ -112,7 +114,7 @@ impl Provider for LocalProvider {
         current: &KnownDeployment,
         spec: &DeploymentSpec,
     ) -> Result<RuntimeInfo> {
-        check_supported(ctx, spec)?;
+        check_supported(ctx, spec, &self.inner.settings)?;
         let inner = &self.inner;
         inner.remember(ctx);
         let dep = inner
@@ -186,7 +188,7 @@ impl Provider for LocalProvider {
     }
 
     async fn start(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<RuntimeInfo> {
-        check_supported(ctx, &known.spec)?;
+        check_supported(ctx, &known.spec, &self.inner.settings)?;
         let inner = &self.inner;
         inner.remember(ctx);
         let dep = inner

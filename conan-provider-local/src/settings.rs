@@ -35,6 +35,9 @@ pub struct LocalSettings {
     pub inherit_env: Vec<String>,
     /// Inherit the manager's whole environment (PM2's behaviour) instead of the allowlist.
     pub inherit_all_env: bool,
+    /// Put each instance in its own cgroup where the machine allows it (see
+    /// [`LocalProviderBuilder::cgroups`]).
+    pub cgroups: bool,
 }
 
 /// Builds a [`LocalProvider`](crate::LocalProvider).
@@ -73,6 +76,7 @@ impl Default for LocalProviderBuilder {
                 log_files: 5,
                 inherit_env: Vec::new(),
                 inherit_all_env: false,
+                cgroups: true,
             },
         }
     }
@@ -138,7 +142,19 @@ impl LocalProviderBuilder {
         self
     }
 
-    /// Builds the provider, creating the state directory.
+    /// Whether each instance gets its own cgroup where the machine allows it (default
+    /// `true`): it is then killed by its cgroup (nothing it forks escapes) and
+    /// `resources.memory` / `resources.cpus` are hard limits. With `false` (or where no
+    /// cgroup can be made) instances are tracked by process group, ancestry and the
+    /// `CONAN_INSTANCE` marker, and limits are not enforced;
+    /// [`LocalProvider::containment`](crate::LocalProvider::containment) says which applies.
+    pub fn cgroups(mut self, enabled: bool) -> Self {
+        self.settings.cgroups = enabled;
+        self
+    }
+
+    /// Builds the provider, creating the state directory (and, with cgroups, finding
+    /// the machine's cgroup hierarchies once per process).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an empty port range; [`Error::Provider`] when the state
@@ -161,6 +177,9 @@ impl LocalProviderBuilder {
                 e,
             )
         })?;
+        if s.cgroups {
+            let _ = crate::cgroup::detect();
+        }
         Ok(crate::LocalProvider::from_settings(s))
     }
 }

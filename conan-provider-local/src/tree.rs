@@ -1,11 +1,16 @@
 //! Signalling and killing a whole process tree.
 //!
-//! An instance runs in its own process group, so `killpg` reaches everything that stayed in
-//! it. A grandchild that called `setsid` (Node's `spawn(.., { detached: true })`) leaves the
-//! group; it is still found by its ancestry while its parent lives, and afterwards by the
-//! marker variable (`CONAN_INSTANCE=<id>/<key>`) it inherited in its environment. Stopping
-//! signals every member, waits, SIGKILLs what is left, and returns only once nothing of the
-//! tree is alive.
+//! With cgroups (see [`crate::cgroup`]) an instance's processes are the members of its
+//! cgroup, whatever they did (`setsid`, a scrubbed environment, a double fork), and the
+//! tree is killed by its cgroup. Without, and as a second net beside the cgroup:
+//! an instance runs in its own process group, so `killpg` reaches everything that stayed
+//! in it. A grandchild that called `setsid` (Node's `spawn(.., { detached: true })`) leaves
+//! the group; it is still found by its ancestry while its parent lives, and afterwards by
+//! the marker variable (`CONAN_INSTANCE=<id>/<key>`) it inherited in its environment.
+//!
+//! A stop sends the configured signal **once to each process** (`killpg` for the group,
+//! `kill` for members outside it), waits, SIGKILLs what is left, and returns only once
+//! nothing of the tree is alive (and its cgroup is removed).
 
 use std::time::Duration;
 
@@ -13,7 +18,12 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::time::{Instant, sleep};
 
-use crate::procfs;
+use crate::cgroup::InstanceCgroup;
+use crate::procfs::{self, ProcStat};
+use crate::settings::LocalSettings;
+
+/// How long a clean-up waits for an emptied cgroup to become removable.
+const CGROUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to find the processes of one instance.
 #[derive(Clone, Debug)]
@@ -28,24 +38,100 @@ pub(crate) struct TreeRef {
 }
 
 impl TreeRef {
-    /// Every live process of the tree.
-    pub fn members(&self) -> Vec<u32> {
+    /// The instance's cgroup (`<parent>/<id>/<key>`), when one exists: found by its path
+    /// alone, so a manager started later kills by the cgroup an earlier one made.
+    pub fn cgroup(&self) -> Option<InstanceCgroup> {
+        self.cgroup_path().filter(InstanceCgroup::exists)
+    }
+
+    /// Where the instance's cgroup is (or would be), when a provider of this process
+    /// found cgroups.
+    fn cgroup_path(&self) -> Option<InstanceCgroup> {
+        let name = self.marker.strip_prefix("CONAN_INSTANCE=")?;
+        crate::cgroup::layout()?.instance(name)
+    }
+
+    /// Moves a just-spawned leader into the instance's cgroup (made with the limits of
+    /// `resources`), then whatever it forked before the move, so nothing started
+    /// between `exec` and the move stays outside. Without cgroups (or when making one
+    /// fails: logged) the tree stays tracked by group, ancestry and marker.
+    pub fn contain(&self, settings: &LocalSettings, resources: &conan_core::Resources) {
+        if !settings.cgroups {
+            return;
+        }
+        let (Some(leader), Some(cg)) = (self.leader, self.cgroup_path()) else {
+            return;
+        };
+        if let Err(e) = cg.create(resources).and_then(|()| cg.add(leader)) {
+            tracing::warn!(cgroup = %cg.path().display(), error = %e, "cannot put the instance in its cgroup; tracking it by process markers");
+            return;
+        }
+        // A fork racing the scan is caught by the next round (its parent was moved, so
+        // anything it forks from then on is inside).
+        for _ in 0..3 {
+            let inside = cg.procs();
+            let outside: Vec<u32> = self
+                .scan()
+                .into_iter()
+                .map(|s| s.pid)
+                .filter(|p| !inside.contains(p))
+                .collect();
+            if outside.is_empty() {
+                break;
+            }
+            for p in outside {
+                if let Err(e) = cg.add(p) {
+                    tracing::debug!(pid = p, error = %e, "cannot move a process into the cgroup");
+                }
+            }
+        }
+    }
+
+    /// The tree by group, ancestry and marker (not by cgroup).
+    fn scan(&self) -> Vec<ProcStat> {
         procfs::tree_members(self.leader, self.leader, &self.marker, self.since)
     }
 
-    /// Sends `signal` to the group and to every member; returns how many were signalled.
-    pub fn signal(&self, signal: Signal) -> usize {
-        // killpg only while the leader is still our process: once it is gone its pid (and
-        // so the group id) could be recycled by a stranger; members are signalled one by
-        // one below anyway.
-        if let Some(leader) = self.leader
-            && procfs::stat(leader).is_some_and(|s| s.start_time >= self.since && s.pgid == leader)
-        {
-            let _ = killpg(pid(leader), signal);
+    /// Every live process of the tree: the cgroup's members and what the scan finds.
+    fn member_stats(&self, cgroup: Option<&InstanceCgroup>) -> Vec<ProcStat> {
+        let mut members = self.scan();
+        if let Some(cg) = cgroup {
+            for p in cg.procs() {
+                if !members.iter().any(|m| m.pid == p)
+                    && let Some(s) = procfs::stat(p).filter(|s| !s.is_dead())
+                {
+                    members.push(s);
+                }
+            }
         }
-        let members = self.members();
-        for &m in &members {
-            let _ = kill(pid(m), signal);
+        members
+    }
+
+    /// Every live process of the tree.
+    pub fn members(&self) -> Vec<u32> {
+        self.member_stats(self.cgroup().as_ref())
+            .into_iter()
+            .map(|s| s.pid)
+            .collect()
+    }
+
+    /// Sends `signal` once to every process of the tree: `killpg` to the leader's group,
+    /// `kill` to each member outside it. Returns how many processes were signalled.
+    pub fn signal(&self, signal: Signal) -> usize {
+        let members = self.member_stats(self.cgroup().as_ref());
+        // killpg only while the leader is still our process: once it is gone its pid (and
+        // so the group id) could be recycled by a stranger; members are then signalled
+        // one by one.
+        let group = self.leader.filter(|&leader| {
+            procfs::stat(leader).is_some_and(|s| s.start_time >= self.since && s.pgid == leader)
+        });
+        if let Some(g) = group {
+            let _ = killpg(pid(g), signal);
+        }
+        for m in &members {
+            if Some(m.pgid) != group {
+                let _ = kill(pid(m.pid), signal);
+            }
         }
         members.len()
     }
@@ -53,29 +139,53 @@ impl TreeRef {
     /// Sends `signal`, waits up to `timeout` for the tree to exit, then SIGKILLs whatever
     /// is left and waits until nothing of it is alive. Returns whether SIGKILL was needed.
     pub async fn terminate(&self, signal: Signal, timeout: Duration) -> bool {
-        if self.signal(signal) == 0 {
-            return false;
-        }
-        if self.wait_gone(timeout).await {
+        if self.signal(signal) == 0 || self.wait_gone(timeout).await {
+            self.remove_cgroup().await;
             return false;
         }
         self.kill_all().await;
         true
     }
 
-    /// SIGKILLs the tree until no member is left (bounded: gives up after 10 s).
+    /// SIGKILLs the tree (by its cgroup first) until no member is left (bounded: gives
+    /// up after 10 s), then removes its cgroup.
     pub async fn kill_all(&self) {
+        let cgroup = self.cgroup();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            if let Some(cg) = &cgroup {
+                cg.kill();
+            }
             if self.signal(Signal::SIGKILL) == 0 {
-                return;
+                break;
             }
             if self.wait_gone(Duration::from_millis(500)).await || Instant::now() > deadline {
                 if !self.members().is_empty() {
                     tracing::warn!(marker = %self.marker, "processes survived SIGKILL");
                 }
-                return;
+                break;
             }
+        }
+        self.remove_cgroup().await;
+    }
+
+    /// Removes the (emptied) cgroup, waiting briefly for the kernel to let the last
+    /// exiting process go.
+    async fn remove_cgroup(&self) {
+        let Some(cg) = self.cgroup() else { return };
+        let deadline = Instant::now() + CGROUP_REMOVE_TIMEOUT;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match cg.remove() {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::warn!(cgroup = %cg.path().display(), error = %e, "cannot remove the instance's cgroup");
+                    return;
+                }
+                Err(_) => {}
+            }
+            sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
         }
     }
 
