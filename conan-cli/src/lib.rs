@@ -48,6 +48,7 @@
 //! | `CONAN_HOME` | see above |
 //! | `CONAN_LOG` | the daemon's log filter (`info`; `debug`, `conan_core=trace`, ...) |
 //! | `CONAN_PORT_RANGE` | ports the local provider allocates from (`20000-24999`) |
+//! | `CONAN_LOCAL_CGROUPS` | `off`: no cgroup per local instance, process markers instead (`on`; `conan daemon status` shows which is in force) |
 //! | `CONAN_DOCKER_BASE_IMAGE` | base image of generated Dockerfiles (`node:20-slim`) |
 //! | `DOCKER_HOST` | the Docker daemon (`unix:///var/run/docker.sock`) |
 //! | `CONAN_DOCKER_RETRY_MS` | how often the daemon tries an unavailable Docker again (`10000`) |

@@ -172,6 +172,10 @@ pub struct DaemonInfo {
     /// Why Docker is not available, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_error: Option<String>,
+    /// How the local provider contains each instance's processes and whether resource
+    /// limits are enforced (`cgroup v2 (...)`, `process markers (no cgroup: ...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<String>,
     /// When the daemon started.
     pub started_at: Timestamp,
     /// Number of deployments it knows.

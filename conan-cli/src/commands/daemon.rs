@@ -71,6 +71,9 @@ pub async fn status(home: &Home, json: bool) -> CliResult {
     if let Some(e) = &info.docker_error {
         println!("docker       unavailable: {e}");
     }
+    if let Some(c) = &info.containment {
+        println!("containment  {c}");
+    }
     println!("deployments  {}", info.deployments);
     println!("since        {}", output::short_time(info.started_at));
     Ok(())

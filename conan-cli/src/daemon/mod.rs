@@ -44,6 +44,8 @@ pub struct Daemon {
     started_at: Timestamp,
     /// Why Docker is not available, while it is not.
     docker_error: std::sync::Mutex<Option<String>>,
+    /// How the local provider contains instances (`conan daemon status` prints it).
+    containment: String,
     shutdown: watch::Sender<bool>,
 }
 
@@ -203,11 +205,16 @@ fn log_recovered(records: &[DeploymentRecord]) {
     );
 }
 
-async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<String>)> {
+/// The manager, why Docker is unavailable (when it is) and the local provider's
+/// containment line.
+async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<String>, String)> {
     let fail = |what: &str, e: conan::Error| CliError::failed(format!("{what}: {e}"));
     let mut local = conan::local::LocalProvider::builder().state_dir(home.local_state());
     if let Some(range) = port_range_from_env()? {
         local = local.port_range(range);
+    }
+    if cgroups_disabled_by_env() {
+        local = local.cgroups(false);
     }
     let database = home.database();
     // Both create and read files: on the blocking pool, not on the runtime's thread.
@@ -220,6 +227,8 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
         Ok((local, store))
     })
     .await?;
+    let containment = local.containment().to_string();
+    tracing::info!(%containment, "local provider");
     let docker = conan::docker::DockerProviderBuilder::from_env()
         .connect_timeout(DOCKER_CONNECT_TIMEOUT)
         .build()
@@ -243,11 +252,11 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
         conan::Error::ProviderExists { .. } => fail("cannot register the providers", e),
         e => fail("cannot load the deployments", e),
     })?;
-    Ok((manager, docker_error))
+    Ok((manager, docker_error, containment))
 }
 
 async fn serve(home: &Home) -> CliResult {
-    let (manager, docker_error) = build_manager(home).await?;
+    let (manager, docker_error, containment) = build_manager(home).await?;
     match manager.recover().await {
         Ok(reconciled) => log_recovered(&reconciled),
         // Each deployment is recovered on its own; this is the first error when none was.
@@ -275,6 +284,7 @@ async fn serve(home: &Home) -> CliResult {
         home: home.clone(),
         started_at: Timestamp::now(),
         docker_error: std::sync::Mutex::new(docker_error),
+        containment,
         shutdown,
     });
     if daemon.docker_error().is_some() {
@@ -314,6 +324,17 @@ async fn serve(home: &Home) -> CliResult {
     manager.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `CONAN_LOCAL_CGROUPS=off` (or `0`, `false`, `no`): no cgroup per local instance, track
+/// them by process markers instead.
+fn cgroups_disabled_by_env() -> bool {
+    std::env::var("CONAN_LOCAL_CGROUPS").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "no"
+        )
+    })
 }
 
 /// `CONAN_PORT_RANGE=21000-21999`: the ports the local provider allocates from.

@@ -460,6 +460,7 @@ impl Daemon {
                 .map(str::to_owned)
                 .collect(),
             docker_error: self.docker_error(),
+            containment: Some(self.containment.clone()),
             started_at: self.started_at,
             deployments: self.manager.list().len(),
         }
