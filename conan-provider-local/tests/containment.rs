@@ -507,7 +507,19 @@ async fn memory_and_cpu_limits_are_hard_limits_in_the_cgroup() {
         wait_until(Duration::from_secs(20), || !alive(pid)).await,
         "the hog outgrew its memory limit"
     );
-    let lines = logs(&p, &known(&s)).await;
+    // The supervisor reports the exit once it has reaped the process.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = logs(&p, &known(&s)).await;
+        if lines
+            .iter()
+            .any(|l| l.message.contains("[conan] process exited"))
+            || Instant::now() > deadline
+        {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         !lines.iter().any(|l| l.message.contains("hog done")),
         "{lines:?}"
@@ -519,4 +531,38 @@ async fn memory_and_cpu_limits_are_hard_limits_in_the_cgroup() {
         "{lines:?}"
     );
     p.remove(&ctx, &known(&s)).await.unwrap();
+}
+
+/// What the leader forks at once (possibly before it is moved into its cgroup) ends up
+/// in the cgroup too: found by ancestry and moved right after the spawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_leader_forks_at_once_is_in_the_cgroup() {
+    let (p, _state) = provider_with(true);
+    if !cgroups_or_skip(&p, "what_the_leader_forks_at_once_is_in_the_cgroup") {
+        return;
+    }
+    let app = app_dir(
+        "require('http').createServer((q, r) => r.end('ok'))\
+         .listen(Number(process.env.PORT), process.env.HOST);",
+    );
+    let s = app_spec_with("fork-at-once", app.path(), |c| {
+        c.start_command =
+            Some("/bin/sleep 60 & /bin/sleep 61 & exec /usr/bin/node server.js".into());
+    });
+    let _g = Guard::new(&[&s.id]);
+    let _c = Cleanup::new(app.path(), &p, &s.id);
+    let (ctx, _rx) = ctx();
+    p.deploy(&ctx, &s, None).await.unwrap();
+    let members = marked(s.id.as_str());
+    assert_eq!(members.len(), 3, "{members:?}");
+    let inside = format!("/conan/{}/", s.id.as_str());
+    for pid in &members {
+        assert!(
+            cgroups_of(*pid).contains(&inside),
+            "pid {pid}: {}",
+            cgroups_of(*pid)
+        );
+    }
+    p.remove(&ctx, &known(&s)).await.unwrap();
+    assert!(members.iter().all(|&pid| !alive(pid)));
 }
