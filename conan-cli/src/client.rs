@@ -106,8 +106,11 @@ impl Client {
             .await
             .map_err(|e| self.unreachable(&e))?;
         let broken = |e: hyper::Error| {
-            CliError::failed(format!("the Conan daemon broke the connection: {e}"))
-                .hint("see daemon.log in CONAN_HOME")
+            CliError::failed(format!(
+                "the Conan daemon broke the connection: {}",
+                crate::error::chain(&e)
+            ))
+            .hint("see daemon.log in CONAN_HOME")
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -142,7 +145,12 @@ impl Client {
             .into_body()
             .collect()
             .await
-            .map_err(|e| CliError::failed(format!("cannot read the daemon's answer: {e}")))?
+            .map_err(|e| {
+                CliError::failed(format!(
+                    "cannot read the daemon's answer: {}",
+                    crate::error::chain(&e)
+                ))
+            })?
             .to_bytes();
         if !status.is_success() {
             return Err(decode_error(status, &bytes));
@@ -251,7 +259,8 @@ impl Lines {
                 Some(Err(e)) => {
                     self.done = true;
                     return Some(Err(CliError::failed(format!(
-                        "the connection to the daemon broke: {e}"
+                        "the connection to the daemon broke: {}",
+                        crate::error::chain(&e)
                     ))));
                 }
                 None => self.done = true,

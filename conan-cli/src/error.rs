@@ -98,6 +98,13 @@ impl fmt::Display for CliError {
     }
 }
 
+/// An error followed by the causes of its source chain that its text does not show yet
+/// (`hyper::Error` alone says "error reading a body from connection", not why).
+#[must_use]
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    conan::error::DisplayChain(e).to_string()
+}
+
 impl From<conan::Error> for CliError {
     fn from(e: conan::Error) -> Self {
         match e {

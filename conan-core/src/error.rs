@@ -11,7 +11,16 @@
 //! | everything else | no |
 //!
 //! No variant ever holds an env value: configs are referred to by deployment name only.
+//!
+//! The variants that wrap an underlying error ([`Error::Provider`], [`Error::Store`],
+//! [`Error::ProviderUnavailable`]) show its text in their own `Display` too (as
+//! `object_store`'s errors do), after the message, unless the message already shows it:
+//! `local: cannot start /usr/bin/node: Too many open files (os error 24)`. A `to_string()`
+//! of an [`Error`] therefore never drops the OS cause, wherever it is stored or printed;
+//! [`Error::source`](std::error::Error::source) still returns the underlying error for
+//! code that inspects it. [`DisplayChain`] does the same for any error.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::config::ConfigProblem;
@@ -73,7 +82,7 @@ pub enum Error {
         message: String,
     },
     /// The provider cannot be reached right now (daemon down, network error). Transient.
-    #[error("{provider} is unavailable: {reason}")]
+    #[error("{provider} is unavailable: {reason}{}", Causes::of(reason, source))]
     ProviderUnavailable {
         /// Provider name.
         provider: String,
@@ -139,7 +148,7 @@ pub enum Error {
     #[error("the deployment manager is shut down")]
     ShutDown,
     /// The state store failed.
-    #[error("state store: {message}")]
+    #[error("state store: {message}{}", Causes::of(message, source))]
     Store {
         /// What failed.
         message: String,
@@ -150,7 +159,7 @@ pub enum Error {
         source: Option<BoxError>,
     },
     /// Any other provider failure.
-    #[error("{provider}: {message}")]
+    #[error("{provider}: {message}{}", Causes::of(message, source))]
     Provider {
         /// Provider name.
         provider: String,
@@ -164,7 +173,98 @@ pub enum Error {
     },
 }
 
+/// Displays an error followed by every cause of its
+/// [`source`](std::error::Error::source) chain that the text so far does not already show,
+/// each after `": "`: `cannot start log capture: Too many open files (os error 24)`.
+///
+/// ```
+/// use conan_core::error::DisplayChain;
+///
+/// let io = std::io::Error::from_raw_os_error(24);
+/// let e = conan_core::Error::provider_with_source("local", "cannot start node", false, io);
+/// let text = DisplayChain(&e).to_string();
+/// assert!(text.starts_with("local: cannot start node: "), "{text}");
+/// assert!(text.contains("(os error 24)"), "{text}");
+/// ```
+#[derive(Clone, Copy)]
+pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let head = self.0.to_string();
+        f.write_str(&head)?;
+        write_causes(f, head, self.0.source())
+    }
+}
+
+impl fmt::Debug for DisplayChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The causes of a variant's `source`, for its `Display` (see the module docs).
+struct Causes<'a> {
+    shown: &'a str,
+    source: Option<&'a (dyn std::error::Error + 'static)>,
+}
+
+impl<'a> Causes<'a> {
+    fn of(shown: &'a str, source: &'a Option<BoxError>) -> Self {
+        Self {
+            shown,
+            source: source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+        }
+    }
+}
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_causes(f, self.shown.to_owned(), self.source)
+    }
+}
+
+/// Writes `": cause"` for each error from `next` down its chain whose text `shown` does not
+/// contain yet (a message built with `format!("...: {e}")` is not repeated).
+fn write_causes(
+    f: &mut fmt::Formatter<'_>,
+    mut shown: String,
+    mut next: Option<&(dyn std::error::Error + 'static)>,
+) -> fmt::Result {
+    // A cycle or a pathological chain must not make Display loop or grow without bound.
+    const DEPTH: usize = 16;
+    for _ in 0..DEPTH {
+        let Some(cause) = next else { break };
+        let text = cause.to_string();
+        if !text.is_empty() && !shown.contains(&text) {
+            write!(f, ": {text}")?;
+            shown.push_str(": ");
+            shown.push_str(&text);
+        }
+        next = cause.source();
+    }
+    Ok(())
+}
+
 impl Error {
+    /// The texts of the underlying errors, outermost first (empty for variants without a
+    /// source): what an API answer lists as the causes of its message.
+    #[must_use]
+    pub fn causes(&self) -> Vec<String> {
+        let mut causes = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            if causes.len() == 16 {
+                break;
+            }
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        causes
+    }
+
     /// Whether retrying the same operation may succeed. The manager retries only these.
     #[must_use]
     pub fn is_transient(&self) -> bool {
@@ -301,6 +401,58 @@ mod tests {
             ],
         };
         assert_eq!(e.to_string(), "invalid config: name: bad; port: worse");
+    }
+
+    /// Regression (issue 10, finding 5): a deploy at the fd limit said `local: cannot start
+    /// node` and dropped the OS error its source carried.
+    #[test]
+    fn display_shows_the_os_cause_once() {
+        let io = std::io::Error::from_raw_os_error(24);
+        let cause = io.to_string();
+        let e = Error::provider_with_source("local", "cannot start node", false, io);
+        assert_eq!(e.to_string(), format!("local: cannot start node: {cause}"));
+        assert_eq!(e.causes(), vec![cause.clone()]);
+        assert_eq!(DisplayChain(&e).to_string(), e.to_string());
+
+        // A message that already shows its source does not repeat it.
+        let io = std::io::Error::from_raw_os_error(24);
+        let e = Error::provider_with_source("docker", format!("inspect: {io}"), false, io);
+        assert_eq!(e.to_string(), format!("docker: inspect: {cause}"));
+
+        let e = Error::store(
+            "sqlite: commit",
+            true,
+            Some(Box::new(std::io::Error::other("disk full"))),
+        );
+        assert_eq!(e.to_string(), "state store: sqlite: commit: disk full");
+        let e = Error::ProviderUnavailable {
+            provider: "docker".into(),
+            reason: "cannot connect".into(),
+            source: None,
+        };
+        assert_eq!(e.to_string(), "docker is unavailable: cannot connect");
+        assert!(e.causes().is_empty());
+    }
+
+    #[test]
+    fn display_chain_walks_nested_sources() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("error reading a body from connection")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(
+            DisplayChain(&e).to_string(),
+            "error reading a body from connection: connection reset"
+        );
     }
 
     #[test]

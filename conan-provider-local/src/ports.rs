@@ -33,9 +33,35 @@ pub(crate) struct PortAllocator {
     locks: MachineLocks,
 }
 
-fn bind_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
-        && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+/// Whether `port` can be bound. A bind that failed for want of resources (at the fd
+/// limit) says nothing about the port: it is an error, with the OS cause, rather than
+/// "taken" (a deploy at the fd limit otherwise reported "no free port left").
+fn bind_free(port: u16) -> Result<bool> {
+    for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST] {
+        match TcpListener::bind((ip, port)) {
+            Ok(_) => {}
+            Err(e) if out_of_resources(&e) => {
+                return Err(Error::provider_with_source(
+                    "local",
+                    format!("cannot check whether port {port} is free"),
+                    false,
+                    e,
+                ));
+            }
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+fn out_of_resources(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        matches!(
+            Errno::from_raw(n),
+            Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+        )
+    })
 }
 
 fn reserved() -> MutexGuard<'static, HashSet<u16>> {
@@ -141,11 +167,17 @@ impl PortAllocator {
             if reserved.contains(&port) || !self.locks.try_lock(port) {
                 continue;
             }
-            if bind_free(port) {
-                reserved.insert(port);
-                return Ok(port);
+            match bind_free(port) {
+                Ok(true) => {
+                    reserved.insert(port);
+                    return Ok(port);
+                }
+                Ok(false) => self.locks.unlock(port),
+                Err(e) => {
+                    self.locks.unlock(port);
+                    return Err(e);
+                }
             }
-            self.locks.unlock(port);
         }
         Err(Error::provider(
             "local",
@@ -164,9 +196,16 @@ impl PortAllocator {
         if reserved.contains(&port) || !self.locks.try_lock(port) {
             return Err(in_use());
         }
-        if !bind_free(port) {
-            self.locks.unlock(port);
-            return Err(in_use());
+        match bind_free(port) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.locks.unlock(port);
+                return Err(in_use());
+            }
+            Err(e) => {
+                self.locks.unlock(port);
+                return Err(e);
+            }
         }
         reserved.insert(port);
         Ok(())

@@ -187,8 +187,12 @@ pub struct DaemonInfo {
 pub struct ApiError {
     /// A machine-readable code (`not_found`, `invalid_config`, `deploy_failed`, ...).
     pub code: String,
-    /// One clear line.
+    /// One clear line, ending with the underlying causes (`local: cannot start
+    /// /usr/bin/node: Too many open files (os error 24)`).
     pub message: String,
+    /// The underlying errors the message ends with, outermost first (the OS error last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
     /// What to do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -210,6 +214,7 @@ impl ApiError {
         Self {
             code: code.to_owned(),
             message: message.into(),
+            causes: Vec::new(),
             hint: None,
             problems: Vec::new(),
             failure: None,

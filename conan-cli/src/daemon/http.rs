@@ -112,18 +112,52 @@ pub async fn read_json<T: DeserializeOwned + Default>(body: Incoming) -> Result<
     })
 }
 
-/// Reads a whole request body.
+/// Reads a whole request body, within the body timeout of
+/// [`Limits`](super::server::Limits) (a client that stops sending mid-body is answered
+/// 408 and its connection closed, instead of holding it open).
 ///
 /// # Errors
-/// A ready-made 400 or 413 response.
+/// A ready-made 400, 408 or 413 response.
 pub async fn read_bytes(body: Incoming) -> Result<Bytes, Response<Body>> {
+    let within = super::server::Limits::current().body_timeout;
     let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &ApiError::new("bad_request", format!("cannot read the request body: {e}")),
-        )),
+    match tokio::time::timeout(within, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            let e: &(dyn std::error::Error + 'static) = &*e;
+            Err(error(
+                if too_large {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                &ApiError::new(
+                    "bad_request",
+                    format!(
+                        "cannot read the request body: {}",
+                        conan::error::DisplayChain(e)
+                    ),
+                ),
+            ))
+        }
+        Err(_) => {
+            let mut response = error(
+                StatusCode::REQUEST_TIMEOUT,
+                &ApiError::new(
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {}",
+                        humanize(within)
+                    ),
+                ),
+            );
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
     }
 }
 
@@ -208,6 +242,7 @@ pub fn api_error(e: &conan::Error, deployment: Option<DeploymentView>) -> (Statu
     {
         api.failure.clone_from(&d.last_failure);
     }
+    api.causes = e.causes();
     api.deployment = deployment;
     (status, api)
 }

@@ -13,20 +13,18 @@
 //! the blocking pool or `tokio::fs`, and log lines are written by a thread of their own
 //! ([`log::LogWriter`]).
 
+pub mod fdlimit;
 pub mod http;
 pub mod lock;
 pub mod log;
 mod routes;
+pub mod server;
 
-use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conan::{DeploymentManager, DeploymentRecord, StatusKind, Timestamp};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
@@ -146,12 +144,14 @@ pub fn run(home: &Home) -> CliResult {
             )));
         }
     };
-    let log = init_tracing()?;
+    let log = init_tracing(home)?;
+    let fd_limit = fdlimit::raise().map(|limit| limit.soft);
+    let limits = server::Limits::from_env(fd_limit)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(home));
+    let result = runtime.block_on(serve(home, limits));
     if let Err(e) = &result {
         tracing::error!(error = %e, "daemon stopped with an error");
     }
@@ -163,18 +163,28 @@ pub fn run(home: &Home) -> CliResult {
     result
 }
 
-/// Logs to stderr through a [`log::LogWriter`]; `None` when a subscriber was installed
-/// already.
-fn init_tracing() -> CliResult<Option<log::LogWriter>> {
+/// Logs to stderr through a [`log::LogWriter`] (rotated when stderr is `daemon.log`),
+/// rate-limited by [`log::limit`]; `None` when a subscriber was installed already.
+fn init_tracing(home: &Home) -> CliResult<Option<log::LogWriter>> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let writer = log::LogWriter::spawn()
+    let limiter = Arc::new(log::limit::Limiter::new(
+        log::limit::WINDOW,
+        log::limit::PER_SITE,
+    ));
+    let writer = log::LogWriter::spawn(&home.log(), Some(Arc::clone(&limiter)))
         .map_err(|e| CliError::failed(format!("cannot start the log writer: {e}")))?;
-    let installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer.clone())
-        .with_ansi(std::io::stderr().is_terminal())
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(log::limit::RateLimitLayer::new(limiter, writer.clone()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer.clone())
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init();
     Ok(installed.is_ok().then_some(writer))
 }
@@ -255,7 +265,7 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
     Ok((manager, docker_error, containment))
 }
 
-async fn serve(home: &Home) -> CliResult {
+async fn serve(home: &Home, limits: server::Limits) -> CliResult {
     let (manager, docker_error, containment) = build_manager(home).await?;
     match manager.recover().await {
         Ok(reconciled) => log_recovered(&reconciled),
@@ -293,31 +303,14 @@ async fn serve(home: &Home) -> CliResult {
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "listening");
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    loop {
+    let stop = async {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let daemon = Arc::clone(&daemon);
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let daemon = Arc::clone(&daemon);
-                            async move { Ok::<_, Infallible>(routes::handle(daemon, req).await) }
-                        });
-                        if let Err(e) = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                        {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
-            },
-            _ = stopping.changed() => break,
-            _ = terminate.recv() => { tracing::info!("SIGTERM received"); break }
-            _ = interrupt.recv() => { tracing::info!("SIGINT received"); break }
+            _ = stopping.changed() => {}
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
-    }
+    };
+    server::serve(&listener, &daemon, limits, stop).await;
     drop(listener);
     let _ = tokio::fs::remove_file(&socket).await;
     tracing::info!("stopping: waiting for running operations; deployments keep running");
