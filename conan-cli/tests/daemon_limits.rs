@@ -197,7 +197,8 @@ fn the_daemon_raises_its_soft_fd_limit_to_the_hard_limit() {
 }
 
 /// Regression: 2,000 half-sent requests were held open for 40 s (and more) with no timeout.
-/// Reading a request is timed; a response stream is not.
+/// Reading a request is timed (as is waiting for the next one on a keep-alive connection);
+/// a response stream is not.
 #[test]
 fn half_sent_requests_are_closed_after_the_request_timeout_and_streams_go_on() {
     let home = Home::new().with_env("CONAN_REQUEST_TIMEOUT_MS", "1000");
@@ -215,6 +216,13 @@ fn half_sent_requests_are_closed_after_the_request_timeout_and_streams_go_on() {
             Some(stream)
         })
         .collect();
+    // A keep-alive connection that got its answer and then stays idle is closed too.
+    let mut idle = UnixStream::connect(&socket).expect("connect");
+    idle.write_all(b"GET /v1/daemon HTTP/1.1\r\nHost: conan\r\n\r\n")
+        .expect("write");
+    idle.set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("timeout");
+    half_sent.push(Some(idle));
     let mut slow_body = UnixStream::connect(&socket).expect("connect");
     slow_body
         .write_all(
@@ -255,6 +263,42 @@ fn half_sent_requests_are_closed_after_the_request_timeout_and_streams_go_on() {
     let name = unique("slow");
     home.deploy_hello(&name);
     events.expect_line(&name, Duration::from_secs(20));
+}
+
+/// Beyond the connection cap new connections wait in the socket's queue, and are served as
+/// soon as a connection ends.
+#[test]
+fn connections_beyond_the_cap_wait_and_are_served_when_one_ends() {
+    let home = Home::new()
+        .with_env("CONAN_MAX_CONNECTIONS", "4")
+        .with_env("CONAN_REQUEST_TIMEOUT_MS", "120000");
+    started(&home);
+    let socket = home.path().join("conan.sock");
+    let mut idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    wait_until("the cap to be reached", Duration::from_secs(10), || {
+        home.daemon_log().contains("connection limit reached")
+    });
+    let mut waiting = UnixStream::connect(&socket).expect("connect");
+    waiting
+        .write_all(b"GET /v1/daemon HTTP/1.1\r\nHost: conan\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut first = [0u8; 1];
+    assert!(
+        waiting.read(&mut first).is_err(),
+        "a connection beyond the cap was served"
+    );
+    drop(idle.pop());
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    waiting.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 /// Whether the daemon closed `stream` (reading gives EOF or a reset; any answer is read).
