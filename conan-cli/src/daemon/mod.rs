@@ -2,7 +2,8 @@
 //! (when a Docker daemon answers, at start or later) the Docker provider, served over
 //! HTTP + JSON on `CONAN_HOME/conan.sock`.
 //!
-//! Start-up order: take the lock (a second daemon exits 1), open the store, connect the
+//! Start-up order: take the lock (a second daemon exits 1), start the log writer, raise the
+//! soft fd limit to the hard one ([`fdlimit`]), open the store, connect the
 //! providers, [`recover`](DeploymentManager::recover) what an earlier daemon left running,
 //! then bind the socket — so the first answer already shows adopted deployments. Stopping
 //! (`POST /v1/daemon/shutdown`, SIGTERM or SIGINT) refuses new operations, waits for the
@@ -11,7 +12,9 @@
 //! The daemon runs on one thread (a current-thread Tokio runtime). Nothing that may block
 //! runs on it: file work (the store, the provider's state directory, the socket) goes to
 //! the blocking pool or `tokio::fs`, and log lines are written by a thread of their own
-//! ([`log::LogWriter`]).
+//! ([`log::LogWriter`]; rate-limited, and rotated when it is `daemon.log`). The accept
+//! loop backs off when descriptors run out, caps the connections and times the reading of
+//! requests ([`server`]).
 
 pub mod fdlimit;
 pub mod http;
