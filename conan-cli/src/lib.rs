@@ -85,7 +85,7 @@
 //! A client that disconnects does not cancel the operation. Errors are [`api::ApiError`]
 //! (`code`, `message` ending with its causes, `causes` — the underlying errors, the OS
 //! error last —, `hint`, `problems` with field paths, the `failure` bundle) with a 4xx/5xx
-//! status. A request whose head does not arrive within 5 s is closed, one whose body does
+//! status. A request whose head does not arrive within 2 s is closed, one whose body does
 //! not arrive within 10 s is answered `408`; responses are not timed (see
 //! [`daemon::server`] for these limits and the connection cap).
 //!

@@ -6,12 +6,13 @@
 //!   the loop waits 10 ms, doubling up to 1 s, and starts again at 10 ms after the next
 //!   accepted connection. Errors of one connection (`ECONNABORTED`, `EPROTO`, `EINTR`) are
 //!   skipped at once. The warning is rate-limited like every log line ([`super::log::limit`]).
-//! - **Connections are capped**: at most [`Limits::max_connections`] at once (512, or a
+//! - **Connections are capped**: at most [`Limits::max_connections`] at once (1024, or a
 //!   quarter of the fd limit when that is lower; `CONAN_MAX_CONNECTIONS` overrides it);
 //!   beyond it new connections wait in the socket's queue until one ends.
 //! - **Reading a request is timed, answering is not.** A request's head must arrive within
-//!   [`Limits::header_timeout`] (5 s) of the connection being ready for one — which also
-//!   closes an idle keep-alive connection after 5 s — and its body within
+//!   [`Limits::header_timeout`] (2 s: ample for a local client, which writes its request
+//!   as soon as it is connected) of the connection being ready for one — which also
+//!   closes an idle keep-alive connection after 2 s — and its body within
 //!   [`Limits::body_timeout`] (10 s, answered `408`). `CONAN_REQUEST_TIMEOUT_MS` sets both.
 //!   A response stream (`logs -f`, events, deploy progress) runs as long as the client
 //!   reads it.
@@ -36,9 +37,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// The longest pause between accept attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Default cap on concurrent connections.
-const MAX_CONNECTIONS: usize = 512;
-/// Default time for a request's head to arrive.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: usize = 1024;
+/// Default time for a request's head to arrive. With [`MAX_CONNECTIONS`], 2,000 half-sent
+/// requests are all closed within two rounds, about 4 s.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time for a request's body to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -288,7 +290,7 @@ mod tests {
         }
         assert_eq!(
             Limits::from_env(Some(1 << 20)).unwrap().max_connections,
-            512
+            1024
         );
         assert_eq!(Limits::from_env(Some(1024)).unwrap().max_connections, 256);
         assert_eq!(Limits::from_env(Some(32)).unwrap().max_connections, 16);
