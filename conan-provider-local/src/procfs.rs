@@ -108,6 +108,38 @@ pub(crate) fn tree_members(
         .collect()
 }
 
+/// The live descendants of `root`, by the kernel's `/proc/PID/task/TID/children` lists:
+/// reads only the tree, not every process (cheap enough to run at every spawn). A
+/// descendant whose parent already exited was reparented and is not found here.
+pub(crate) fn descendants(root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    // Bounded: a fork bomb must not keep the caller busy.
+    while let Some(pid) = todo.pop() {
+        if out.len() >= 4096 {
+            break;
+        }
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if !out.contains(&child) {
+                    out.push(child);
+                    todo.push(child);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The pid of a process listening on TCP `port` (IPv4 or IPv6), found through
 /// `/proc/net/tcp*` (the socket inode) and `/proc/*/fd` (who holds that inode).
 pub(crate) fn port_holder(port: u16) -> Option<u32> {
@@ -167,6 +199,33 @@ mod tests {
         assert_eq!(
             (s.ppid, s.pgid, s.state, s.start_time),
             (1, 42, 'S', 123456)
+        );
+    }
+
+    #[test]
+    fn descendants_are_found_through_the_children_lists() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "/bin/sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let sh = child.id();
+        let mut found = Vec::new();
+        for _ in 0..500 {
+            found = descendants(sh);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let sleep = found.first().copied();
+        let parent = sleep.and_then(stat).map(|s| s.ppid);
+        let _ = child.kill();
+        let _ = child.wait();
+        let sleep = sleep.expect("the shell's child");
+        assert_eq!(parent, Some(sh));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(sleep).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
         );
     }
 

@@ -59,6 +59,8 @@ impl TreeRef {
         if !settings.cgroups {
             return;
         }
+        // Moving a process into a cgroup waits for the kernel (an RCU grace period: about
+        // 10 ms, more under load), on the calling thread like the spawn itself.
         let (Some(leader), Some(cg)) = (self.leader, self.cgroup_path()) else {
             return;
         };
@@ -66,14 +68,15 @@ impl TreeRef {
             tracing::warn!(cgroup = %cg.path().display(), error = %e, "cannot put the instance in its cgroup; tracking it by process markers");
             return;
         }
-        // A fork racing the scan is caught by the next round (its parent was moved, so
-        // anything it forks from then on is inside).
+        // Only the leader's descendants can have been forked before the move: the
+        // kernel's children lists find them without reading every process (one whose
+        // parent already exited is still killed by its marker). A fork racing the scan
+        // is caught by the next round (its parent was moved, so anything it forks from
+        // then on is inside).
         for _ in 0..3 {
             let inside = cg.procs();
-            let outside: Vec<u32> = self
-                .scan()
+            let outside: Vec<u32> = procfs::descendants(leader)
                 .into_iter()
-                .map(|s| s.pid)
                 .filter(|p| !inside.contains(p))
                 .collect();
             if outside.is_empty() {

@@ -114,23 +114,18 @@ fn app_spec_with(
     spec(c)
 }
 
-/// Kills the pids named in `*.pid` files of an app directory and every process still
-/// in the deployment's cgroups, then removes those cgroups, even when a test fails.
+/// Kills the pids named in `*.pid` files of an app directory and everything left in the
+/// deployment's cgroups, then removes those cgroups, even when a test fails.
 struct Cleanup {
     app: PathBuf,
-    cgroups: Vec<PathBuf>,
+    id: String,
 }
 
 impl Cleanup {
-    fn new(app: &Path, p: &LocalProvider, id: &DeploymentId) -> Self {
-        let cgroups = cgroup_roots()
-            .into_iter()
-            .map(|root| root.join(id.as_str()))
-            .collect();
-        let _ = p;
+    fn new(app: &Path, id: &DeploymentId) -> Self {
         Self {
             app: app.to_path_buf(),
-            cgroups,
+            id: id.as_str().to_owned(),
         }
     }
 }
@@ -140,54 +135,8 @@ impl Drop for Cleanup {
         for pid in pids_in(&self.app) {
             kill9(pid);
         }
-        for dep in &self.cgroups {
-            let Ok(instances) = std::fs::read_dir(dep) else {
-                continue;
-            };
-            for inst in instances.flatten().filter(|e| e.path().is_dir()) {
-                let procs =
-                    std::fs::read_to_string(inst.path().join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.parse().ok()) {
-                    kill9(pid);
-                }
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while std::fs::remove_dir(inst.path()).is_err() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            let _ = std::fs::remove_dir(dep);
-            if let Some(parent) = dep.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
-        }
+        remove_cgroups(&self.id);
     }
-}
-
-/// Every `<hierarchy>/conan` (and `<own cgroup>/conan`) directory Conan may use.
-fn cgroup_roots() -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !right.starts_with("cgroup") {
-            continue;
-        }
-        if let Some(point) = left.split(' ').nth(4) {
-            roots.push(PathBuf::from(point).join("conan"));
-            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            for l in own.lines() {
-                if let Some(path) = l.splitn(3, ':').nth(2)
-                    && path != "/"
-                {
-                    roots.push(PathBuf::from(point).join(&path[1..]).join("conan"));
-                }
-            }
-        }
-    }
-    roots.retain(|r| r.parent().is_some_and(Path::is_dir));
-    roots
 }
 
 fn kill9(pid: u32) {
@@ -305,7 +254,7 @@ async fn a_double_fork_with_a_scrubbed_environment_dies_on_stop_and_on_remove() 
     let app = app_dir(ESCAPING_APP);
     let s = app_spec("escape", app.path());
     let _g = Guard::new(&[&s.id]);
-    let _c = Cleanup::new(app.path(), &p, &s.id);
+    let _c = Cleanup::new(app.path(), &s.id);
     let (ctx, _rx) = ctx();
     p.deploy(&ctx, &s, None).await.unwrap();
     let pid = escapee(app.path()).await;
@@ -352,7 +301,7 @@ async fn a_fresh_provider_kills_an_escapee_by_the_cgroup_an_earlier_one_made() {
     let app = app_dir(ESCAPING_APP);
     let s = app_spec("escape-adopted", app.path());
     let _g = Guard::new(&[&s.id]);
-    let _c = Cleanup::new(app.path(), &p, &s.id);
+    let _c = Cleanup::new(app.path(), &s.id);
     let (ctx, _rx) = ctx();
     let info = p.deploy(&ctx, &s, None).await.unwrap();
     let pid = escapee(app.path()).await;
@@ -418,7 +367,7 @@ async fn each_process_gets_exactly_one_sigterm(cgroups: bool) {
     let app = app_dir(COUNTING_APP);
     let s = app_spec("one-term", app.path());
     let _g = Guard::new(&[&s.id]);
-    let _c = Cleanup::new(app.path(), &p, &s.id);
+    let _c = Cleanup::new(app.path(), &s.id);
     let (ctx, _rx) = ctx();
     p.deploy(&ctx, &s, None).await.unwrap();
     // The main process, its child and its detached grandchild.
@@ -479,7 +428,7 @@ async fn memory_and_cpu_limits_are_hard_limits_in_the_cgroup() {
         c.restart.policy = conan_core::RestartMode::Never;
     });
     let _g = Guard::new(&[&s.id]);
-    let _c = Cleanup::new(app.path(), &p, &s.id);
+    let _c = Cleanup::new(app.path(), &s.id);
     let (ctx, mut rx) = ctx();
     let info = p.deploy(&ctx, &s, None).await.unwrap();
     let mut notices = Vec::new();
@@ -550,7 +499,7 @@ async fn what_the_leader_forks_at_once_is_in_the_cgroup() {
             Some("/bin/sleep 60 & /bin/sleep 61 & exec /usr/bin/node server.js".into());
     });
     let _g = Guard::new(&[&s.id]);
-    let _c = Cleanup::new(app.path(), &p, &s.id);
+    let _c = Cleanup::new(app.path(), &s.id);
     let (ctx, _rx) = ctx();
     p.deploy(&ctx, &s, None).await.unwrap();
     let members = marked(s.id.as_str());

@@ -84,6 +84,7 @@ impl Drop for Guard {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+            remove_cgroups(id);
         }
     }
 }
@@ -158,4 +159,60 @@ pub async fn get(port: u16, path: &str) -> Option<u16> {
 
 pub async fn logs(p: &LocalProvider, known: &KnownDeployment) -> Vec<LogLine> {
     p.logs_vec(known, &LogQuery::all()).await.unwrap()
+}
+
+/// Every `conan` cgroup parent the local provider may use: `<hierarchy>/conan` and
+/// `<own cgroup>/conan` of each mounted hierarchy that exists.
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !right.starts_with("cgroup") {
+            continue;
+        }
+        if let Some(point) = left.split(' ').nth(4) {
+            roots.push(PathBuf::from(point).join("conan"));
+            for l in own.lines() {
+                if let Some(path) = l.splitn(3, ':').nth(2)
+                    && path != "/"
+                {
+                    roots.push(PathBuf::from(point).join(&path[1..]).join("conan"));
+                }
+            }
+        }
+    }
+    roots.retain(|r| r.parent().is_some_and(|p| p.is_dir()));
+    roots
+}
+
+/// SIGKILLs whatever is left in deployment `id`'s cgroups and removes them (and the
+/// `conan` parents once empty), so a failed test leaves no cgroup behind.
+pub fn remove_cgroups(id: &str) {
+    for root in cgroup_roots() {
+        let dep = root.join(id);
+        let Ok(instances) = std::fs::read_dir(&dep) else {
+            continue;
+        };
+        for inst in instances.flatten().filter(|e| e.path().is_dir()) {
+            let procs =
+                std::fs::read_to_string(inst.path().join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::fs::remove_dir(inst.path()).is_err() && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_dir(&dep);
+        let _ = std::fs::remove_dir(&root);
+    }
 }
