@@ -64,6 +64,8 @@ pub(crate) struct Deployment {
     /// Clean-ups of abandoned launches still killing their processes; operations await
     /// them first.
     pub cleanups: Mutex<Vec<JoinHandle<()>>>,
+    /// The spec last written to `spec.json` (written again only when it changes).
+    spec_saved: Mutex<Option<DeploymentSpec>>,
 }
 
 static LIVE: LazyLock<Mutex<HashMap<PathBuf, Weak<Deployment>>>> =
@@ -117,6 +119,7 @@ impl Deployment {
             holders: AtomicUsize::new(1),
             removed: AtomicBool::new(false),
             cleanups: Mutex::new(Vec::new()),
+            spec_saved: Mutex::new(None),
         }
     }
 
@@ -175,10 +178,11 @@ impl Deployment {
             )
     }
 
-    /// Persists what a later manager needs to adopt the deployment (a small file written
-    /// atomically).
+    /// Persists what a later manager needs to adopt the deployment (small files written
+    /// atomically): `state.json`, and `spec.json` when the spec changed.
     pub fn persist(&self) {
         let shared = self.lock();
+        let spec = shared.spec.clone();
         let state = PersistedDeployment {
             id: self.id.as_str().to_owned(),
             revision: shared.spec.revision.0,
@@ -196,8 +200,30 @@ impl Deployment {
         if self.removed.load(Ordering::Acquire) {
             return;
         }
+        self.persist_spec(&spec);
         if let Err(e) = crate::state::save(&self.dir, &state) {
             tracing::warn!(deployment = %self.id, error = %e, "persisting deployment state failed");
+        }
+    }
+
+    /// Writes `spec.json` unless it already holds `spec`.
+    fn persist_spec(&self, spec: &DeploymentSpec) {
+        let mut saved = self
+            .spec_saved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let same = saved.as_ref().is_some_and(|s| {
+            s.revision == spec.revision
+                && (Arc::ptr_eq(&s.config, &spec.config) || s.config == spec.config)
+        });
+        if same {
+            return;
+        }
+        match crate::state::save_spec(&self.dir, &crate::state::PersistedSpec::of(spec)) {
+            Ok(()) => *saved = Some(spec.clone()),
+            Err(e) => {
+                tracing::warn!(deployment = %self.id, error = %e, "persisting the deployment's spec failed");
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::logs::Capture;
 use crate::ports::PortAllocator;
 use crate::procfs;
 use crate::settings::{DEFAULT_INHERITED_ENV, LocalSettings};
-use crate::state::PersistedInstance;
+use crate::state::{InstancePhase, InstanceRecord, PersistedInstance};
 use crate::tree::TreeRef;
 
 /// The first interval between liveness checks of an adopted process.
@@ -97,6 +97,8 @@ pub(crate) struct Instance {
     /// [`release_port`](Self::release_port)).
     pub ports: Arc<PortAllocator>,
     pub port_held: AtomicBool,
+    /// Set once it passed its readiness gate (recorded in its `instance.json`).
+    pub ready: AtomicBool,
 }
 
 /// What a new [`Instance`] is made of.
@@ -129,6 +131,7 @@ impl Instance {
             supervisor: Mutex::new(None),
             cancel: CancellationToken::new(),
             ports: n.ports,
+            ready: false.into(),
         }
     }
 
@@ -136,6 +139,7 @@ impl Instance {
     /// reserved again by the caller when it is alive).
     pub fn adopted(n: NewInstance, pid: u32, start_time: u64, started: Timestamp) -> Self {
         let inst = Self::new(n);
+        inst.ready.store(true, Ordering::Release);
         inst.pid.store(pid, Ordering::Release);
         inst.start_time.store(start_time, Ordering::Release);
         inst.first_start_time.store(start_time, Ordering::Release);
@@ -193,6 +197,40 @@ impl Instance {
         }
     }
 
+    /// The instance's own record (see [`crate::state`]).
+    pub fn record(&self) -> InstanceRecord {
+        InstanceRecord {
+            key: self.key.clone(),
+            revision: self.revision.0,
+            port: self.port,
+            phase: if self.ready.load(Ordering::Acquire) {
+                InstancePhase::Ready
+            } else {
+                InstancePhase::Starting
+            },
+            pid: self.pid.load(Ordering::Acquire),
+            start_time: self.start_time.load(Ordering::Acquire),
+            first_start_time: self.first_start_time.load(Ordering::Acquire),
+            started_at_micros: self.started_at().0.as_unix_micros(),
+        }
+    }
+
+    /// Writes the instance's record in its directory. A failure is logged, not fatal:
+    /// recovery still finds the processes by their marker.
+    pub fn save_record(&self) {
+        if let Err(e) = crate::state::save_instance(&self.dir, &self.record()) {
+            tracing::warn!(instance = %self.key, error = %e, "cannot write the instance record");
+        }
+    }
+
+    /// Records that the instance passed its readiness gate.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.save_record();
+    }
+
+    /// Records a new process of the instance (its first, or a restart), in memory and in
+    /// its record.
     fn set_process(&self, pid: u32, start_time: u64) {
         self.pid.store(pid, Ordering::Release);
         self.start_time.store(start_time, Ordering::Release);
@@ -207,6 +245,7 @@ impl Instance {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             (Timestamp::now(), tokio::time::Instant::now());
+        self.save_record();
     }
 
     /// Spawns the instance's process (first start or restart).

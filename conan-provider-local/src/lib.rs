@@ -80,10 +80,28 @@
 //!   impossible without a proxy and falls back to recreate (with `auto_rollback`, the old
 //!   revision is started again when the new one fails).
 //! - **Adoption**: apps outlive the manager (even SIGKILL). State lives in
-//!   `<state_dir>/deployments/<id>/`; [`Provider::recover`](conan_core::Provider::recover)
-//!   adopts an instance only when its pid's start time (`/proc/PID/stat`) matches the
-//!   recorded one, so a recycled pid is never adopted. An adopted process's exit status
-//!   cannot be observed (it is not our child): it is reported as `Unknown`.
+//!   `<state_dir>/deployments/<id>/` (see the `state` module docs): `state.json` names
+//!   the serving instance, `spec.json` keeps the spec (mode 0600: it holds env values),
+//!   and every launch writes its own record in `instances/<key>/instance.json` before
+//!   its process is spawned, right after (pid and start time) and once it passed its
+//!   gate, all atomically. [`Provider::recover`](conan_core::Provider::recover) (and any
+//!   call that finds the deployment on disk) reconciles **every** instance directory and
+//!   every process carrying the deployment's marker: the serving instance is adopted
+//!   only when its pid's start time (`/proc/PID/stat`) matches the recorded one, so a
+//!   recycled pid is never adopted; a launch that passed its gate but was never recorded
+//!   as serving is adopted only when it is the revision the caller expects; everything
+//!   else (a launch interrupted before its gate, the new side of an interrupted update,
+//!   the old side of an interrupted blue-green switch, anything no record explains) is
+//!   killed. Exactly one instance per deployment runs afterwards, or none; `stop` and
+//!   `remove` sweep every instance's processes the same way. A damaged (truncated,
+//!   garbage) state file never makes recovery fail: that deployment is adopted when one
+//!   instance is unambiguously its own (the runtime the caller knows names it, or it is
+//!   the only live ready one) and flagged with a failure report "state file damaged:
+//!   …", else reported failed with that reason and its processes are killed; the others
+//!   are recovered as usual, and `recover` reports one failed unit instead of failing
+//!   the batch. [`LocalProvider::discover`] lists what the state directory holds, for
+//!   a manager that lost its records. An adopted process's exit status cannot be
+//!   observed (it is not our child): it is reported as `Unknown`.
 //! - **Replicas** are not supported: more than one replica is
 //!   [`Error::NotSupported`](conan_core::Error::NotSupported).
 //! - **Resource limits**: with a cgroup, `resources.memory` is a hard limit

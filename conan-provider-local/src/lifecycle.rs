@@ -156,6 +156,9 @@ impl Inner {
             capture,
             ports: Arc::clone(&self.ports),
         }));
+        // The intent first: a manager killed from here on leaves a record that explains the
+        // process (and its marker finds it even before its pid is recorded).
+        inst.save_record();
         // From here on, a dropped future (an abandoned call) kills what it started.
         let mut armed = Armed {
             dep: Arc::clone(dep),
@@ -197,6 +200,7 @@ impl Inner {
             });
         }
         armed.disarm();
+        inst.mark_ready();
         supervisor::start(
             Arc::clone(self),
             Arc::clone(dep),
@@ -221,7 +225,7 @@ impl Inner {
         spec: &DeploymentSpec,
     ) -> std::result::Result<(), FailureReport> {
         let config = &spec.config;
-        let deadline = Instant::now() + config.update.healthy_deadline;
+        let deadline = after(config.update.healthy_deadline);
         let probe = Probe::for_check(
             config.health_check.as_ref(),
             &self.settings.host,
@@ -233,7 +237,7 @@ impl Inner {
             |h| (h.interval, h.timeout),
         );
         if matches!(probe, Probe::Alive) {
-            let until = (Instant::now() + config.restart.min_uptime).min(deadline);
+            let until = after(config.restart.min_uptime).min(deadline);
             tokio::select! {
                 exit = proc.wait() => return Err(exited(exit, config.restart.min_uptime)),
                 () = sleep_until(until) => {}
@@ -274,7 +278,7 @@ impl Inner {
             if Instant::now() >= deadline {
                 return Err(self.deadline_failure(config, last));
             }
-            let wake = (Instant::now() + readiness_delay(n, interval)).min(deadline);
+            let wake = after(readiness_delay(n, interval)).min(deadline);
             n += 1;
             tokio::select! {
                 exit = proc.wait() => {
@@ -350,6 +354,18 @@ impl Inner {
         inst.release_port();
     }
 }
+
+/// Now plus `d`, or a far future when that is past what an `Instant` can hold (durations
+/// are bounded at validation; this keeps an unbounded one from panicking).
+pub(crate) fn after(d: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// About thirty years: "never" for a deadline.
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
 
 fn exited(exit: ExitStatus, _min_uptime: std::time::Duration) -> FailureReport {
     FailureReport::new(format!("the process exited before it was ready ({exit})")).with_exit(exit)

@@ -67,6 +67,29 @@ pub(crate) fn environ_has(pid: u32, entry: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Every live process (not this one) whose environment has an entry starting with
+/// `prefix`, with the rest of that entry: `("CONAN_INSTANCE=<id>/", ..)` finds the
+/// processes of every instance of a deployment, with their instance keys.
+pub(crate) fn environ_with_prefix(prefix: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for p in all() {
+        if p.is_dead() || p.pid == me {
+            continue;
+        }
+        let Ok(env) = fs::read(format!("/proc/{}/environ", p.pid)) else {
+            continue;
+        };
+        if let Some(rest) = env
+            .split(|&b| b == 0)
+            .find_map(|e| e.strip_prefix(prefix.as_bytes()))
+        {
+            out.push((p.pid, String::from_utf8_lossy(rest).into_owned()));
+        }
+    }
+    out
+}
+
 /// The live processes that belong to a tree: members of process group `pgid`, descendants
 /// of `root` (by parent links), and any process whose environment carries `marker` (which
 /// finds grandchildren that moved to a new session and whose parent already exited).

@@ -6,6 +6,8 @@
 //! back to `<state_dir>/deployments/<id>`) records, adopted by pid and start time.
 
 mod adoption;
+mod discovery;
+mod reconcile;
 mod serving;
 
 use async_trait::async_trait;
@@ -214,6 +216,7 @@ impl Provider for LocalProvider {
         let inner = &self.inner;
         inner.remember(ctx);
         let Some(dep) = inner.find(known, ctx.events.clone(), None).await? else {
+            inner.sweep(known.id().as_str(), &inner.dir_of(known)).await;
             return Ok(());
         };
         let _op = dep.op.lock().await;
@@ -227,6 +230,13 @@ impl Provider for LocalProvider {
             ctx.events.progress(known.id(), Phase::Stopping, "stopping");
         }
         inner.clear(&dep).await;
+        let strays = inner.sweep(known.id().as_str(), &dep.dir).await;
+        if !strays.is_empty() {
+            dep.logs.system(format!(
+                "[conan] stopped processes no tracked instance accounted for: {}",
+                strays.join("; ")
+            ));
+        }
         {
             let mut shared = dep.lock();
             shared.observed = ObservedStatus::Stopped;
@@ -250,6 +260,7 @@ impl Provider for LocalProvider {
             }
             None => inner.dir_of(known),
         };
+        inner.sweep(known.id().as_str(), &dir).await;
         let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
             _ => Ok(()),
@@ -312,9 +323,10 @@ impl Provider for LocalProvider {
             if k.spec.config.provider.as_deref().is_some_and(|p| p != NAME) {
                 continue;
             }
-            match inner.find(k, ctx.events.clone(), None).await? {
-                Some(dep) => out.push(inner.recovered(&dep)),
-                None => out.push(RecoveredDeployment::failed(
+            // One deployment that cannot be recovered never stops the others.
+            match inner.find(k, ctx.events.clone(), None).await {
+                Ok(Some(dep)) => out.push(inner.recovered(&dep)),
+                Ok(None) => out.push(RecoveredDeployment::failed(
                     k.id().clone(),
                     k.revision(),
                     FailureReport::new(format!(
@@ -322,6 +334,14 @@ impl Provider for LocalProvider {
                         inner.dir_of(k).display()
                     )),
                 )),
+                Err(e) => {
+                    tracing::warn!(deployment = %k.id(), error = %e, "cannot recover the deployment");
+                    out.push(RecoveredDeployment::failed(
+                        k.id().clone(),
+                        k.revision(),
+                        FailureReport::new(format!("recovery failed: {e}")),
+                    ));
+                }
             }
         }
         Ok(out)

@@ -1,10 +1,35 @@
-//! What is persisted per deployment in the state directory, so a later manager can adopt
-//! running instances: `deployments/<id>/state.json`, written atomically (temp + rename).
+//! What is persisted in the state directory, so a later manager can adopt what runs and
+//! account for everything it finds:
+//!
+//! - `deployments/<id>/state.json`: which instance serves the deployment (pid, start
+//!   time), or that it is stopped or failed;
+//! - `deployments/<id>/spec.json`: the spec of the revision it holds (config with env
+//!   values, hence mode 0600), so a manager that lost its database can re-create the
+//!   record ([`LocalProvider::discover`](crate::LocalProvider::discover));
+//! - `deployments/<id>/instances/<key>/instance.json`: one record per launch, written
+//!   before its process is spawned (phase `starting`, no pid), right after (pid and
+//!   `/proc` start time, again after each supervised restart) and once it passed its
+//!   readiness gate (phase `ready`). A manager killed at any point of a launch leaves
+//!   a record that explains the process it started.
+//!
+//! Every file is written atomically (a temporary file, `fsync`, rename, `fsync` of the
+//! directory), with mode 0600. A file that cannot be parsed is reported as
+//! [`Damaged`](Loaded::Damaged), never as an error that stops the caller.
 
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use conan_core::{DeploymentConfig, DeploymentId, DeploymentSpec, Revision};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// The deployment's serving state, in its directory.
+pub(crate) const STATE_FILE: &str = "state.json";
+/// The deployment's spec, in its directory.
+pub(crate) const SPEC_FILE: &str = "spec.json";
+/// An instance's record, in its instance directory.
+pub(crate) const INSTANCE_FILE: &str = "instance.json";
 
 /// A running instance as persisted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,25 +58,163 @@ pub(crate) struct PersistedDeployment {
     pub failed: Option<String>,
 }
 
-fn path(dir: &Path) -> PathBuf {
-    dir.join("state.json")
+/// Where a launch got to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum InstancePhase {
+    /// Launched, not (yet) past its readiness gate.
+    Starting,
+    /// Past its readiness gate.
+    Ready,
 }
 
-/// Writes the state of the deployment in `dir`.
+/// One instance's own record, in its instance directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InstanceRecord {
+    pub key: String,
+    pub revision: u64,
+    pub port: Option<u16>,
+    pub phase: InstancePhase,
+    /// The current process (0 before the first spawn).
+    pub pid: u32,
+    /// Its `/proc` start time.
+    pub start_time: u64,
+    /// The start time of the instance's first process: older processes are not its own.
+    pub first_start_time: u64,
+    pub started_at_micros: i64,
+}
+
+/// A deployment's spec as persisted (the config with its env values).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PersistedSpec {
+    pub id: DeploymentId,
+    pub revision: u64,
+    pub config: DeploymentConfig,
+}
+
+impl PersistedSpec {
+    pub fn of(spec: &DeploymentSpec) -> Self {
+        Self {
+            id: spec.id.clone(),
+            revision: spec.revision.0,
+            config: DeploymentConfig::clone(&spec.config),
+        }
+    }
+
+    pub fn into_spec(self) -> DeploymentSpec {
+        DeploymentSpec::new(self.id, Revision(self.revision), self.config)
+    }
+}
+
+/// What reading one state file found.
+#[derive(Debug)]
+pub(crate) enum Loaded<T> {
+    /// No such file.
+    Missing,
+    /// Read and parsed.
+    Found(T),
+    /// Present but unreadable or unparsable (truncated, garbage): why, in one line.
+    Damaged(String),
+}
+
+/// Writes `bytes` to `dir/name` atomically, mode 0600: a temporary file synced to disk,
+/// renamed over the old one, and the directory synced so the rename survives a crash of
+/// the machine too.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    // Best effort: some filesystems refuse fsync on a directory.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn save_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(dir, name, &json)
+}
+
+fn load_json<T: DeserializeOwned>(path: PathBuf) -> Loaded<T> {
+    match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(v) => Loaded::Found(v),
+            Err(e) => Loaded::Damaged(format!("{}: {e}", path.display())),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Loaded::Missing,
+        Err(e) => Loaded::Damaged(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the serving state of the deployment in `dir`.
 pub(crate) fn save(dir: &Path, state: &PersistedDeployment) -> io::Result<()> {
-    let tmp = dir.join("state.json.tmp");
-    let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(tmp, path(dir))
+    save_json(dir, STATE_FILE, state)
 }
 
-/// Reads the state of the deployment in `dir`, if there is one.
-pub(crate) fn load(dir: &Path) -> io::Result<Option<PersistedDeployment>> {
-    match std::fs::read(path(dir)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(io::Error::other),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// Reads the serving state of the deployment in `dir`.
+pub(crate) fn load(dir: &Path) -> Loaded<PersistedDeployment> {
+    load_json(dir.join(STATE_FILE))
+}
+
+/// Writes the spec of the deployment in `dir`.
+pub(crate) fn save_spec(dir: &Path, spec: &PersistedSpec) -> io::Result<()> {
+    save_json(dir, SPEC_FILE, spec)
+}
+
+/// Reads the spec of the deployment in `dir`.
+pub(crate) fn load_spec(dir: &Path) -> Loaded<PersistedSpec> {
+    load_json(dir.join(SPEC_FILE))
+}
+
+/// Writes an instance's record in its directory `dir`.
+pub(crate) fn save_instance(dir: &Path, record: &InstanceRecord) -> io::Result<()> {
+    save_json(dir, INSTANCE_FILE, record)
+}
+
+/// Reads the record of the instance whose directory is `dir`.
+pub(crate) fn load_instance(dir: &Path) -> Loaded<InstanceRecord> {
+    load_json(dir.join(INSTANCE_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_are_private_and_damage_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = InstanceRecord {
+            key: "r1-1-0".into(),
+            revision: 1,
+            port: Some(1234),
+            phase: InstancePhase::Starting,
+            pid: 0,
+            start_time: 0,
+            first_start_time: 0,
+            started_at_micros: 0,
+        };
+        save_instance(dir.path(), &record).unwrap();
+        let mode = std::fs::metadata(dir.path().join(INSTANCE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(load_instance(dir.path()), Loaded::Found(r) if r == record));
+        assert!(matches!(load(dir.path()), Loaded::Missing));
+        std::fs::write(dir.path().join(STATE_FILE), b"{\"id\": \"x\", \"revi").unwrap();
+        match load(dir.path()) {
+            Loaded::Damaged(why) => assert!(why.contains("state.json"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -194,7 +194,7 @@ impl TreeRef {
 
     /// Polls until the tree is empty or `timeout` passes; true when empty.
     async fn wait_gone(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::lifecycle::after(timeout);
         let mut known = self.members();
         let mut delay = Duration::from_millis(1);
         loop {

@@ -11,12 +11,12 @@ use conan_core::{
     ObservedStatus, RecoveredDeployment, Result, Revision, Timestamp,
 };
 
+use super::reconcile;
 use crate::deployment::{self, DETAIL_INSTANCE, DETAIL_STATE_DIR, Deployment};
 use crate::instance::{Instance, NewInstance, Proc};
 use crate::lifecycle::{Inner, provider_err};
 use crate::logs::{Capture, LogStore, LogStoreSettings};
-use crate::state::{PersistedDeployment, PersistedInstance};
-use crate::tree::TreeRef;
+use crate::state::{Loaded, PersistedDeployment, PersistedInstance};
 use crate::{command, procfs, state, supervisor};
 
 /// Serializes finding and adopting deployments process-wide, so two calls (or two
@@ -99,7 +99,8 @@ impl Inner {
     }
 
     /// What this provider holds of `known` or can find of it (see the module docs); with
-    /// `create`, a new deployment of that spec when nothing is found.
+    /// `create`, a new deployment of that spec when nothing is found. A deployment found
+    /// on disk is [reconciled](super::reconcile) first.
     pub(super) async fn find(
         self: &Arc<Self>,
         known: &KnownDeployment,
@@ -122,11 +123,19 @@ impl Inner {
                 .insert(dep.id.clone(), Arc::clone(&dep));
             return Ok(Some(dep));
         }
-        let saved = state::load(&dir)
-            .map_err(|e| provider_err(format!("cannot read state in {}", dir.display()), e))?
-            .or_else(|| from_details(known));
-        if let Some(saved) = saved {
-            let dep = self.adopt(known, saved, dir, sink).await?;
+        let (saved, damaged) = match state::load(&dir) {
+            Loaded::Found(s) => (Some(s), None),
+            Loaded::Missing => (None, None),
+            Loaded::Damaged(why) => {
+                tracing::warn!(deployment = %known.id(), %why, "the deployment's state file is damaged");
+                (None, Some(why))
+            }
+        };
+        // Without a readable state file, the runtime the caller persisted names the
+        // serving instance.
+        let saved = saved.or_else(|| from_details(known));
+        if saved.is_some() || damaged.is_some() || dir.join("instances").is_dir() {
+            let dep = self.adopt(known, saved, damaged, dir, sink).await?;
             return Ok(Some(dep));
         }
         let Some(spec) = create else {
@@ -137,31 +146,87 @@ impl Inner {
         Ok(Some(dep))
     }
 
-    /// Takes over a deployment an earlier provider recorded in `dir`: a live instance
-    /// (same pid, same start time) is supervised again; a gone one is reported failed.
+    /// Takes over a deployment an earlier provider left in `dir`: reconciles its instances
+    /// (see [`super::reconcile`]), supervises the one adopted again (same pid, same start
+    /// time), and reports the deployment failed when nothing is adopted and it was not
+    /// stopped on purpose. `damaged` is why its state file could not be read.
     pub(super) async fn adopt(
         self: &Arc<Self>,
         known: &KnownDeployment,
-        saved: PersistedDeployment,
+        saved: Option<PersistedDeployment>,
+        damaged: Option<String>,
         dir: PathBuf,
         sink: EventSink,
     ) -> Result<Arc<Deployment>> {
-        let mut spec = known.spec.clone();
-        spec.revision = Revision(saved.revision);
+        let id = known.id().as_str().to_owned();
+        let found = reconcile::scan(&dir, &id);
+        let serving = saved.as_ref().and_then(|s| s.instance.as_ref());
+        let mut choice = reconcile::choose(serving, &found, known.revision().0);
+        if damaged.is_some() && choice.by_readiness && choice.candidates > 1 {
+            // Without a state file, several ready instances leave no way to tell which
+            // one served: none is adopted.
+            choice.adopt = None;
+        }
+        let revision = match (&choice.adopt, &saved) {
+            (Some(a), _) => a.revision,
+            (None, Some(s)) => s.revision,
+            (None, None) => known.revision().0,
+        };
+        let spec = spec_of(known, &dir, revision);
         let dep = self.open_deployment(&spec, dir)?;
-        let Some(pi) = saved.instance else {
-            let observed = if saved.stopped {
-                ObservedStatus::Stopped
-            } else {
-                let reason = saved.failed.unwrap_or_else(|| "not running".to_owned());
-                dep.lock().last_failure = Some(
-                    FailureReport::new(reason.clone())
-                        .with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES)),
-                );
-                ObservedStatus::failed(reason)
+        let keep = choice.adopt.as_ref().map(|a| a.key.as_str());
+        let killed = self
+            .settle_instances(
+                &id,
+                &found,
+                keep,
+                serving.map(|s| s.key.as_str()),
+                Some(&dep.logs),
+            )
+            .await;
+        for what in &killed {
+            dep.logs.system(format!(
+                "[conan] stopped {what}: left by an interrupted operation of a manager that stopped"
+            ));
+        }
+        let interrupted = (!killed.is_empty()).then(|| {
+            format!(
+                "interrupted by a manager restart: stopped {}",
+                killed.join("; ")
+            )
+        });
+        let Some(pi) = choice.adopt else {
+            let reason = match (&damaged, &saved, interrupted) {
+                (Some(why), _, more) => Some(format!(
+                    "state file damaged: {why}{}",
+                    more.map(|m| format!("; {m}")).unwrap_or_default()
+                )),
+                (None, _, Some(more)) => Some(more),
+                (None, Some(s), None) if s.stopped => None,
+                (None, Some(s), None) => match &s.instance {
+                    Some(pi) => {
+                        return self.adopt_gone(dep, pi).await;
+                    }
+                    None => Some(s.failed.clone().unwrap_or_else(|| "not running".to_owned())),
+                },
+                (None, None, None) => Some(
+                    "its launch was interrupted by a manager restart (nothing of it was left running)"
+                        .to_owned(),
+                ),
+            };
+            let observed = match reason {
+                None => ObservedStatus::Stopped,
+                Some(reason) => {
+                    dep.lock().last_failure = Some(
+                        FailureReport::new(reason.clone())
+                            .with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES)),
+                    );
+                    ObservedStatus::failed(reason)
+                }
             };
             dep.set_observed(observed);
             self.insert(&dep);
+            dep.persist();
             return Ok(dep);
         };
         let inst_dir = dep.dir.join("instances").join(&pi.key);
@@ -175,7 +240,7 @@ impl Inner {
                 revision: Revision(pi.revision),
                 port: pi.port,
                 dir: inst_dir,
-                deployment: spec.id.as_str().to_owned(),
+                deployment: id.clone(),
                 capture,
                 ports: Arc::clone(&self.ports),
             },
@@ -183,57 +248,76 @@ impl Inner {
             pi.start_time,
             Timestamp::from_unix_micros(pi.started_at_micros),
         ));
-        if procfs::is_alive(pi.pid, Some(pi.start_time)) {
-            if let Some(p) = pi.port {
-                self.ports.adopt(p);
+        if let Some(p) = pi.port {
+            self.ports.adopt(p);
+        }
+        let source = Inner::source_of(&spec);
+        let launch = match command::resolve(&spec.config, &source, &self.settings.node_path) {
+            Ok(l) => l,
+            Err(e) => {
+                // It cannot be restarted, so it is not supervised: nothing of it may stay.
+                inst.tree().kill_all().await;
+                inst.capture.finish();
+                inst.release_port();
+                return Err(e);
             }
-            let source = Inner::source_of(&spec);
-            let launch = command::resolve(&spec.config, &source, &self.settings.node_path)?;
-            dep.logs.system(format!(
-                "[conan] adopted pid {} after a manager restart",
-                pi.pid
-            ));
-            {
-                let mut shared = dep.lock();
-                shared.current = Some(Arc::clone(&inst));
-                shared.observed = ObservedStatus::Running;
-            }
-            self.insert(&dep);
-            supervisor::start(
-                Arc::clone(self),
-                Arc::clone(&dep),
-                inst,
-                Proc::Adopted {
-                    pid: pi.pid,
-                    start_time: pi.start_time,
-                },
-                launch,
-                spec,
-                source,
-                sink,
+        };
+        dep.logs.system(format!(
+            "[conan] adopted pid {} after a manager restart",
+            pi.pid
+        ));
+        if choice.by_readiness || damaged.is_some() {
+            let why = damaged
+                .as_ref()
+                .map_or_else(String::new, |w| format!("state file damaged: {w}; "));
+            let note = format!(
+                "{why}adopted instance {} (revision {}, pid {}), the only live one that passed its readiness gate",
+                pi.key, pi.revision, pi.pid
             );
-            dep.persist();
-            return Ok(dep);
+            dep.logs.system(format!("[conan] {note}"));
+            if damaged.is_some() {
+                dep.lock().last_failure = Some(FailureReport::new(note));
+            }
         }
-        // Gone (or the pid now belongs to someone else): never adopt it; clean up whatever
-        // of its tree is left and record its last output.
-        inst.port_held.store(false, Ordering::Release);
-        TreeRef {
-            leader: None,
-            marker: inst.marker(),
-            since: 0,
+        {
+            let mut shared = dep.lock();
+            shared.current = Some(Arc::clone(&inst));
+            shared.observed = ObservedStatus::Running;
         }
-        .kill_all()
-        .await;
-        inst.capture.finish();
-        if saved.stopped {
-            // It had exited on its own (a clean exit under `on-failure`) before.
-            dep.set_observed(ObservedStatus::Stopped);
-        } else {
-            let reason = format!("process {} exited while no manager was running", pi.pid);
-            let failure = FailureReport::new(reason.clone())
-                .with_exit(ExitStatus::Unknown)
-                .with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES));
+        inst.save_record();
+        self.insert(&dep);
+        supervisor::start(
+            Arc::clone(self),
+            Arc::clone(&dep),
+            inst,
+            Proc::Adopted {
+                pid: pi.pid,
+                start_time: pi.start_time,
+            },
+            launch,
+            spec,
+            source,
+            sink,
+        );
+        dep.persist();
+        Ok(dep)
+    }
+
+    /// The serving instance `pi` is gone (or its pid belongs to someone else now): never
+    /// adopt it; clean up whatever of its tree is left and record its last output.
+    async fn adopt_gone(
+        &self,
+        dep: Arc<Deployment>,
+        pi: &PersistedInstance,
+    ) -> Result<Arc<Deployment>> {
+        // What was left of its tree was killed with the other instances.
+        let inst_dir = dep.dir.join("instances").join(&pi.key);
+        reconcile::reclaim_instance_dir(&inst_dir, Some(&dep.logs));
+        let reason = format!("process {} exited while no manager was running", pi.pid);
+        let failure = FailureReport::new(reason.clone())
+            .with_exit(ExitStatus::Unknown)
+            .with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES));
+        {
             let mut shared = dep.lock();
             shared.observed = ObservedStatus::failed(reason);
             shared.last_failure = Some(failure);
@@ -252,7 +336,10 @@ impl Inner {
         let runtime = dep.runtime(&self.settings.host);
         match observed {
             ObservedStatus::Running | ObservedStatus::Starting => {
-                RecoveredDeployment::running(dep.id.clone(), revision, runtime)
+                // A note on how it was recovered (a damaged state file), if any.
+                let mut found = RecoveredDeployment::running(dep.id.clone(), revision, runtime);
+                found.failure = failure;
+                found
             }
             ObservedStatus::Failed { reason } => {
                 let mut found = RecoveredDeployment::failed(
@@ -264,6 +351,19 @@ impl Inner {
                 found
             }
             _ => RecoveredDeployment::stopped(dep.id.clone(), revision, runtime.stopped()),
+        }
+    }
+}
+
+/// The spec of `revision`: the one `spec.json` holds when it is of that revision, else the
+/// caller's config at that revision.
+fn spec_of(known: &KnownDeployment, dir: &std::path::Path, revision: u64) -> DeploymentSpec {
+    match state::load_spec(dir) {
+        Loaded::Found(s) if s.id == *known.id() && s.revision == revision => s.into_spec(),
+        _ => {
+            let mut spec = known.spec.clone();
+            spec.revision = Revision(revision);
+            spec
         }
     }
 }
