@@ -12,8 +12,8 @@
 //!   readiness gate (phase `ready`). A manager killed at any point of a launch leaves
 //!   a record that explains the process it started.
 //!
-//! Every file is written atomically (a temporary file, `fsync`, rename, `fsync` of the
-//! directory), with mode 0600. A file that cannot be parsed is reported as
+//! Every file is written atomically (a temporary file renamed over the old one), with
+//! mode 0600. A file that cannot be parsed is reported as
 //! [`Damaged`](Loaded::Damaged), never as an error that stops the caller.
 
 use std::io::{self, Write};
@@ -117,9 +117,15 @@ pub(crate) enum Loaded<T> {
     Damaged(String),
 }
 
-/// Writes `bytes` to `dir/name` atomically, mode 0600: a temporary file synced to disk,
-/// renamed over the old one, and the directory synced so the rename survives a crash of
-/// the machine too.
+/// Writes `bytes` to `dir/name` atomically, mode 0600: a temporary file renamed over the
+/// old one, so a reader (or a manager killed mid-write) sees the old or the new content,
+/// never a mix.
+///
+/// No `fsync`: these files guard against the *manager's* death, which leaves the page
+/// cache intact; a crash of the machine ends every app too, and a file it truncated is
+/// reported as damaged and handled (see the module docs). Measured on this machine's
+/// ext4 under load, an `fsync` of file and directory cost ~16 ms per write, and a
+/// launch writes four, on the runtime's threads.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = std::fs::OpenOptions::new()
@@ -129,14 +135,8 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<(
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_data()?;
     drop(file);
-    std::fs::rename(&tmp, dir.join(name))?;
-    // Best effort: some filesystems refuse fsync on a directory.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 fn save_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
