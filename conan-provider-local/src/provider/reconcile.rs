@@ -63,12 +63,17 @@ impl Scanned {
         (r.pid != 0 && procfs::is_alive(r.pid, Some(r.start_time))).then_some((r.pid, r.start_time))
     }
 
-    /// Whether anything of the instance runs.
-    pub fn alive(&self) -> bool {
-        !self.marked.is_empty() || self.leader().is_some()
+    /// Whether anything of the instance runs (by its record, its marker, or its cgroup).
+    pub fn alive(&self, deployment: &str) -> bool {
+        !self.marked.is_empty()
+            || self.leader().is_some()
+            || self
+                .tree(deployment)
+                .cgroup()
+                .is_some_and(|cg| !cg.procs().is_empty())
     }
 
-    /// How to kill what runs of it.
+    /// How to kill what runs of it (its cgroup too, found by the marker's name).
     fn tree(&self, deployment: &str) -> TreeRef {
         TreeRef {
             leader: self.leader().map(|(pid, _)| pid),
@@ -221,11 +226,14 @@ impl Inner {
             if Some(f.key.as_str()) == keep {
                 continue;
             }
-            if f.alive() {
+            if f.alive(id) {
                 let what = f.describe();
                 tracing::warn!(deployment = id, instance = %f.key, "stopping {what}: no record explains it as serving");
                 f.tree(id).kill_all().await;
                 killed.push(what);
+            } else if f.tree(id).cgroup().is_some() {
+                // Nothing runs in it: this only removes the empty cgroup.
+                f.tree(id).kill_all().await;
             }
             if Some(f.key.as_str()) != serving {
                 reclaim_instance_dir(&f.dir, logs);
@@ -240,7 +248,7 @@ impl Inner {
     pub(super) async fn sweep(&self, id: &str, dir: &Path) -> Vec<String> {
         let found = scan(dir, id);
         let mut killed = Vec::new();
-        for f in found.iter().filter(|f| f.alive()) {
+        for f in found.iter().filter(|f| f.alive(id)) {
             killed.push(f.describe());
             f.tree(id).kill_all().await;
         }
