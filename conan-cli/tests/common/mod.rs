@@ -1,8 +1,14 @@
 //! Helpers of the end-to-end tests: a private `CONAN_HOME` per test, the real `conan`
 //! binary run with a deadline, and a guard that — even when the test fails — removes the
 //! test's deployments, stops its daemon and kills whatever process of that home is left.
+//!
+//! Apps deployed with [`Home::tag_env`] in their env carry the home's tag, so the guard
+//! (and the fault-injection suite's invariants, see [`procs`]) find every process of the
+//! home, even one no state file or database row names any more.
 
 #![allow(dead_code)]
+
+pub mod procs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,6 +60,10 @@ pub struct Home {
     dir: tempfile::TempDir,
     docker_names: std::sync::Mutex<Vec<String>>,
     envs: Vec<(String, String)>,
+    /// `ulimit -n` of every `conan` run (and so of the daemons they start).
+    nofile: Option<u64>,
+    /// Whether a tmpfs is mounted on the home (unmounted on drop).
+    mounted: bool,
 }
 
 impl Home {
@@ -74,7 +84,66 @@ impl Home {
                 "CONAN_PORT_RANGE".to_owned(),
                 format!("{first}-{}", first + 9),
             )],
+            nofile: None,
+            mounted: false,
         }
+    }
+
+    /// A new home with `count` ports of its own (at most 40), from a region apart from
+    /// [`new`](Self::new)'s (20000-25999), for tests that run many deployments at once.
+    pub fn with_ports(count: u16) -> Self {
+        static HOMES: AtomicU32 = AtomicU32::new(0);
+        assert!(count <= 40, "at most 40 ports per home");
+        let n = HOMES.fetch_add(1, Ordering::Relaxed) % 25;
+        let first = 20_000 + (std::process::id() % 6) * 1000 + n * 40;
+        let home = Self::new();
+        let range = format!("{first}-{}", first + u32::from(count) - 1);
+        home.with_env("CONAN_PORT_RANGE", &range)
+    }
+
+    /// A new home on a fresh tmpfs of `bytes` (unmounted on drop); `Err` says why not
+    /// (not root, or `mount` failed), for the caller to print when it skips.
+    pub fn on_tmpfs(bytes: u64) -> Result<Self, String> {
+        let mut home = Self::with_ports(20);
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            })
+            .unwrap_or_default();
+        if uid != "0" {
+            return Err(format!("mounting a tmpfs needs root (uid {uid})"));
+        }
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("tmpfs")
+            .arg(home.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        home.mounted = true;
+        Ok(home)
+    }
+
+    /// The same home, every `conan` run (and so every daemon it starts) under
+    /// `ulimit -n n` (soft and hard, so a daemon cannot raise it).
+    pub fn with_nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+
+    /// `CONAN_TEST_HOME=<path>`: give it to every app (`--env`) so that its processes are
+    /// recognised as this home's ([`procs::of_home`]).
+    pub fn tag_env(&self) -> String {
+        format!("{}={}", procs::TAG, self.path().display())
     }
 
     /// The same home, with an extra env variable for every `conan` run (and so the daemon).
@@ -101,8 +170,41 @@ impl Home {
     }
 
     /// Runs `conan ARGS` in `cwd`.
+    #[track_caller]
     pub fn conan_in(&self, args: &[&str], cwd: Option<&Path>) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conan"));
+        match self.try_conan_in(args, cwd, COMMAND_DEADLINE) {
+            Ok(run) => run,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Runs `conan ARGS`; `Err` when it could not run or did not finish within
+    /// `deadline` (it is then killed).
+    pub fn try_conan(&self, args: &[&str], deadline: Duration) -> Result<Run, String> {
+        self.try_conan_in(args, None, deadline)
+    }
+
+    fn command(&self) -> Command {
+        let bin = env!("CARGO_BIN_EXE_conan");
+        match self.nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                cmd
+            }
+        }
+    }
+
+    fn try_conan_in(
+        &self,
+        args: &[&str],
+        cwd: Option<&Path>,
+        deadline: Duration,
+    ) -> Result<Run, String> {
+        let mut cmd = self.command();
         cmd.args(args)
             .env("CONAN_HOME", self.path())
             .env("NO_COLOR", "1")
@@ -116,22 +218,24 @@ impl Home {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
-        let child = cmd.spawn().expect("spawn conan");
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn conan {args:?}: {e}"))?;
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        match rx.recv_timeout(COMMAND_DEADLINE) {
-            Ok(Ok(out)) => Run {
+        match rx.recv_timeout(deadline) {
+            Ok(Ok(out)) => Ok(Run {
                 code: out.status.code().unwrap_or(-1),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            },
-            Ok(Err(e)) => panic!("conan {args:?}: {e}"),
+            }),
+            Ok(Err(e)) => Err(format!("conan {args:?}: {e}")),
             Err(_) => {
                 kill(pid as i32, 9);
-                panic!("conan {args:?} did not finish within {COMMAND_DEADLINE:?}");
+                Err(format!("conan {args:?} did not finish within {deadline:?}"))
             }
         }
     }
@@ -217,6 +321,18 @@ impl Drop for Home {
             && is_conan_daemon(pid, self.path())
         {
             kill(pid, 9);
+        }
+        // Tagged app processes no record names any more (the faults suite's leftovers).
+        for p in procs::of_home(self.path()) {
+            kill(p.pid, 9);
+        }
+        if self.mounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
         let names = self
             .docker_names
@@ -332,7 +448,7 @@ pub struct Follower {
 impl Home {
     /// Starts `conan ARGS` in the background (for `-f` commands).
     pub fn follow(&self, args: &[&str]) -> Follower {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conan"));
+        let mut cmd = self.command();
         cmd.args(args)
             .env("CONAN_HOME", self.path())
             .env("NO_COLOR", "1")
