@@ -6,8 +6,9 @@
 //! (`examples/apps/sluggish`: it listens after 1.2 s and exits 0.8 s after SIGTERM, with a
 //! child process), so that the kill lands inside the operation. Five points (one per
 //! operation, each on its own deployment) share one kill: their commands start staggered so
-//! that each has run its own delay when the daemon dies. The next command starts a new
-//! daemon, and then — every time — the invariants are checked (see [`Suite::check`]):
+//! that each has run its own delay when the daemon dies; each round has a home (and daemon)
+//! of its own, and a test's rounds run at once. The next command starts a new daemon, and
+//! then — every time — the invariants are checked (see [`Suite::check`]):
 //!
 //! - no deployment stays in a transitional status (pending, deploying, updating, stopping,
 //!   removing) once recovery settles;
@@ -199,6 +200,7 @@ fn rounds(seeds: &[u64]) -> Vec<Vec<Point>> {
 /// The violations of one scenario; the test fails at its end when there is any.
 struct Report {
     scenario: &'static str,
+    started: Instant,
     failures: Mutex<Vec<String>>,
 }
 
@@ -206,6 +208,7 @@ impl Report {
     fn new(scenario: &'static str) -> Self {
         Self {
             scenario,
+            started: Instant::now(),
             failures: Mutex::new(Vec::new()),
         }
     }
@@ -221,6 +224,11 @@ impl Report {
 
     #[track_caller]
     fn finish(self) {
+        eprintln!(
+            "{}: done in {:.1} s",
+            self.scenario,
+            self.started.elapsed().as_secs_f64()
+        );
         let failures = self
             .failures
             .into_inner()
@@ -579,18 +587,25 @@ impl<'a> Suite<'a> {
     /// what still violates them. Returns the listing.
     fn check(&self, stage: &str) -> Vec<Listed> {
         let settle = Instant::now() + SETTLE_DEADLINE;
+        // A daemon that cannot start fails every command at once: give it less time.
+        let answer = Instant::now() + 2 * PROCESS_DEADLINE;
         let mut grace: Option<Instant> = None;
         let (list, violations, strays) = loop {
             let (list, violations, strays) = self.observe();
-            let settled = list
-                .iter()
-                .all(|d| !TRANSITIONAL.contains(&d.status.as_str()))
-                && !violations.iter().any(|(what, _)| what == "ls");
+            let answered = !violations.iter().any(|(what, _)| what == "ls");
+            let settled = answered
+                && list
+                    .iter()
+                    .all(|d| !TRANSITIONAL.contains(&d.status.as_str()));
             let now = Instant::now();
             if settled && grace.is_none() {
                 grace = Some(now + PROCESS_DEADLINE);
             }
-            if violations.is_empty() || now > settle || grace.is_some_and(|g| now > g) {
+            if violations.is_empty()
+                || now > settle
+                || grace.is_some_and(|g| now > g)
+                || (!answered && now > answer)
+            {
                 break (list, violations, strays);
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -699,11 +714,23 @@ impl<'a> Suite<'a> {
     /// Operates every listed deployment (concurrently), then checks that nothing of the
     /// home runs any more.
     fn operate_all(&self, list: &[Listed]) {
-        std::thread::scope(|s| {
+        self.operate_all_with(list, true);
+    }
+
+    /// [`operate_all`](Self::operate_all), one deployment after the other unless
+    /// `concurrently`.
+    fn operate_all_with(&self, list: &[Listed], concurrently: bool) {
+        if concurrently {
+            std::thread::scope(|s| {
+                for d in list {
+                    s.spawn(move || self.operate(d));
+                }
+            });
+        } else {
             for d in list {
-                s.spawn(move || self.operate(d));
+                self.operate(d);
             }
-        });
+        }
         if let Ok(run) = self.conan(&["ls", "--json"])
             && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&run.stdout)
         {
@@ -772,7 +799,7 @@ impl<'a> Suite<'a> {
         };
         let Some(pid) = d.pid else { return };
         kill(pid, 9);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(now) = self.listed(name)
                 && now.status == "running"
@@ -831,16 +858,23 @@ fn truncate_half(report: &Report, path: &std::path::Path) {
 }
 
 /// One kill round after another on one home: prepare, strike, check, operate.
+/// Kill rounds, each in a home of its own, all at once (most of a round is waiting for
+/// the sluggish app).
 fn kill_rounds(scenario: &'static str, seeds: &[u64]) {
-    let home = Home::with_ports(20);
     let report = Report::new(scenario);
-    let suite = Suite::new(&home, &report);
-    for points in rounds(seeds) {
-        let targets = suite.prepare(&points);
-        suite.strike(&targets);
-        let list = suite.check("after the kill");
-        suite.operate_all(&list);
-    }
+    std::thread::scope(|s| {
+        for points in rounds(seeds) {
+            let report = &report;
+            s.spawn(move || {
+                let home = Home::with_ports(20);
+                let suite = Suite::new(&home, report);
+                let targets = suite.prepare(&points);
+                suite.strike(&targets);
+                let list = suite.check("after the kill");
+                suite.operate_all(&list);
+            });
+        }
+    });
     report.finish();
 }
 
