@@ -27,8 +27,30 @@
 //! | `update.min_healthy_time` | 0 s | Kamal (the health check is the gate) |
 //! | `update.healthy_deadline` | 60 s | between Kamal's 30 s and Nomad's 5 min |
 //! | `update.auto_rollback` | true | a failed revision never replaces a serving one |
+//!
+//! # Maxima
+//!
+//! Every duration is bounded, so a value that parses but makes no sense
+//! (`"18446744073709551615s"`) is an [`Error::InvalidConfig`] at validation
+//! (`update.healthy_deadline: at most 24h (got 18446744073709551615s)`) instead of an
+//! overflow in a provider's timer. The bounds are far above any sensible setting and are
+//! in [`limits`]:
+//!
+//! | field | at most |
+//! |---|---|
+//! | `health_check.interval` | 1 h |
+//! | `health_check.timeout` | 10 min |
+//! | `health_check.start_period` | 1 h |
+//! | `restart.window` | 24 h |
+//! | `restart.backoff_initial`, `restart.backoff_max` | 1 h |
+//! | `restart.reset_after` | 24 h |
+//! | `restart.min_uptime` | 1 h |
+//! | `stop.timeout` | 1 h |
+//! | `update.min_healthy_time` | 1 h |
+//! | `update.healthy_deadline` | 24 h |
 
 mod builder;
+pub mod limits;
 mod units;
 mod validate;
 

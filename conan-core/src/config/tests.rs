@@ -211,3 +211,143 @@ fn builder_reports_all_problems() {
     };
     assert_eq!(problems.len(), 3);
 }
+
+/// Issue 10, finding 2: `"18446744073709551615s"` parsed, passed validation and made the
+/// local provider panic adding it to an `Instant`. Every duration now has a maximum,
+/// reported with its path.
+#[test]
+fn every_duration_has_a_documented_maximum() {
+    const HUGE: &str = "18446744073709551615s";
+    let text = format!(
+        r#"
+name = "api"
+[health_check]
+type = "tcp"
+interval = "{HUGE}"
+timeout = "{HUGE}"
+start_period = "{HUGE}"
+[restart]
+window = "{HUGE}"
+backoff_initial = "{HUGE}"
+backoff_max = "{HUGE}"
+reset_after = "{HUGE}"
+min_uptime = "{HUGE}"
+[stop]
+timeout = "{HUGE}"
+[update]
+min_healthy_time = "{HUGE}"
+healthy_deadline = "{HUGE}"
+"#
+    );
+    let Err(Error::InvalidConfig { problems }) = DeploymentConfig::from_toml_str(&text) else {
+        panic!("absurd durations must be rejected");
+    };
+    let got: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for (path, max) in [
+        ("health_check.interval", "1h"),
+        ("health_check.timeout", "10m"),
+        ("health_check.start_period", "1h"),
+        ("restart.window", "24h"),
+        ("restart.backoff_initial", "1h"),
+        ("restart.backoff_max", "1h"),
+        ("restart.reset_after", "24h"),
+        ("restart.min_uptime", "1h"),
+        ("stop.timeout", "1h"),
+        ("update.min_healthy_time", "1h"),
+        ("update.healthy_deadline", "24h"),
+    ] {
+        let expected = format!("{path}: at most {max} (got {HUGE})");
+        assert!(got.contains(&expected), "missing {expected:?} in {got:#?}");
+    }
+    assert_eq!(got.len(), 11, "{got:#?}");
+}
+
+#[test]
+fn each_maximum_is_inclusive() {
+    use super::limits::*;
+    let mut c = DeploymentConfig::new("api");
+    c.health_check = Some(
+        HealthCheck::tcp()
+            .interval(HEALTH_CHECK_INTERVAL)
+            .timeout(HEALTH_CHECK_TIMEOUT),
+    );
+    if let Some(h) = &mut c.health_check {
+        h.start_period = HEALTH_CHECK_START_PERIOD;
+    }
+    c.restart.window = RESTART_WINDOW;
+    c.restart.backoff_initial = RESTART_BACKOFF;
+    c.restart.backoff_max = RESTART_BACKOFF;
+    c.restart.reset_after = RESTART_RESET_AFTER;
+    c.restart.min_uptime = RESTART_MIN_UPTIME;
+    c.stop.timeout = STOP_TIMEOUT;
+    c.update.min_healthy_time = UPDATE_MIN_HEALTHY_TIME;
+    c.update.healthy_deadline = UPDATE_HEALTHY_DEADLINE;
+    c.validate().unwrap();
+
+    // One past each bound, one field at a time: exactly that field's path is reported.
+    let over = |d: Duration| d + Duration::from_millis(1);
+    let cases: Vec<(&str, Box<dyn Fn(&mut DeploymentConfig)>)> = vec![
+        (
+            "health_check.interval",
+            Box::new(|c| c.health_check.as_mut().unwrap().interval = over(HEALTH_CHECK_INTERVAL)),
+        ),
+        (
+            "health_check.timeout",
+            Box::new(|c| c.health_check.as_mut().unwrap().timeout = over(HEALTH_CHECK_TIMEOUT)),
+        ),
+        (
+            "health_check.start_period",
+            Box::new(|c| {
+                c.health_check.as_mut().unwrap().start_period = over(HEALTH_CHECK_START_PERIOD)
+            }),
+        ),
+        (
+            "restart.window",
+            Box::new(|c| c.restart.window = over(RESTART_WINDOW)),
+        ),
+        (
+            "restart.backoff_initial",
+            Box::new(|c| {
+                c.restart.backoff_initial = over(RESTART_BACKOFF);
+            }),
+        ),
+        (
+            "restart.backoff_max",
+            Box::new(|c| c.restart.backoff_max = over(RESTART_BACKOFF)),
+        ),
+        (
+            "restart.reset_after",
+            Box::new(|c| c.restart.reset_after = over(RESTART_RESET_AFTER)),
+        ),
+        (
+            "restart.min_uptime",
+            Box::new(|c| c.restart.min_uptime = over(RESTART_MIN_UPTIME)),
+        ),
+        (
+            "stop.timeout",
+            Box::new(|c| c.stop.timeout = over(STOP_TIMEOUT)),
+        ),
+        (
+            "update.min_healthy_time",
+            Box::new(|c| c.update.min_healthy_time = over(UPDATE_MIN_HEALTHY_TIME)),
+        ),
+        (
+            "update.healthy_deadline",
+            Box::new(|c| c.update.healthy_deadline = over(UPDATE_HEALTHY_DEADLINE)),
+        ),
+    ];
+    for (path, break_it) in cases {
+        let mut broken = c.clone();
+        break_it(&mut broken);
+        let Err(Error::InvalidConfig { problems }) = broken.validate() else {
+            panic!("{path} past its maximum was accepted");
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        // backoff_initial past the bound is also larger than backoff_max.
+        assert!(paths.contains(&path), "{path}: {problems:?}");
+        assert!(
+            problems.iter().any(|p| p.message.starts_with("at most ")),
+            "{problems:?}"
+        );
+    }
+}

@@ -5,7 +5,28 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use super::{DeploymentConfig, HealthCheckKind, RestartMode};
+use crate::time::format_duration;
+
+/// A bound in the largest whole unit (`"24h"`, `"10m"`).
+fn round(d: Duration) -> String {
+    match d.as_secs() {
+        s if d.subsec_nanos() == 0 && s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if d.subsec_nanos() == 0 && s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => format_duration(d),
+    }
+}
+
+/// A duration as it was probably written: whole seconds as `"Ns"` (so an absurd value shows
+/// as the number that was typed), anything finer in human units.
+fn exact(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format_duration(d)
+    }
+}
 
 /// One broken rule of a config: where (`health_check.path`) and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +87,18 @@ impl Problems {
     fn positive(&mut self, path: &str, d: Duration) {
         if d.is_zero() {
             self.push(path, "must be a positive duration, like \"5s\"");
+        }
+    }
+
+    /// A positive duration of at most `max`.
+    fn positive_at_most(&mut self, path: &str, d: Duration, max: Duration) {
+        self.positive(path, d);
+        self.at_most(path, d, max);
+    }
+
+    fn at_most(&mut self, path: &str, d: Duration, max: Duration) {
+        if d > max {
+            self.push(path, format!("at most {} (got {})", round(max), exact(d)));
         }
     }
 
@@ -150,8 +183,21 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
         if h.port == Some(0) {
             p.push("health_check.port", "must be between 1 and 65535");
         }
-        p.positive("health_check.interval", h.interval);
-        p.positive("health_check.timeout", h.timeout);
+        p.positive_at_most(
+            "health_check.interval",
+            h.interval,
+            limits::HEALTH_CHECK_INTERVAL,
+        );
+        p.positive_at_most(
+            "health_check.timeout",
+            h.timeout,
+            limits::HEALTH_CHECK_TIMEOUT,
+        );
+        p.at_most(
+            "health_check.start_period",
+            h.start_period,
+            limits::HEALTH_CHECK_START_PERIOD,
+        );
         p.at_least_one("health_check.failure_threshold", h.failure_threshold);
         p.at_least_one("health_check.success_threshold", h.success_threshold);
     }
@@ -160,9 +206,17 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
     if r.policy != RestartMode::Never {
         p.at_least_one("restart.max_restarts", r.max_restarts);
     }
-    p.positive("restart.window", r.window);
-    p.positive("restart.backoff_initial", r.backoff_initial);
-    p.positive("restart.backoff_max", r.backoff_max);
+    p.positive_at_most("restart.window", r.window, limits::RESTART_WINDOW);
+    p.positive_at_most(
+        "restart.backoff_initial",
+        r.backoff_initial,
+        limits::RESTART_BACKOFF,
+    );
+    p.positive_at_most(
+        "restart.backoff_max",
+        r.backoff_max,
+        limits::RESTART_BACKOFF,
+    );
     if r.backoff_max < r.backoff_initial {
         p.push(
             "restart.backoff_max",
@@ -178,10 +232,18 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
     if !(0.0..=1.0).contains(&r.jitter) {
         p.push("restart.jitter", "must be a fraction between 0.0 and 1.0");
     }
-    p.positive("restart.reset_after", r.reset_after);
-    p.positive("restart.min_uptime", r.min_uptime);
+    p.positive_at_most(
+        "restart.reset_after",
+        r.reset_after,
+        limits::RESTART_RESET_AFTER,
+    );
+    p.positive_at_most(
+        "restart.min_uptime",
+        r.min_uptime,
+        limits::RESTART_MIN_UPTIME,
+    );
 
-    p.positive("stop.timeout", c.stop.timeout);
+    p.positive_at_most("stop.timeout", c.stop.timeout, limits::STOP_TIMEOUT);
 
     if c.resources.memory.is_some_and(|m| m.bytes() == 0) {
         p.push("resources.memory", "must be larger than 0");
@@ -198,7 +260,16 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
     p.at_least_one("replicas", c.replicas);
 
     p.at_least_one("update.max_parallel", c.update.max_parallel);
-    p.positive("update.healthy_deadline", c.update.healthy_deadline);
+    p.at_most(
+        "update.min_healthy_time",
+        c.update.min_healthy_time,
+        limits::UPDATE_MIN_HEALTHY_TIME,
+    );
+    p.positive_at_most(
+        "update.healthy_deadline",
+        c.update.healthy_deadline,
+        limits::UPDATE_HEALTHY_DEADLINE,
+    );
 
     for key in c.labels.keys() {
         let ok = !key.is_empty()

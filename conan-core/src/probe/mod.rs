@@ -216,7 +216,11 @@ impl Probe {
     /// Runs the probe once; the whole run is bounded by `timeout` (see the module docs).
     pub async fn run(&self, timeout: Duration) -> ProbeOutcome {
         let started = Instant::now();
-        let deadline = started + timeout;
+        // A timeout too large for the clock means "no deadline" (about 30 years), not a
+        // panic: a caller's absurd timeout must not take the supervisor down.
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(1 << 30));
         let mut outcome = match self {
             Probe::Http { host, port, path } => http_probe(host, *port, path, deadline).await,
             Probe::Tcp { host, port, hold } => tcp_probe(host, *port, *hold, deadline).await,

@@ -425,3 +425,12 @@ async fn command_output_flood_stays_bounded() {
     assert!(r.healthy, "{r:?}");
     assert!(r.duration < Duration::from_secs(1), "{r:?}");
 }
+
+/// Issue 10, finding 2: a timeout too large for the clock panicked ("overflow when adding
+/// duration to instant") in the supervisor's task.
+#[tokio::test]
+async fn a_timeout_too_large_for_the_clock_does_not_panic() {
+    let (port, _) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let r = http(port, "/").run(Duration::MAX).await;
+    assert!(r.is_healthy(), "{r:?}");
+}
