@@ -285,8 +285,11 @@ fn each_maximum_is_inclusive() {
     c.validate().unwrap();
 
     // One past each bound, one field at a time: exactly that field's path is reported.
-    let over = |d: Duration| d + Duration::from_millis(1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut DeploymentConfig)>)> = vec![
+    fn over(d: Duration) -> Duration {
+        d + Duration::from_millis(1)
+    }
+    type Break = Box<dyn Fn(&mut DeploymentConfig)>;
+    let cases: Vec<(&str, Break)> = vec![
         (
             "health_check.interval",
             Box::new(|c| c.health_check.as_mut().unwrap().interval = over(HEALTH_CHECK_INTERVAL)),

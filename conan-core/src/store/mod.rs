@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{RepairReport, SqliteStore};
 
 use crate::config::DeploymentConfig;
 use crate::error::Result;
@@ -170,8 +170,132 @@ pub struct AuditQuery {
     pub newest: bool,
 }
 
+/// One stored row a store could not decode: skipped, so the others are managed, and
+/// listed by [`StateStore::health`] until repaired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DamagedRecord {
+    /// What the row is: `"deployment"`, `"revision"` or `"audit"`.
+    pub kind: String,
+    /// Its key: the deployment id (with `@revision` for a revision, the `seq` for audit).
+    pub id: String,
+    /// The deployment's name, when that part of the row could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Why it could not be read.
+    pub error: String,
+}
+
+impl DamagedRecord {
+    /// A damaged row of `kind` keyed `id`.
+    #[must_use]
+    pub fn new(kind: impl Into<String>, id: impl Into<String>, error: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            id: id.into(),
+            name: None,
+            error: error.into(),
+        }
+    }
+
+    /// The same, with the deployment's name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// The state file was damaged when the store opened, and what the store did about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StateRestore {
+    /// What was wrong (`"database disk image is malformed"`).
+    pub problem: String,
+    /// Where the damaged file was moved (kept for inspection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_copy: Option<std::path::PathBuf>,
+    /// The backup the state was restored from; `None` when there was none and the store
+    /// started empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<std::path::PathBuf>,
+    /// When that backup was taken (changes after it are lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_taken_at: Option<Timestamp>,
+}
+
+impl StateRestore {
+    /// A restore notice for `problem`.
+    #[must_use]
+    pub fn new(problem: impl Into<String>) -> Self {
+        Self {
+            problem: problem.into(),
+            damaged_copy: None,
+            restored_from: None,
+            backup_taken_at: None,
+        }
+    }
+
+    /// One line for logs and status output.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let kept = self
+            .damaged_copy
+            .as_ref()
+            .map(|p| format!("; the damaged file is kept at {}", p.display()))
+            .unwrap_or_default();
+        match (&self.restored_from, &self.backup_taken_at) {
+            (Some(from), at) => format!(
+                "the state database was damaged ({}); restored from the backup {}{}{kept}; changes made after the backup are lost",
+                self.problem,
+                from.display(),
+                at.map(|t| format!(" taken at {t}")).unwrap_or_default(),
+            ),
+            (None, _) => format!(
+                "the state database was damaged ({}) and no backup exists; started with an empty state{kept}",
+                self.problem
+            ),
+        }
+    }
+}
+
+/// What a store knows about the health of its state: see [`StateStore::health`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreHealth {
+    /// Rows skipped because they could not be decoded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<DamagedRecord>,
+    /// Set when the state file was damaged at open and restored (or started empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<StateRestore>,
+    /// Where the last good state is backed up, if the store keeps a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<std::path::PathBuf>,
+    /// When that backup was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_taken_at: Option<Timestamp>,
+    /// The last error of writing the backup, while it keeps failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_error: Option<String>,
+}
+
+impl StoreHealth {
+    /// Whether nothing is damaged and nothing was restored.
+    #[must_use]
+    pub fn is_healthy(&self) -> bool {
+        self.damaged.is_empty() && self.restore.is_none()
+    }
+}
+
 /// Where the manager keeps its state. Implementations must be safe to share between tasks;
 /// each method is atomic on its own.
+///
+/// # Damage
+///
+/// A store that finds a row it cannot decode skips it (so one bad row never stops the
+/// others from loading) and lists it in [`health`](Self::health); it never answers a load
+/// with an error for one bad row.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Inserts or replaces a deployment (its config is taken from its revision record).
@@ -194,6 +318,12 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Reads the audit log, oldest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+
+    /// Damaged rows skipped so far and whether the state was restored at open. The default
+    /// (a store that cannot be damaged) is healthy.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
+    }
 
     /// Writes one status change: the revision whose state changed with it (if any), the
     /// deployment record, and audit entries. This is what the manager does on every status
@@ -246,6 +376,9 @@ impl<T: StateStore + ?Sized> StateStore for Arc<T> {
     }
     async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
         (**self).save_status_change(change).await
+    }
+    fn health(&self) -> StoreHealth {
+        (**self).health()
     }
 }
 

@@ -39,18 +39,26 @@
 //! Env values are stored in the clear in the revisions' configs: protect the file like any
 //! secret store (the CLI keeps it in the user's state directory).
 
+mod backup;
+mod repair;
 mod rows;
 mod schema;
 mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use self::backup::{BackupState, Backups};
+pub use self::repair::RepairReport;
 use self::rows::{AuditFilter, AuditRow, DeploymentRow, RevisionRow};
 use self::writer::Writer;
-use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore, StatusChange};
+use super::{
+    AuditEntry, AuditQuery, DamagedRecord, DeploymentRecord, RevisionRecord, StateRestore,
+    StateStore, StatusChange, StoreHealth,
+};
 use crate::error::Result;
 use crate::id::DeploymentId;
 
@@ -70,26 +78,43 @@ use crate::id::DeploymentId;
 pub struct SqliteStore {
     writer: Writer,
     path: Option<PathBuf>,
+    /// Rows skipped because they could not be decoded (see [`StateStore::health`]).
+    damaged: Mutex<Vec<DamagedRecord>>,
+    /// What happened at open when the file was damaged.
+    restore: Option<StateRestore>,
+    /// Shared with the writer thread, which schedules backups.
+    backups: Option<Arc<Mutex<BackupState>>>,
 }
 
 impl SqliteStore {
-    /// Opens the store in the file at `path`, creating the file and the schema if missing
-    /// (the directory must exist).
+    /// Opens the store in the file at `path`, creating the file (mode 0600) and the schema
+    /// if missing (the directory must exist).
+    ///
+    /// The file is checked first (`PRAGMA quick_check`). A damaged file (or a missing or
+    /// empty one while its backup `PATH.bak` exists) is moved aside and the backup restored
+    /// in its place, or, without a backup, the store starts empty; [`StateStore::health`]
+    /// then says so (and an error is logged). After a good open, and then regularly, the
+    /// store backs itself up to `PATH.bak`. To start afresh on purpose, remove both files.
     ///
     /// This does blocking file IO; call it at startup, or from `spawn_blocking` inside a
     /// running async task that must not stall.
     ///
     /// # Errors
-    /// [`Error::Store`](crate::Error::Store) when the file cannot be opened, is not a SQLite
-    /// database, was written by a newer schema version, or stays locked by another process
-    /// longer than the busy timeout (transient).
+    /// [`Error::Store`](crate::Error::Store) when the file cannot be opened or moved aside,
+    /// was written by a newer schema version, or stays locked by another process longer
+    /// than the busy timeout (transient).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let conn = schema::open_file(path)?;
+        let (conn, restore) = backup::open_checked(path)?;
         tracing::debug!(path = %path.display(), "sqlite store: opened");
+        let backups = Backups::new(path.to_owned());
+        let state = backups.state.clone();
         Ok(Self {
-            writer: Writer::spawn(conn)?,
+            writer: Writer::spawn(conn, Some(backups))?,
             path: Some(path.to_owned()),
+            damaged: Mutex::new(Vec::new()),
+            restore,
+            backups: Some(state),
         })
     }
 
@@ -99,9 +124,105 @@ impl SqliteStore {
     /// [`Error::Store`](crate::Error::Store) when SQLite or the writer thread cannot start.
     pub fn open_in_memory() -> Result<Self> {
         Ok(Self {
-            writer: Writer::spawn(schema::open_memory()?)?,
+            writer: Writer::spawn(schema::open_memory()?, None)?,
             path: None,
+            damaged: Mutex::new(Vec::new()),
+            restore: None,
+            backups: None,
         })
+    }
+
+    /// Where this store keeps its backup (`PATH.bak`), or `None` in memory.
+    #[must_use]
+    pub fn backup_path(&self) -> Option<PathBuf> {
+        self.path.as_deref().map(backup::backup_path)
+    }
+
+    /// Writes the backup now (on the calling thread; blocking IO) and returns its path.
+    ///
+    /// # Errors
+    /// [`Error::Store`](crate::Error::Store) for an in-memory store, or when the copy
+    /// cannot be written (the previous backup is then kept).
+    pub fn backup_now(&self) -> Result<PathBuf> {
+        let Some(path) = &self.path else {
+            return Err(crate::Error::store(
+                "sqlite: an in-memory store has no backup",
+                false,
+                None,
+            ));
+        };
+        let taken = backup::take(path)?;
+        if let Some(state) = &self.backups {
+            let mut state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.taken_at = Some(crate::time::Timestamp::now());
+            state.error = None;
+        }
+        Ok(taken)
+    }
+
+    /// Repairs what can be repaired in place: rows whose status, runtime or failure
+    /// details cannot be decoded are kept with those parts reset (a damaged status becomes
+    /// `failed`, so recovery reconciles it); a deployment whose revision's config is
+    /// damaged goes back to its latest readable revision; what cannot be read at all is
+    /// moved to the `quarantine` table (kept, with the error) and out of the way. Safe to
+    /// run again: a second run finds nothing to do.
+    ///
+    /// # Errors
+    /// [`Error::Store`](crate::Error::Store) when the database cannot be written.
+    pub async fn repair(&self) -> Result<RepairReport> {
+        let mut report = self.writer.call(true, repair::repair).await?;
+        report.restore = self.restore.clone();
+        self.lock_damaged().clear();
+        Ok(report)
+    }
+
+    /// What the `quarantine` table holds: rows moved out by [`repair`](Self::repair).
+    ///
+    /// # Errors
+    /// [`Error::Store`](crate::Error::Store) when the database cannot be read.
+    pub async fn quarantined(&self) -> Result<Vec<DamagedRecord>> {
+        self.writer.call(false, repair::quarantined).await
+    }
+
+    fn lock_damaged(&self) -> std::sync::MutexGuard<'_, Vec<DamagedRecord>> {
+        self.damaged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps what decodes; flags (once) and skips what does not.
+    fn keep_decoded<R, T>(
+        &self,
+        rows: Vec<R>,
+        describe: impl Fn(&R) -> DamagedRecord,
+        decode: impl Fn(R) -> Result<T>,
+    ) -> Vec<T> {
+        let mut good = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut damaged = describe(&row);
+            match decode(row) {
+                Ok(record) => good.push(record),
+                Err(e) => {
+                    damaged.error = e.to_string();
+                    let mut list = self.lock_damaged();
+                    if !list
+                        .iter()
+                        .any(|d| d.kind == damaged.kind && d.id == damaged.id)
+                    {
+                        tracing::error!(
+                            kind = %damaged.kind,
+                            id = %damaged.id,
+                            error = %damaged.error,
+                            "sqlite store: skipping a row that cannot be read (run `conan daemon repair`)"
+                        );
+                        list.push(damaged);
+                    }
+                }
+            }
+        }
+        good
     }
 
     /// The file this store writes, or `None` in memory.
@@ -143,7 +264,7 @@ impl StateStore for SqliteStore {
 
     async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
         let rows = self.writer.call(false, rows::load_deployments).await?;
-        rows.into_iter().map(DeploymentRow::decode).collect()
+        Ok(self.keep_decoded(rows, DeploymentRow::describe, DeploymentRow::decode))
     }
 
     async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
@@ -159,7 +280,7 @@ impl StateStore for SqliteStore {
             .writer
             .call(false, move |conn| rows::revisions(conn, &id))
             .await?;
-        rows.into_iter().map(RevisionRow::decode).collect()
+        Ok(self.keep_decoded(rows, RevisionRow::describe, RevisionRow::decode))
     }
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
@@ -202,9 +323,25 @@ impl StateStore for SqliteStore {
             .writer
             .call(false, move |conn| rows::audit(conn, &filter))
             .await?;
-        rows.into_iter().map(AuditRow::decode).collect()
+        Ok(self.keep_decoded(rows, AuditRow::describe, AuditRow::decode))
+    }
+
+    fn health(&self) -> StoreHealth {
+        let (backup_taken_at, backup_error) = self.backups.as_ref().map_or((None, None), |s| {
+            let s = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (s.taken_at, s.error.clone())
+        });
+        StoreHealth {
+            damaged: self.lock_damaged().clone(),
+            restore: self.restore.clone(),
+            backup: self.backup_path(),
+            backup_taken_at,
+            backup_error,
+        }
     }
 }
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use super::schema::sql_error;
 use super::writer::atomic;
 use crate::error::{Error, Result};
 use crate::id::{DeploymentId, OperationId, Revision};
-use crate::store::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord};
+use crate::store::{AuditEntry, AuditQuery, DamagedRecord, DeploymentRecord, RevisionRecord};
 use crate::time::Timestamp;
 
 /// A `deployments` row, plus (when loaded) the config of its revision.
@@ -50,7 +50,7 @@ pub(super) struct AuditRow {
     action: String,
 }
 
-fn to_json<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String> {
+pub(super) fn to_json<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| {
         Error::store(
             format!("sqlite: encoding {what} as JSON"),
@@ -60,7 +60,7 @@ fn to_json<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String> {
     })
 }
 
-fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+pub(super) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| {
         Error::store(
             format!("sqlite: stored {what} is not valid: {e}"),
@@ -137,6 +137,11 @@ impl DeploymentRow {
         })
     }
 
+    /// Names the row in a damage report (the error is filled in by the caller).
+    pub(super) fn describe(&self) -> DamagedRecord {
+        DamagedRecord::new("deployment", &self.id, "").with_name(&self.name)
+    }
+
     pub(super) fn decode(self) -> Result<DeploymentRecord> {
         let Some(config) = self.config else {
             return Err(Error::store(
@@ -202,6 +207,15 @@ impl RevisionRow {
         })
     }
 
+    /// Names the row in a damage report.
+    pub(super) fn describe(&self) -> DamagedRecord {
+        DamagedRecord::new(
+            "revision",
+            format!("{}@{}", self.deployment, self.revision),
+            "",
+        )
+    }
+
     pub(super) fn decode(self) -> Result<RevisionRecord> {
         Ok(RevisionRecord {
             revision: Revision(from_int("revision", self.revision)?),
@@ -242,6 +256,11 @@ impl AuditRow {
                 .transpose()?,
             action: to_json("audit action", &entry.action)?,
         })
+    }
+
+    /// Names the row in a damage report.
+    pub(super) fn describe(&self) -> DamagedRecord {
+        DamagedRecord::new("audit", self.seq.to_string(), "")
     }
 
     pub(super) fn decode(self) -> Result<AuditEntry> {

@@ -1,6 +1,5 @@
 //! Opening a connection: pragmas, the schema and its version, and error mapping.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
@@ -65,7 +64,8 @@ CREATE TABLE audit (
 ";
 
 /// Maps a rusqlite error: `SQLITE_BUSY` and `SQLITE_LOCKED` (another connection holds the
-/// lock longer than the busy timeout) are transient, everything else is not.
+/// lock longer than the busy timeout) and `SQLITE_FULL` are transient, everything else is
+/// not.
 pub(super) fn sql_error(context: &str, e: rusqlite::Error) -> Error {
     let transient = is_transient(&e);
     Error::store(
@@ -75,19 +75,13 @@ pub(super) fn sql_error(context: &str, e: rusqlite::Error) -> Error {
     )
 }
 
-/// Whether a rusqlite error is worth retrying.
+/// Whether a rusqlite error is worth retrying: another connection's lock, or a full disk
+/// (space comes back; the manager re-persists until it does).
 pub(super) fn is_transient(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull)
     )
-}
-
-/// Opens (creating if missing, but not its directory) the database file at `path`.
-pub(super) fn open_file(path: &Path) -> Result<Connection> {
-    let conn =
-        Connection::open(path).map_err(|e| sql_error(&format!("opening {}", path.display()), e))?;
-    prepare(conn, true)
 }
 
 /// Opens a private in-memory database.
@@ -97,7 +91,7 @@ pub(super) fn open_memory() -> Result<Connection> {
     prepare(conn, false)
 }
 
-fn prepare(mut conn: Connection, wal: bool) -> Result<Connection> {
+pub(super) fn prepare(mut conn: Connection, wal: bool) -> Result<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| sql_error("setting busy_timeout", e))?;
     if wal {

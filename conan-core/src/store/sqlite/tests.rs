@@ -290,13 +290,15 @@ async fn audit_filters_combine() {
 }
 
 #[tokio::test]
-async fn a_deployment_without_its_revision_fails_to_load() {
+async fn a_deployment_without_its_revision_is_skipped_and_flagged() {
     let store = SqliteStore::open_in_memory().unwrap();
     let (rec, _) = sample("orphan", 1);
     store.save_deployment(&rec).await.unwrap();
-    let err = store.load_deployments().await.unwrap_err();
-    assert!(err.to_string().contains("dep-orphan"), "{err}");
-    assert!(!err.is_transient());
+    assert_eq!(store.load_deployments().await.unwrap(), vec![]);
+    let damaged = store.health().damaged;
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!(damaged[0].id, "dep-orphan");
+    assert!(damaged[0].error.contains("not stored"), "{damaged:?}");
 }
 
 #[tokio::test]
@@ -356,10 +358,11 @@ fn opening_in_a_missing_directory_fails() {
 }
 
 #[test]
-fn busy_and_locked_are_transient() {
+fn busy_locked_and_full_are_transient() {
     let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
     assert!(schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_BUSY)).is_transient());
     assert!(schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_LOCKED)).is_transient());
+    assert!(schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_FULL)).is_transient());
     assert!(!schema::sql_error("x", sqlite(rusqlite::ffi::SQLITE_CORRUPT)).is_transient());
     assert!(!schema::sql_error("x", rusqlite::Error::QueryReturnedNoRows).is_transient());
 }

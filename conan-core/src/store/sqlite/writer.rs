@@ -6,12 +6,14 @@
 //! `Ok` means the write is in the database file. Under load the queue fills while a batch
 //! runs, so batches grow by themselves and the cost of a commit is shared.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::backup::Backups;
 use super::schema::{is_transient, sql_error};
 use crate::error::{Error, Result};
 
@@ -54,6 +56,14 @@ fn stopped() -> Error {
     Error::store("sqlite: the store's writer thread has stopped", false, None)
 }
 
+fn dropped() -> Error {
+    Error::store(
+        "sqlite: the store call failed inside the writer thread (it panicked); the store keeps running",
+        true,
+        None,
+    )
+}
+
 /// Handle to the writer thread. Dropping it lets the thread finish every queued command,
 /// close the connection and exit, and waits for that.
 pub(super) struct Writer {
@@ -62,12 +72,12 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Moves `conn` to a new thread.
-    pub(super) fn spawn(conn: Connection) -> Result<Self> {
+    /// Moves `conn` to a new thread, which also schedules `backups` (for a file store).
+    pub(super) fn spawn(conn: Connection, backups: Option<Backups>) -> Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("conan-sqlite".into())
-            .spawn(move || run(conn, &receiver))
+            .spawn(move || run(conn, &receiver, backups))
             .map_err(|e| {
                 Error::store(
                     "sqlite: cannot start the writer thread",
@@ -105,7 +115,9 @@ impl Writer {
         });
         let sender = self.sender.as_ref().ok_or_else(stopped)?;
         sender.send(Command { write, run }).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        // The thread answers every command it takes; a lost answer means the command
+        // panicked (the thread caught it and went on).
+        rx.await.map_err(|_| dropped())?
     }
 }
 
@@ -121,9 +133,29 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, receiver: &mpsc::Receiver<Command>) {
+fn run(conn: Connection, receiver: &mpsc::Receiver<Command>, mut backups: Option<Backups>) {
+    if let Some(backups) = &mut backups {
+        // The file passed its check at open: keep a copy of this good state.
+        backups.start();
+    }
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = receiver.recv() {
+    loop {
+        let first = match backups.as_ref().and_then(Backups::next_due) {
+            Some(wait) => match receiver.recv_timeout(wait) {
+                Ok(command) => command,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(backups) = &mut backups {
+                        backups.committed(0);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match receiver.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            },
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
@@ -132,7 +164,28 @@ fn run(conn: Connection, receiver: &mpsc::Receiver<Command>) {
             }
         }
         tracing::trace!(commands = batch.len(), "sqlite store: running a batch");
-        run_batch(&conn, batch.drain(..));
+        // Nothing in a batch may end this thread: a panic fails the commands it touched
+        // (their callers get an error) and the thread goes on with the next batch.
+        let written =
+            std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(&conn, batch.drain(..))))
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        "sqlite store: a batch panicked; its calls failed, the store goes on"
+                    );
+                    if !conn.is_autocommit()
+                        && let Err(e) = conn.execute_batch("ROLLBACK")
+                    {
+                        tracing::warn!(error = %e, "sqlite store: rollback after a panic failed");
+                    }
+                    0
+                });
+        batch.clear();
+        if let Some(backups) = &mut backups {
+            backups.committed(written);
+        }
+    }
+    if let Some(backups) = &mut backups {
+        backups.finish();
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "sqlite store: closing the database failed");
@@ -140,29 +193,43 @@ fn run(conn: Connection, receiver: &mpsc::Receiver<Command>) {
     tracing::debug!("sqlite store: writer thread stopped");
 }
 
+/// Runs one command, turning a panic into "no answer" (its caller gets an error).
+fn run_one(command: Command, conn: Option<&Connection>) -> Option<Finish> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| (command.run)(conn)))
+        .map_err(|_| tracing::error!("sqlite store: a store call panicked"))
+        .ok()
+}
+
 /// Runs `commands` in as few transactions as possible: one, unless a command makes SQLite
 /// abandon the transaction (I/O error, disk full), in which case the commands before it fail
-/// and the rest go on in a new transaction.
-fn run_batch(conn: &Connection, mut commands: std::vec::Drain<'_, Command>) {
+/// and the rest go on in a new transaction. Returns how many write commands committed.
+fn run_batch(conn: &Connection, mut commands: std::vec::Drain<'_, Command>) -> u64 {
     let write = commands.as_slice().iter().any(|c| c.write);
     let begin = if write {
         "BEGIN IMMEDIATE"
     } else {
         "BEGIN DEFERRED"
     };
+    let mut written = 0;
     while commands.len() > 0 {
         if let Err(e) = conn.execute_batch(begin) {
             tracing::warn!(error = %e, commands = commands.len(), "sqlite store: cannot start a transaction");
             let failure = BatchFailure::from_sql("starting a transaction", &e);
             for command in commands {
-                (command.run)(None)(Some(&failure));
+                if let Some(finish) = run_one(command, None) {
+                    finish(Some(&failure));
+                }
             }
-            return;
+            return written;
         }
         let mut finishes = Vec::with_capacity(commands.len());
+        let mut writes = 0;
         let mut abandoned = false;
         for command in commands.by_ref() {
-            finishes.push((command.run)(Some(conn)));
+            writes += u64::from(command.write);
+            if let Some(finish) = run_one(command, Some(conn)) {
+                finishes.push(finish);
+            }
             if conn.is_autocommit() {
                 abandoned = true;
                 break;
@@ -179,7 +246,10 @@ fn run_batch(conn: &Connection, mut commands: std::vec::Drain<'_, Command>) {
             })
         } else {
             match conn.execute_batch("COMMIT") {
-                Ok(()) => None,
+                Ok(()) => {
+                    written += writes;
+                    None
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, commands = finishes.len(), "sqlite store: commit failed");
                     if !conn.is_autocommit()
@@ -195,6 +265,7 @@ fn run_batch(conn: &Connection, mut commands: std::vec::Drain<'_, Command>) {
             finish(failure.as_ref());
         }
     }
+    written
 }
 
 /// Runs `f` under a savepoint so a command of several statements is all or nothing without
