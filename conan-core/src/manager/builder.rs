@@ -158,16 +158,36 @@ impl DeploymentManagerBuilder {
         }
         let mut state = State::default();
         for record in store.load_deployments().await? {
-            let latest = store
-                .revisions(&record.id)
-                .await?
-                .last()
-                .map_or(record.revision, |r| r.revision.max(record.revision));
+            // A history that cannot be read costs the revision counter, not the deployment.
+            let latest = match store.revisions(&record.id).await {
+                Ok(history) => history
+                    .last()
+                    .map_or(record.revision, |r| r.revision.max(record.revision)),
+                Err(e) => {
+                    tracing::warn!(deployment = %record.id, error = %e, "cannot read the revision history");
+                    record.revision
+                }
+            };
             state.insert(record, latest);
         }
+        let health = store.health();
+        if let Some(restore) = &health.restore {
+            tracing::error!("{}", restore.summary());
+        }
+        for damaged in &health.damaged {
+            tracing::error!(
+                kind = %damaged.kind,
+                id = %damaged.id,
+                name = damaged.name.as_deref().unwrap_or(""),
+                error = %damaged.error,
+                "a stored record cannot be read and is not managed; `conan daemon repair` rebuilds what it can"
+            );
+        }
+        let persister = Arc::new(super::persist::Persister::default());
         let inner = Arc::new(Inner {
             registry: RwLock::new(Arc::new(self.registry)),
             store,
+            persist: persister.clone(),
             sink: EventSink::new(bus.clone(), Some(reports_tx)),
             bus,
             retry: self.retry,
@@ -183,6 +203,10 @@ impl DeploymentManagerBuilder {
             idle: Notify::new(),
         });
         tokio::spawn(forward_reports(Arc::downgrade(&inner), reports_rx));
+        tokio::spawn(super::persist::rewrite_kept(
+            Arc::downgrade(&inner),
+            persister,
+        ));
         Ok(DeploymentManager { inner })
     }
 }

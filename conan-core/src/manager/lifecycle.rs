@@ -299,7 +299,7 @@ impl Op<'_> {
             .transition(DeploymentStatus::Removed, |r| r.runtime = None)
             .await?;
         self.inner.state().remove(&id);
-        self.inner.store.delete_deployment(&id).await?;
+        self.inner.persist_delete(&id).await;
         self.inner
             .bus
             .emit_with(|| Event::Removed { deployment: id });

@@ -14,6 +14,14 @@
 //! - **Every status change goes through the state machine** ([`crate::status::transition`]),
 //!   is written to the [`StateStore`] in one call (with its audit entry, and the revision
 //!   whose state changed with it) before the event is emitted.
+//! - **A failed store write never fails an operation.** The in-memory record is
+//!   authoritative; a change the store refuses (a full disk) is kept and re-written with
+//!   backoff until it lands, in order with the later changes of that deployment
+//!   ([`DeploymentManager::unsaved_state`] shows it meanwhile). So an operation whose
+//!   provider call succeeded succeeds, and every operation ends in a status from which
+//!   every operation is possible: `Running`, `Stopped`, `Failed` (a failed provider call,
+//!   or an operation that panicked) or `Removed`. An operation finding its deployment in a
+//!   transitional status (one that was interrupted) resumes from it.
 //! - **Failed updates keep the old revision.** When an update fails and the provider still
 //!   reports the deployment running, the deployment returns to `Running` on its previous
 //!   revision and [`Event::RolledBack`] is emitted.
@@ -32,6 +40,7 @@ mod deadline;
 mod handle;
 mod lifecycle;
 mod ops;
+mod persist;
 mod recovery;
 mod registry;
 mod retry;
@@ -46,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 pub use builder::DeploymentManagerBuilder;
 pub use deadline::CallTimeouts;
 pub use handle::{OperationHandle, Request, SubmitOptions};
+pub use persist::UnsavedState;
 pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
 pub use scheduler::{Priority, QueueStats};
@@ -153,6 +163,8 @@ pub(crate) struct Inner {
     /// snapshot.
     registry: RwLock<Arc<ProviderRegistry>>,
     store: Arc<dyn StateStore>,
+    /// Status changes the store did not take yet, re-written in the background.
+    persist: Arc<persist::Persister>,
     bus: EventBus,
     sink: EventSink,
     retry: RetryPolicy,
@@ -538,6 +550,20 @@ impl DeploymentManager {
         self.inner.store.revisions(&id).await
     }
 
+    /// State changes whose write to the store failed and that are being re-written (see
+    /// the manager's guarantees). Clear once the store takes them again.
+    #[must_use]
+    pub fn unsaved_state(&self) -> UnsavedState {
+        self.inner.persist.state()
+    }
+
+    /// What the store reports about damage to its state (rows skipped at load, a restore
+    /// from backup); see [`StateStore::health`].
+    #[must_use]
+    pub fn store_health(&self) -> crate::store::StoreHealth {
+        self.inner.store.health()
+    }
+
     /// The audit log.
     ///
     /// # Errors
@@ -691,6 +717,14 @@ impl DeploymentManager {
             self.inner.shutdown.cancel();
             self.wait_idle().await;
         }
+        if !self.inner.persist.state().is_clear() && !self.inner.flush_kept().await {
+            let unsaved = self.inner.persist.state();
+            tracing::error!(
+                deployments = unsaved.deployments.len(),
+                error = unsaved.error.as_deref().unwrap_or(""),
+                "stopping with state changes the store did not take; the next start recovers from the last written state"
+            );
+        }
     }
 
     async fn wait_idle(&self) {
@@ -709,5 +743,9 @@ impl DeploymentManager {
 
 #[cfg(test)]
 mod contract_tests;
+#[cfg(test)]
+mod persist_tests;
+#[cfg(all(test, feature = "sqlite"))]
+mod store_damage_tests;
 #[cfg(test)]
 mod tests;

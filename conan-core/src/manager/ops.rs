@@ -21,8 +21,8 @@ use crate::id::{DeploymentId, OperationId, Revision};
 use crate::provider::{
     DeploymentSpec, DynProvider, KnownDeployment, ObservedStatus, OperationContext,
 };
-use crate::status::DeploymentStatus;
-use crate::store::{AuditAction, AuditEntry, DeploymentRecord, RevisionRecord, StatusChange};
+use crate::status::{DeploymentStatus, StatusKind};
+use crate::store::{AuditAction, AuditEntry, DeploymentRecord, RevisionRecord};
 use crate::time::Timestamp;
 
 pub(crate) enum Target {
@@ -208,7 +208,25 @@ impl Inner {
                 operation: job.kind.name().to_owned(),
             })
         } else {
-            ctx.execute(&job.kind).await
+            // Provider calls are isolated already; this catches a panic of the manager's
+            // own code, so the deployment still ends in a status every operation accepts.
+            match AssertUnwindSafe(ctx.execute(&job.kind))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => result,
+                Err(panic) => {
+                    let what = panic_message(panic.as_ref()).to_owned();
+                    tracing::error!(%deployment, operation = job.kind.name(), panic = %what, "operation panicked");
+                    let error = Error::provider(
+                        "manager",
+                        format!("{} panicked: {what}", job.kind.name()),
+                        false,
+                    );
+                    ctx.fail_after_panic(&error).await;
+                    Err(error)
+                }
+            }
         };
         if let Some(kind) = kind {
             let outcome = match &result {
@@ -229,9 +247,7 @@ impl Inner {
                     outcome: outcome.clone(),
                 },
             );
-            if let Err(e) = self.store.append_audit(vec![entry]).await {
-                tracing::warn!(%deployment, error = %e, "could not write the audit log");
-            }
+            self.persist_audit(&deployment, entry).await;
             self.bus.emit_with(|| Event::Finished {
                 deployment: deployment.clone(),
                 operation: op,
@@ -292,7 +308,11 @@ impl Op<'_> {
                 .get_mut(&self.deployment)
                 .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))?;
             let from = entry.record.status.kind();
-            crate::status::transition(from, to.kind())?;
+            // An operation that finds its own transitional status (one an interrupted
+            // operation left) resumes from it instead of being refused.
+            if !(from == to.kind() && from.is_transitional()) {
+                crate::status::transition(from, to.kind())?;
+            }
             entry.record.status = to;
             entry.record.updated_at = Timestamp::now();
             update(&mut entry.record);
@@ -306,14 +326,8 @@ impl Op<'_> {
                 to: record.status.kind(),
             },
         );
-        self.inner
-            .store
-            .save_status_change(StatusChange {
-                record: &record,
-                revision,
-                audit: std::slice::from_ref(&entry),
-            })
-            .await?;
+        // Never fails: a write the store refuses is kept and re-written (see `persist`).
+        self.inner.persist_change(&record, revision, entry).await;
         self.inner.bus.emit_with(|| Event::StatusChanged {
             deployment: self.deployment.clone(),
             from,
@@ -413,6 +427,22 @@ impl Op<'_> {
             failure,
         });
         Ok(record)
+    }
+
+    /// Marks the deployment failed after its operation panicked (unless it is gone or
+    /// already failed or stopped).
+    async fn fail_after_panic(&self, error: &Error) {
+        let settled = self.snapshot().map(|(r, _)| {
+            matches!(
+                r.status.kind(),
+                StatusKind::Failed | StatusKind::Stopped | StatusKind::Running
+            )
+        });
+        if matches!(settled, Ok(false))
+            && let Err(e) = self.fail(error, None).await
+        {
+            tracing::warn!(deployment = %self.deployment, error = %e, "cannot mark the deployment failed");
+        }
     }
 
     async fn execute(&mut self, kind: &JobKind) -> Result<DeploymentRecord> {
