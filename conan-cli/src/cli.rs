@@ -203,6 +203,13 @@ pub enum DaemonAction {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Rebuild what can be rebuilt of a damaged state database: restore it from its backup,
+    /// salvage or quarantine unreadable rows, and re-create records of deployments the
+    /// database lost that still run. Stops a running daemon first; safe to run twice.
+    Repair {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 /// `conan logs`.
@@ -256,7 +263,7 @@ impl Command {
             | Command::Events { json, .. } => json.json,
             Command::Logs(args) => args.json.json,
             Command::Daemon {
-                action: Some(DaemonAction::Status { json }),
+                action: Some(DaemonAction::Status { json } | DaemonAction::Repair { json }),
                 ..
             } => json.json,
             Command::Init { .. } | Command::Daemon { .. } => false,

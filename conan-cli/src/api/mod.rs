@@ -180,6 +180,13 @@ pub struct DaemonInfo {
     pub started_at: Timestamp,
     /// Number of deployments it knows.
     pub deployments: usize,
+    /// Damage the state database showed (a restore from its backup at start, rows that
+    /// could not be read and are not managed), and its backup.
+    #[serde(default)]
+    pub state: conan::store::StoreHealth,
+    /// State writes the store refused (a full disk) and that are being retried.
+    #[serde(default)]
+    pub unsaved: conan::manager::UnsavedState,
 }
 
 /// An error answer: one line, an optional hint, and the evidence.

@@ -6,6 +6,7 @@ mod inspect;
 mod logs;
 mod operate;
 mod progress;
+mod repair;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,10 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
             action: Some(DaemonAction::Status { json }),
             ..
         } => daemon::status(home, json.json).await,
+        Command::Daemon {
+            action: Some(DaemonAction::Repair { json }),
+            ..
+        } => daemon::repair(home, json.json).await,
         Command::Init { .. } | Command::Daemon { action: None, .. } => Ok(()),
     }
 }

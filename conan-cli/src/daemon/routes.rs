@@ -463,6 +463,8 @@ impl Daemon {
             containment: Some(self.containment.clone()),
             started_at: self.started_at,
             deployments: self.manager.list().len(),
+            state: self.manager.store_health(),
+            unsaved: self.manager.unsaved_state(),
         }
     }
 }
