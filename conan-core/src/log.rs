@@ -358,7 +358,10 @@ impl LogQuery {
     /// Builds the answer to this query from a filtered `history` and, when following, a
     /// live feed of new lines. Lines of the feed are filtered the same way; the stream ends
     /// when the feed closes or a line is past `until`. A subscriber that falls behind the
-    /// feed gets one [`OutputStream::System`] line saying how many lines it missed.
+    /// feed gets one [`OutputStream::System`] line per gap saying how many lines it missed:
+    /// on falling behind it skips to the newest line of the feed (counting what it skips), so
+    /// a reader slower than a flood gets a full feed of slack before its next gap instead of
+    /// a notice after every line.
     pub fn into_stream(
         self,
         history: Vec<LogLine>,
@@ -380,10 +383,11 @@ impl LogQuery {
                                 }
                             }
                             Err(broadcast::error::RecvError::Lagged(n)) => {
+                                let skipped = n.saturating_add(skip_to_newest(&mut rx));
                                 let notice = LogLine::new(
                                     OutputStream::System,
                                     format!(
-                                        "[conan] {n} log lines skipped: this reader fell behind"
+                                        "[conan] {skipped} log lines skipped: this reader fell behind"
                                     ),
                                 );
                                 return Some((Ok(notice), (rx, query)));
@@ -395,6 +399,21 @@ impl LogQuery {
                 head.chain(tail).boxed()
             }
             _ => head.boxed(),
+        }
+    }
+}
+
+/// Drops every line `rx` has not received yet (the reader fell behind: what is left of the
+/// feed is about to be overwritten), returning how many it dropped.
+fn skip_to_newest<T: Clone>(rx: &mut broadcast::Receiver<T>) -> u64 {
+    let mut skipped = 0u64;
+    loop {
+        match rx.try_recv() {
+            Ok(_) => skipped += 1,
+            Err(broadcast::error::TryRecvError::Lagged(n)) => skipped = skipped.saturating_add(n),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => {
+                return skipped;
+            }
         }
     }
 }
@@ -501,6 +520,42 @@ mod tests {
         assert_eq!(q.apply(&h).len(), 5);
         let q = LogQuery::all().contains("line 7");
         assert_eq!(q.apply(&h).len(), 1);
+    }
+
+    /// Regression (issue 10, finding 10): a reader that fell behind got a notice after
+    /// nearly every line while the writer kept going, thousands in a flood.
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_gets_one_notice_per_gap() {
+        let (tx, rx) = broadcast::channel(8);
+        let mut s = LogQuery::all().follow().into_stream(Vec::new(), Some(rx));
+        let line = |i: u32| LogLine::new(OutputStream::Stdout, format!("line {i}"));
+        let mut next = 0;
+        let mut got = Vec::new();
+        // The writer is 20 lines ahead of a reader that holds 8, and keeps writing two
+        // lines for each one read: one gap, then everything arrives.
+        for _ in 0..20 {
+            tx.send(line(next)).unwrap();
+            next += 1;
+        }
+        for _ in 0..6 {
+            got.push(s.next().await.unwrap().unwrap().message);
+            for _ in 0..2 {
+                tx.send(line(next)).unwrap();
+                next += 1;
+            }
+        }
+        drop(tx);
+        while let Some(l) = s.next().await {
+            got.push(l.unwrap().message);
+        }
+        let notices: Vec<_> = got.iter().filter(|m| m.contains("fell behind")).collect();
+        assert_eq!(notices.len(), 1, "{got:?}");
+        assert_eq!(
+            notices[0],
+            "[conan] 20 log lines skipped: this reader fell behind"
+        );
+        let delivered = got.iter().filter(|m| m.starts_with("line ")).count();
+        assert_eq!(delivered, 12, "everything after the gap arrives: {got:?}");
     }
 
     #[tokio::test]

@@ -176,6 +176,7 @@ impl Deployment {
                 "log_lines_dropped_from_memory",
                 self.logs.dropped_from_memory(),
             )
+            .with_detail("log_lines_dropped_volume_full", self.logs.unwritten())
     }
 
     /// Persists what a later manager needs to adopt the deployment (small files written

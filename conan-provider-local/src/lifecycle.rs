@@ -321,6 +321,7 @@ impl Inner {
             failure.exit = Some(exit);
         }
         inst.capture.finish();
+        crate::logs::remove_instance_dir(&inst.dir);
         inst.release_port();
         failure.with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES))
     }
@@ -344,6 +345,7 @@ impl Inner {
             let _ = h.await;
         }
         inst.capture.finish();
+        crate::logs::remove_instance_dir(&inst.dir);
         if killed {
             dep.logs.system(format!(
                 "[conan] instance did not exit within {} of {}; killed",

@@ -5,130 +5,89 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use conan_core::{OutputStream, Timestamp};
 
-use nix::fcntl::{FallocateFlags, fallocate};
-
+use super::LogStore;
+use super::lines::LineSplitter;
+use super::spool::{PUNCH_EVERY, Pending, Read, Spool};
 use super::store::Batch;
 use super::tailer::{Registration, Tailer};
-use super::{LogStore, MAX_LINE_BYTES, SPLIT_MARKER};
+use super::{IDLE, QUIET};
 
 /// The size of one read from a spool.
 pub(super) const READ_CHUNK: usize = 256 * 1024;
-const PUNCH_EVERY: u64 = 4 * 1024 * 1024;
 
-struct Spool {
-    file: File,
+/// One output stream of the instance: its spool and the line being assembled.
+struct Stream {
+    spool: Spool,
     stream: OutputStream,
-    offset: u64,
-    punched: u64,
-    partial: Vec<u8>,
+    lines: LineSplitter,
+    /// When bytes last arrived.
+    last_data: Instant,
+    /// A collapse being made (persisted with the offsets).
+    pending: Pending,
 }
 
-impl Spool {
-    /// Reads what is available, at most `max_chunks` reads; returns whether anything was
-    /// read and whether the budget ran out before the end of the file.
+impl Stream {
+    /// How far the spool's content is in the store: what was read, less the start of a
+    /// line still being assembled (read again after a crash).
+    fn committed(&self) -> u64 {
+        self.spool.offset - self.lines.held() as u64
+    }
+
+    /// Reads at most `max_chunks` chunks into the store; returns (anything read, budget
+    /// exhausted before the end).
     fn read(
         &mut self,
         buf: &mut [u8],
-        out: &mut Vec<Batch>,
+        store: &LogStore,
         max_chunks: usize,
-    ) -> io::Result<(bool, bool)> {
+        now: Instant,
+    ) -> (bool, bool) {
         let mut any = false;
         for _ in 0..max_chunks {
-            let n = self.file.read_at(buf, self.offset)?;
-            if n == 0 {
-                return Ok((any, false));
-            }
-            any = true;
-            self.offset += n as u64;
-            let mut batch = Batch::new(Timestamp::now(), self.stream);
-            let mut rest = &buf[..n];
-            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-                let (line, tail) = rest.split_at(nl);
-                rest = &tail[1..];
-                if self.partial.is_empty() {
-                    push_line(&mut batch, line);
-                } else {
-                    self.partial.extend_from_slice(line);
-                    let whole = std::mem::take(&mut self.partial);
-                    push_line(&mut batch, &whole);
+            match self.spool.read(buf) {
+                Ok(Read::End) => return (any, false),
+                Ok(Read::Data(n)) => {
+                    any = true;
+                    self.last_data = now;
+                    let mut batch = Batch::with_capacity(Timestamp::now(), self.stream, n);
+                    self.lines.feed(&buf[..n], &mut batch);
+                    store.append_batches([batch]);
+                    if n < buf.len() {
+                        return (any, false);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, stream = %self.stream, "reading a log spool failed");
+                    return (any, false);
                 }
             }
-            self.partial.extend_from_slice(rest);
-            if self.partial.len() > MAX_LINE_BYTES {
-                // Emit the whole pieces now so an endless line never stalls capture.
-                let cut = char_boundary(&self.partial, MAX_LINE_BYTES);
-                let piece: Vec<u8> = self.partial.drain(..cut).collect();
-                push_piece(&mut batch, &piece);
-            }
-            out.push(batch);
-            if n < buf.len() {
-                return Ok((any, false));
-            }
         }
-        Ok((any, true))
+        (any, true)
     }
 
-    fn flush_partial(&mut self, out: &mut Vec<Batch>) {
-        if !self.partial.is_empty() {
-            let whole = std::mem::take(&mut self.partial);
+    /// Emits the held start of a line once the stream was quiet for [`QUIET`] (or at
+    /// once when `now` is `None`: the instance is gone).
+    fn flush_held(&mut self, store: &LogStore, now: Option<Instant>) {
+        let due = now.is_none_or(|n| n.duration_since(self.last_data) >= QUIET);
+        if self.lines.held() > 0 && due {
             let mut batch = Batch::new(Timestamp::now(), self.stream);
-            push_line(&mut batch, &whole);
-            out.push(batch);
+            self.lines.flush(&mut batch);
+            store.append_batches([batch]);
         }
     }
-
-    fn punch(&mut self) {
-        let upto = self.offset - self.offset % 4096;
-        if upto >= self.punched + PUNCH_EVERY {
-            let (Ok(off), Ok(len)) = (
-                i64::try_from(self.punched),
-                i64::try_from(upto - self.punched),
-            ) else {
-                return;
-            };
-            let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-            if let Err(e) = fallocate(&self.file, flags, off, len) {
-                tracing::debug!(error = %e, "cannot punch a hole in the log spool");
-            }
-            self.punched = upto;
-        }
-    }
-}
-
-fn char_boundary(bytes: &[u8], max: usize) -> usize {
-    let mut cut = max.min(bytes.len());
-    while cut > 0 && cut < bytes.len() && (bytes[cut] & 0xC0) == 0x80 {
-        cut -= 1;
-    }
-    if cut == 0 { max.min(bytes.len()) } else { cut }
-}
-
-/// Adds one raw line to `batch` (split at 64 KiB with a marker; invalid UTF-8 replaced).
-fn push_line(batch: &mut Batch, raw: &[u8]) {
-    let mut raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    while raw.len() > MAX_LINE_BYTES {
-        let cut = char_boundary(raw, MAX_LINE_BYTES);
-        push_piece(batch, &raw[..cut]);
-        raw = &raw[cut..];
-    }
-    match std::str::from_utf8(raw) {
-        Ok(s) => batch.push(s),
-        Err(_) => batch.push(&String::from_utf8_lossy(raw)),
-    }
-}
-
-fn push_piece(batch: &mut Batch, piece: &[u8]) {
-    let mut text = String::from_utf8_lossy(piece).into_owned();
-    text.push_str(SPLIT_MARKER);
-    batch.push(&text);
 }
 
 struct CaptureState {
-    spools: Vec<Spool>,
-    offsets: File,
+    streams: [Stream; 2],
+    /// The offsets last written to the offsets file.
+    persisted: [(u64, u64); 2],
+    /// When output last arrived; files are closed and memory given back [`IDLE`] later.
+    last_activity: Instant,
+    relaxed: bool,
     /// Set by `finish` and `detach`: the tailer reads no more.
     stopped: bool,
 }
@@ -137,8 +96,9 @@ struct CaptureState {
 pub(super) enum Tail {
     /// The read budget ran out: more is waiting.
     More,
-    /// Everything written so far was read (or the capture stopped).
-    Done,
+    /// Everything written so far was read; call again at this time if given (a held line
+    /// becomes due, or the capture goes idle), else on the next write.
+    Idle(Option<Instant>),
 }
 
 /// The capture of one instance: its spool files, their registration with the shared
@@ -158,6 +118,40 @@ impl std::fmt::Debug for Capture {
     }
 }
 
+/// The offsets file: per stream (stdout, stderr) the committed offset and the length of a
+/// collapse in progress, little-endian u64s (an older 16-byte file has the offsets only).
+fn read_offsets(path: &Path) -> [(u64, u64); 2] {
+    let Ok(bytes) = std::fs::read(path) else {
+        return [(0, 0); 2];
+    };
+    let word = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    match bytes.len() {
+        32 => [(word(0), word(1)), (word(2), word(3))],
+        16 => [(word(0), 0), (word(1), 0)],
+        _ => [(0, 0); 2],
+    }
+}
+
+fn write_offsets(path: &Path, offsets: [(u64, u64); 2]) -> io::Result<()> {
+    let mut bytes = [0u8; 32];
+    for (i, (offset, pending)) in offsets.iter().enumerate() {
+        bytes[i * 16..i * 16 + 8].copy_from_slice(&offset.to_le_bytes());
+        bytes[i * 16 + 8..i * 16 + 16].copy_from_slice(&pending.to_le_bytes());
+    }
+    // Opened for each write: an idle deployment keeps no descriptor of it.
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.write_all_at(&bytes, 0)
+}
+
 impl Capture {
     /// The spool paths of an instance directory: (stdout, stderr).
     pub fn spool_paths(dir: &Path) -> (PathBuf, PathBuf) {
@@ -171,50 +165,49 @@ impl Capture {
         Ok((open(&out)?, open(&err)?))
     }
 
+    fn offsets_path(&self) -> PathBuf {
+        self.dir.join("offsets")
+    }
+
     /// Starts capturing `dir`'s spools into `store`, resuming at the persisted offsets.
     /// The shared tailer reads the backlog at once, then whatever the app writes.
     pub fn start(dir: &Path, store: Arc<LogStore>) -> io::Result<Arc<Self>> {
         let (out, err) = Self::spool_paths(dir);
-        let offsets = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join("offsets"))?;
-        let mut saved = [0u8; 16];
-        let got = offsets.read_at(&mut saved, 0).unwrap_or(0);
-        let (o1, o2) = if got == 16 {
-            let (a, b) = saved.split_at(8);
-            (
-                u64::from_le_bytes(a.try_into().unwrap_or([0; 8])),
-                u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
-            )
-        } else {
-            (0, 0)
+        let saved = read_offsets(&dir.join("offsets"));
+        // The spools exist before the app starts (and before they are watched).
+        Self::open_for_app(dir)?;
+        let now = Instant::now();
+        let stream = |path: &Path, stream, (offset, pending): (u64, u64)| {
+            let mut spool = Spool::new(path.to_path_buf(), offset);
+            let pending = Pending { len: pending };
+            if spool.collapsed(pending) {
+                spool.offset = offset.saturating_sub(pending.len);
+            }
+            Stream {
+                spool,
+                stream,
+                lines: LineSplitter::default(),
+                last_data: now,
+                pending: Pending::default(),
+            }
         };
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .read(true)
-                .open(p)
-        };
-        let spool = |file, stream, offset| Spool {
-            file,
-            stream,
-            offset,
-            punched: 0,
-            partial: Vec::new(),
-        };
+        let mut streams = [
+            stream(&out, OutputStream::Stdout, saved[0]),
+            stream(&err, OutputStream::Stderr, saved[1]),
+        ];
+        // Room for the app's first writes, even if the volume fills before it starts.
+        for s in &mut streams {
+            let committed = s.committed();
+            s.spool.keep_writable(committed);
+        }
         let tailer = Tailer::global()?;
         let id = tailer.next_id();
         let capture = Arc::new(Self {
             state: Mutex::new(CaptureState {
-                spools: vec![
-                    spool(open(&out)?, OutputStream::Stdout, o1),
-                    spool(open(&err)?, OutputStream::Stderr, o2),
-                ],
-                offsets,
+                persisted: [(streams[0].spool.offset, 0), (streams[1].spool.offset, 0)],
+                streams,
+                last_activity: now,
+                relaxed: false,
                 stopped: false,
             }),
             store,
@@ -244,63 +237,119 @@ impl Capture {
     pub(super) fn tail(&self, buf: &mut [u8], max_chunks: usize) -> Tail {
         let mut state = self.lock();
         if state.stopped {
-            return Tail::Done;
+            return Tail::Idle(None);
         }
-        if self.read_locked(&mut state, buf, max_chunks, false).1 {
-            Tail::More
-        } else {
-            Tail::Done
-        }
+        self.step(&mut state, buf, max_chunks, Instant::now())
     }
 
-    /// Reads whatever the app wrote so far into the store; true when something was read.
-    pub fn poll(&self) -> bool {
+    /// Reads whatever the app wrote so far into the store.
+    pub fn poll(&self) {
         let mut state = self.lock();
-        let mut buf = vec![0u8; READ_CHUNK];
-        self.read_locked(&mut state, &mut buf, usize::MAX, false).0
+        if !state.stopped {
+            let mut buf = vec![0u8; READ_CHUNK];
+            self.step(&mut state, &mut buf, usize::MAX, Instant::now());
+        }
     }
 
-    /// Returns (anything read, budget exhausted).
-    fn read_locked(
+    /// One step of tailing: read, emit held lines that became due, keep the spools small
+    /// and writable, persist the offsets, and go idle when nothing arrived for a while.
+    fn step(
         &self,
         state: &mut CaptureState,
         buf: &mut [u8],
         max_chunks: usize,
-        final_flush: bool,
-    ) -> (bool, bool) {
-        let CaptureState {
-            spools, offsets, ..
-        } = state;
-        let mut lines = Vec::new();
+        now: Instant,
+    ) -> Tail {
         let mut any = false;
         let mut more = false;
-        for spool in spools.iter_mut() {
-            match spool.read(buf, &mut lines, max_chunks) {
-                Ok((read, left)) => {
-                    any |= read;
-                    more |= left;
-                }
-                Err(e) => tracing::warn!(error = %e, "reading a log spool failed"),
+        for s in &mut state.streams {
+            let (read, left) = s.read(buf, &self.store, max_chunks, now);
+            any |= read;
+            more |= left;
+            s.flush_held(&self.store, Some(now));
+            if read {
+                let committed = s.committed();
+                s.spool.keep_writable(committed);
+                s.spool.punch(committed, PUNCH_EVERY);
             }
-            if final_flush {
-                spool.flush_partial(&mut lines);
-            }
-        }
-        if !lines.is_empty() {
-            self.store.append_batches(lines);
         }
         if any {
-            let mut saved = [0u8; 16];
-            saved[..8].copy_from_slice(&spools[0].offset.to_le_bytes());
-            saved[8..].copy_from_slice(&spools[1].offset.to_le_bytes());
-            if let Err(e) = offsets.write_at(&saved, 0) {
-                tracing::warn!(error = %e, "persisting log offsets failed");
-            }
-            for spool in spools.iter_mut() {
-                spool.punch();
+            state.last_activity = now;
+            state.relaxed = false;
+        }
+        self.persist(state);
+        if more {
+            return Tail::More;
+        }
+        self.collapse(state);
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        for s in &state.streams {
+            if s.lines.held() > 0 {
+                at(s.last_data + QUIET);
             }
         }
-        (any, more)
+        if !state.relaxed {
+            if now.duration_since(state.last_activity) >= IDLE {
+                self.relax(state);
+            } else {
+                at(state.last_activity + IDLE);
+            }
+        }
+        Tail::Idle(wake)
+    }
+
+    /// Idle: the spools are closed and the store gives back what a burst took.
+    fn relax(&self, state: &mut CaptureState) {
+        for s in &mut state.streams {
+            s.spool.release();
+        }
+        self.store.relax();
+        state.relaxed = true;
+    }
+
+    /// Removes the consumed prefix of a fully read spool (see [`Spool`]'s docs), recording
+    /// the collapse first so a crash in between is recognized on resume.
+    fn collapse(&self, state: &mut CaptureState) {
+        for i in 0..state.streams.len() {
+            let s = &mut state.streams[i];
+            let committed = s.committed();
+            let len = s.spool.collapsible(committed);
+            if len == 0 {
+                continue;
+            }
+            s.spool.punch(len, 0);
+            s.pending = Pending { len };
+            if !self.persist(state) {
+                state.streams[i].pending = Pending::default();
+                continue;
+            }
+            let s = &mut state.streams[i];
+            s.spool.collapse(len);
+            s.pending = Pending::default();
+            self.persist(state);
+        }
+    }
+
+    /// Writes the offsets when they changed; false when that failed.
+    fn persist(&self, state: &mut CaptureState) -> bool {
+        let now = [0, 1].map(|i| {
+            let s = &state.streams[i];
+            (s.committed(), s.pending.len)
+        });
+        if now == state.persisted {
+            return true;
+        }
+        match write_offsets(&self.offsets_path(), now) {
+            Ok(()) => {
+                state.persisted = now;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "persisting log offsets failed");
+                false
+            }
+        }
     }
 
     fn unregister(&self) {
@@ -321,7 +370,12 @@ impl Capture {
         let mut state = self.lock();
         if !state.stopped {
             let mut buf = vec![0u8; READ_CHUNK];
-            self.read_locked(&mut state, &mut buf, usize::MAX, true);
+            self.step(&mut state, &mut buf, usize::MAX, Instant::now());
+            for s in &mut state.streams {
+                s.flush_held(&self.store, None);
+            }
+            self.persist(&mut state);
+            self.relax(&mut state);
             state.stopped = true;
         }
     }
@@ -331,7 +385,17 @@ impl Capture {
     /// this returns, so the persisted offsets are final.
     pub fn detach(&self) {
         self.unregister();
-        self.lock().stopped = true;
+        let mut state = self.lock();
+        for s in &mut state.streams {
+            s.spool.release();
+        }
+        state.stopped = true;
+    }
+
+    /// Bytes held in memory for lines not yet complete (at most one piece per stream).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.lock().streams.iter().map(|s| s.lines.held()).sum()
     }
 }
 
@@ -341,32 +405,61 @@ impl Drop for Capture {
     }
 }
 
+/// Deletes the directory of an instance whose processes are gone and whose output was
+/// captured ([`Capture::finish`]): its spools and offsets are no longer needed (the lines
+/// are in the deployment's log files), so stopped instances of old revisions do not pile up.
+pub(crate) fn remove_instance_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a stopped instance's directory");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lines(raw: &[u8]) -> Vec<String> {
-        let mut b = Batch::new(Timestamp::now(), OutputStream::Stdout);
-        push_line(&mut b, raw);
-        b.lines().map(|l| l.message).collect()
+    fn settings() -> crate::logs::LogStoreSettings {
+        crate::logs::LogStoreSettings {
+            memory_bytes: 1 << 20,
+            file_max_bytes: 16 << 20,
+            files: 2,
+        }
     }
 
+    /// Regression (issue 10, finding 9): the capture held an unterminated line whole (it cut
+    /// one 64 KiB piece per 256 KiB read), so a 300 MB write without a newline raised the
+    /// daemon's memory by hundreds of MB; the pieces now reach the store as they are cut.
     #[test]
-    fn long_lines_are_split_with_a_marker() {
-        let out = lines(&vec![b'x'; MAX_LINE_BYTES * 2 + 10]);
-        assert_eq!(out.len(), 3);
-        assert!(out[0].ends_with(SPLIT_MARKER));
-        assert!(out[1].ends_with(SPLIT_MARKER));
-        assert_eq!(out[2].len(), 10);
-    }
-
-    #[test]
-    fn splitting_respects_utf8() {
-        let mut raw = vec![b'a'; MAX_LINE_BYTES - 1];
-        raw.extend_from_slice("é and more".as_bytes());
-        let out = lines(&raw);
-        assert_eq!(out.len(), 2);
-        assert!(out[1].starts_with('é'));
+    fn a_long_line_reaches_the_store_as_it_arrives_holding_one_piece() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let inst = dir.path().join("i");
+        std::fs::create_dir_all(&inst).unwrap();
+        let store = Arc::new(LogStore::open(&dir.path().join("logs"), settings()).unwrap());
+        let c = Capture::start(&inst, Arc::clone(&store)).unwrap();
+        c.detach(); // read here, by `poll`, not by the tailer thread
+        c.lock().stopped = false;
+        let (out, _) = Capture::open_for_app(&inst).unwrap();
+        let chunk = vec![b'z'; 1_000_000];
+        let mut max_held = 0;
+        for _ in 0..64 {
+            (&out).write_all(&chunk).unwrap();
+            c.poll();
+            max_held = max_held.max(c.held());
+        }
+        assert!(
+            max_held <= crate::logs::MAX_LINE_BYTES,
+            "held {max_held} bytes"
+        );
+        (&out).write_all(b"END\n").unwrap();
+        c.poll();
+        let last = store.last(1);
+        assert!(last[0].message.ends_with("zEND"), "the end arrives");
+        assert_eq!(c.held(), 0);
     }
 
     /// `cargo test --release -p conan-provider-local --lib capture_throughput -- --ignored --nocapture`

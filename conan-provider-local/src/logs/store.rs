@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -46,17 +46,28 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn new(timestamp: Timestamp, stream: OutputStream) -> Self {
+        Self::with_capacity(timestamp, stream, 0)
+    }
+
+    /// A batch with room for `bytes` of text (a read's size: the text is rarely longer).
+    pub fn with_capacity(timestamp: Timestamp, stream: OutputStream, bytes: usize) -> Self {
         Self {
             timestamp,
             stream,
-            text: String::new(),
+            text: String::with_capacity(bytes),
             count: 0,
         }
     }
 
     /// Adds one message (which must not contain `\n`).
     pub fn push(&mut self, message: &str) {
+        self.push_parts(message, "");
+    }
+
+    /// Adds one message made of two parts (a piece of a long line and its marker).
+    pub fn push_parts(&mut self, message: &str, suffix: &str) {
         self.text.push_str(message);
+        self.text.push_str(suffix);
         self.text.push('\n');
         self.count += 1;
     }
@@ -72,7 +83,15 @@ impl Batch {
     }
 
     fn memory(&self) -> usize {
-        self.text.len() + self.count * 16 + 64
+        self.text.capacity() + self.count * 16 + 64
+    }
+
+    /// Frees the text's spare capacity when it is large (a read's buffer that the lines
+    /// did not fill), so the ring holds what it accounts for.
+    fn trim(&mut self) {
+        if self.text.capacity() - self.text.len() > 4096 + self.text.len() / 8 {
+            self.text.shrink_to_fit();
+        }
     }
 }
 
@@ -161,9 +180,38 @@ struct Inner {
     ring_bytes: usize,
     /// Lines dropped from the ring (or never loaded in it, after adoption).
     dropped: u64,
-    writer: Option<BufWriter<File>>,
+    /// `app.log`, open while lines arrive ([`LogStore::relax`] closes it).
+    file: Option<File>,
     file_size: u64,
     rotated_out: bool,
+    /// Lines lost because the log file could not be written (ever).
+    unwritten: u64,
+    /// Of those, the ones not yet announced by a system line, and why.
+    unannounced: u64,
+    unwritten_reason: &'static str,
+}
+
+/// Why lines could not be written, for the system line that announces them.
+fn unwritable_reason(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(code) if code == nix::errno::Errno::ENOSPC as i32 => "log volume full",
+        Some(code) if code == nix::errno::Errno::EDQUOT as i32 => "log volume quota exceeded",
+        _ => "the log file could not be written",
+    }
+}
+
+/// `write_all` for a list of slices (`Write::write_all_vectored` is unstable).
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One deployment's logs.
@@ -189,15 +237,19 @@ impl LogStore {
         let path = dir.join("app.log");
         let file_size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let rotated = dir.join("app.log.1").exists();
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // Created now so that a directory we cannot write is an error of `open`.
+        OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(Self {
             inner: Mutex::new(Inner {
                 ring: VecDeque::new(),
                 ring_bytes: 0,
                 dropped: u64::from(file_size > 0 || rotated),
-                writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+                file: None,
                 file_size,
                 rotated_out: false,
+                unwritten: 0,
+                unannounced: 0,
+                unwritten_reason: "",
             }),
             tx: OnceLock::new(),
             dir: dir.to_path_buf(),
@@ -212,35 +264,76 @@ impl LogStore {
     }
 
     /// Appends batches (in order) to the file, the ring and the live feed.
-    pub fn append_batches(&self, batches: Vec<Batch>) {
+    ///
+    /// A batch the file cannot take (a full volume) is dropped — not kept in memory
+    /// either, so memory and files tell the same story — and counted; once writing works
+    /// again a `system` line says how many lines were lost. Never fails.
+    pub fn append_batches(&self, batches: impl IntoIterator<Item = Batch>) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let live = self.tx.get().filter(|tx| tx.receiver_count() > 0);
-        for batch in batches {
+        for mut batch in batches {
             if batch.count == 0 {
                 continue;
             }
-            self.write_batch(inner, &batch);
-            if let Some(tx) = live {
-                for line in batch.lines() {
-                    let _ = tx.send(line);
+            if inner.unannounced > 0 {
+                let mut notice = Batch::new(Timestamp::now(), OutputStream::System);
+                notice.push(&format!(
+                    "[conan] {} log lines dropped: {}",
+                    inner.unannounced, inner.unwritten_reason
+                ));
+                let lost = inner.unannounced;
+                if self.write_batch(inner, &notice) {
+                    inner.unannounced -= lost;
+                    self.keep(inner, notice, live);
                 }
             }
-            inner.ring_bytes += batch.memory();
-            inner.ring.push_back(batch);
-            while inner.ring_bytes > self.settings.memory_bytes && inner.ring.len() > 1 {
-                let Some(old) = inner.ring.pop_front() else {
-                    break;
-                };
-                inner.ring_bytes -= old.memory();
-                inner.dropped += old.count as u64;
+            if !self.write_batch(inner, &batch) {
+                continue;
+            }
+            batch.trim();
+            self.keep(inner, batch, live);
+        }
+    }
+
+    fn keep(&self, inner: &mut Inner, batch: Batch, live: Option<&broadcast::Sender<LogLine>>) {
+        if let Some(tx) = live {
+            for line in batch.lines() {
+                let _ = tx.send(line);
             }
         }
-        if let Some(w) = inner.writer.as_mut()
-            && let Err(e) = w.flush()
-        {
-            tracing::warn!(error = %e, "flushing the log file failed");
+        inner.ring_bytes += batch.memory();
+        inner.ring.push_back(batch);
+        self.trim_ring(inner, self.settings.memory_bytes);
+    }
+
+    fn trim_ring(&self, inner: &mut Inner, budget: usize) {
+        while inner.ring_bytes > budget && !inner.ring.is_empty() {
+            if inner.ring.len() == 1 && budget == self.settings.memory_bytes {
+                break;
+            }
+            let Some(old) = inner.ring.pop_front() else {
+                break;
+            };
+            inner.ring_bytes -= old.memory();
+            inner.dropped += old.count as u64;
         }
+    }
+
+    /// Called when the deployment's output went quiet: closes the log file and gives back
+    /// memory a burst took, keeping an eighth of the memory budget (queries read the older
+    /// lines from the files).
+    pub fn relax(&self) {
+        let mut inner = self.lock();
+        inner.file = None;
+        let resting = self.settings.memory_bytes / 8;
+        self.trim_ring(&mut inner, resting);
+        inner.ring.shrink_to_fit();
+    }
+
+    /// Lines lost because the log file could not be written (a full volume).
+    pub fn unwritten(&self) -> u64 {
+        self.lock().unwritten
     }
 
     /// Appends lines (grouping neighbours with the same time and stream).
@@ -262,47 +355,91 @@ impl LogStore {
         self.append_batches(batches);
     }
 
-    fn write_batch(&self, inner: &mut Inner, batch: &Batch) {
+    /// Writes `batch` to the log file; false (the batch counted as unwritten) when it
+    /// could not be written whole.
+    fn write_batch(&self, inner: &mut Inner, batch: &Batch) -> bool {
+        match self.try_write_batch(inner, batch) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "writing the log file failed; lines dropped");
+                // What was written of the batch is cut off, so the file stays parseable.
+                if let Some(f) = inner.file.as_ref()
+                    && f.set_len(inner.file_size).is_err()
+                {
+                    inner.file = None;
+                }
+                inner.unwritten += batch.count as u64;
+                inner.unannounced += batch.count as u64;
+                inner.unwritten_reason = unwritable_reason(&e);
+                false
+            }
+        }
+    }
+
+    fn open_file(&self, inner: &mut Inner) -> io::Result<()> {
+        if inner.file.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("app.log"))?;
+            inner.file_size = f.metadata().map_or(inner.file_size, |m| m.len());
+            inner.file = Some(f);
+        }
+        Ok(())
+    }
+
+    /// Writes the batch; on failure `file_size` is where the file's intact content ends.
+    fn try_write_batch(&self, inner: &mut Inner, batch: &Batch) -> io::Result<()> {
+        self.open_file(inner)?;
         let head = header(batch);
         let size = (head.len() + batch.text.len()) as u64;
         let fits = inner.file_size + size <= self.settings.file_max_bytes;
         if fits && !batch.text.contains(HEADER) {
-            Self::write_out(inner, head.as_bytes());
-            Self::write_out(inner, batch.text.as_bytes());
+            Self::write_out(
+                inner,
+                &mut [
+                    IoSlice::new(head.as_bytes()),
+                    IoSlice::new(batch.text.as_bytes()),
+                ],
+            )?;
             inner.file_size += size;
-            return;
+            return Ok(());
         }
         // Line by line: rotating where the file is full, escaping header-like messages.
         let mut need_header = true;
+        let mut out: Vec<u8> = Vec::new();
         for m in batch.messages() {
             let escape = m.starts_with(HEADER);
             let len = (m.len() + 1 + usize::from(escape) * HEADER.len_utf8()) as u64;
             let head_len = if need_header { head.len() as u64 } else { 0 };
-            if inner.file_size > 0
-                && inner.file_size + head_len + len > self.settings.file_max_bytes
-            {
+            let used = inner.file_size + out.len() as u64;
+            if used > 0 && used + head_len + len > self.settings.file_max_bytes {
+                Self::write_out(inner, &mut [IoSlice::new(&out)])?;
+                inner.file_size += out.len() as u64;
+                out.clear();
                 self.rotate(inner);
+                self.open_file(inner)?;
                 need_header = true;
             }
             if need_header {
-                Self::write_out(inner, head.as_bytes());
-                inner.file_size += head.len() as u64;
+                out.extend_from_slice(head.as_bytes());
                 need_header = false;
             }
             if escape {
-                Self::write_out(inner, HEADER.to_string().as_bytes());
+                out.extend_from_slice(HEADER.to_string().as_bytes());
             }
-            Self::write_out(inner, m.as_bytes());
-            Self::write_out(inner, b"\n");
-            inner.file_size += len;
+            out.extend_from_slice(m.as_bytes());
+            out.push(b'\n');
         }
+        Self::write_out(inner, &mut [IoSlice::new(&out)])?;
+        inner.file_size += out.len() as u64;
+        Ok(())
     }
 
-    fn write_out(inner: &mut Inner, bytes: &[u8]) {
-        if let Some(w) = inner.writer.as_mut()
-            && let Err(e) = w.write_all(bytes)
-        {
-            tracing::warn!(error = %e, "writing the log file failed");
+    fn write_out(inner: &mut Inner, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        match inner.file.as_mut() {
+            Some(f) => write_all_vectored(f, slices),
+            None => Err(io::Error::other("the log file is not open")),
         }
     }
 
@@ -314,9 +451,7 @@ impl LogStore {
     }
 
     fn rotate(&self, inner: &mut Inner) {
-        if let Some(mut w) = inner.writer.take() {
-            let _ = w.flush();
-        }
+        inner.file = None;
         let files = self.settings.files.max(1);
         let name = |i: u32| {
             if i == 0 {
@@ -337,10 +472,6 @@ impl LogStore {
             }
         }
         inner.file_size = 0;
-        match OpenOptions::new().create(true).append(true).open(name(0)) {
-            Ok(f) => inner.writer = Some(BufWriter::with_capacity(256 * 1024, f)),
-            Err(e) => tracing::warn!(error = %e, "reopening the log file failed"),
-        }
     }
 
     fn read_files(&self) -> Vec<LogLine> {
@@ -368,7 +499,7 @@ impl LogStore {
     /// The last `n` lines (for failure reports): from memory, or from the files when
     /// memory holds fewer (history written by an earlier manager).
     pub fn last(&self, n: usize) -> Vec<LogLine> {
-        let mut inner = self.lock();
+        let inner = self.lock();
         let mut out: Vec<LogLine> = inner
             .ring
             .iter()
@@ -377,9 +508,6 @@ impl LogStore {
             .take(n)
             .collect();
         if out.len() < n && inner.dropped > 0 {
-            if let Some(w) = inner.writer.as_mut() {
-                let _ = w.flush();
-            }
             let all = self.read_files();
             return all[all.len().saturating_sub(n)..].to_vec();
         }
@@ -390,7 +518,7 @@ impl LogStore {
     /// Answers `query`: history from memory (or the files when memory no longer holds it
     /// all), then live lines when following.
     pub fn query(&self, query: &LogQuery) -> LogStream {
-        let mut inner = self.lock();
+        let inner = self.lock();
         // Subscribed under the lock that `append_batches` holds: no line is missed.
         let live = query.follow.then(|| {
             self.tx
@@ -403,9 +531,6 @@ impl LogStore {
         } else {
             // The lock stays held while the files are read, so no line is both in the
             // history and in the live feed, and none falls between them.
-            if let Some(w) = inner.writer.as_mut() {
-                let _ = w.flush();
-            }
             let mut all = self.read_files();
             if inner.rotated_out {
                 all.insert(

@@ -11,6 +11,11 @@
 //! without pause cannot starve the others. The thread holds captures weakly: a capture
 //! unregisters itself when it finishes, detaches or is dropped.
 //!
+//! A capture that has caught up may ask to be read again at a given time (a line without a
+//! newline becomes due after [`QUIET`](super::QUIET), a quiet capture closes its files after
+//! [`IDLE`](super::IDLE)): the poll's timeout is the earliest of those times, so the thread
+//! still sleeps with no timeout once every capture is idle.
+//!
 //! Without inotify (a kernel without it, or its instance limit reached) the thread falls
 //! back to reading every capture each [`FALLBACK_POLL`]; a capture whose spools could not
 //! be watched (the watch limit) is read that way too.
@@ -20,7 +25,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -172,14 +177,25 @@ impl Tailer {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut ready: VecDeque<Arc<Capture>> = VecDeque::new();
         let mut queued: HashSet<u64> = HashSet::new();
+        // Captures that asked to be read again at a time.
+        let mut timers: HashMap<u64, (Weak<Capture>, Instant)> = HashMap::new();
         loop {
             let polling = self.inotify.is_none() || !self.registry().unwatched.is_empty();
+            let mut wait = polling.then_some(FALLBACK_POLL);
+            if let Some(first) = timers.values().map(|(_, t)| *t).min() {
+                let until = first.saturating_duration_since(Instant::now());
+                wait = Some(wait.map_or(until, |w| w.min(until)));
+            }
             let timeout = if !ready.is_empty() {
                 PollTimeout::ZERO
-            } else if polling {
-                PollTimeout::from(FALLBACK_POLL.as_millis().min(1000) as u16)
             } else {
-                PollTimeout::NONE
+                match wait {
+                    // Rounded up: waking a little late is fine, spinning until due is not.
+                    Some(w) => PollTimeout::from(
+                        u16::try_from((w.as_micros() as u64).div_ceil(1000)).unwrap_or(u16::MAX),
+                    ),
+                    None => PollTimeout::NONE,
+                }
             };
             let mut fds = vec![PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN)];
             if let Some(i) = &self.inotify {
@@ -233,7 +249,16 @@ impl Tailer {
                     .filter_map(|id| reg.captures.get(&id).map(|w| (id, w.clone())))
                     .collect()
             };
-            for (id, weak) in wanted {
+            let now = Instant::now();
+            let due: Vec<(u64, Weak<Capture>)> = timers
+                .iter()
+                .filter(|(_, (_, t))| *t <= now)
+                .map(|(id, (w, _))| (*id, w.clone()))
+                .collect();
+            for (id, _) in &due {
+                timers.remove(id);
+            }
+            for (id, weak) in wanted.into_iter().chain(due) {
                 if !queued.contains(&id)
                     && let Some(c) = weak.upgrade()
                 {
@@ -250,8 +275,16 @@ impl Tailer {
                 }));
                 match tail {
                     Ok(Tail::More) => ready.push_back(c),
-                    Ok(Tail::Done) => {
+                    Ok(Tail::Idle(wake)) => {
                         queued.remove(&c.id());
+                        match wake {
+                            Some(t) => {
+                                timers.insert(c.id(), (Arc::downgrade(&c), t));
+                            }
+                            None => {
+                                timers.remove(&c.id());
+                            }
+                        }
                     }
                     Err(_) => {
                         tracing::error!(id = c.id(), "reading a log spool panicked");
