@@ -328,6 +328,13 @@ impl LogStore {
         inner.file = None;
         let resting = self.settings.memory_bytes / 8;
         self.trim_ring(&mut inner, resting);
+        // The lines kept are the newest, allocated last, at the top of the allocator's heap,
+        // where they would keep everything a burst freed below them mapped. Copied, they
+        // move into that freed space and the heap's top can be returned to the system
+        // (without them, RSS stayed ~10 MiB above idle after a 50 MB/s flood).
+        for b in &mut inner.ring {
+            b.text = b.text.as_str().to_owned();
+        }
         inner.ring.shrink_to_fit();
     }
 
