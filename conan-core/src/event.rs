@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::failure::{ExitStatus, FailureReport};
 use crate::id::{DeploymentId, OperationId, Revision};
-use crate::provider::ObservedStatus;
+use crate::provider::{ObservedStatus, RuntimeInfo};
 use crate::status::{DeploymentStatus, StatusKind};
 use crate::time::Timestamp;
 
@@ -205,7 +205,8 @@ pub enum Event {
         /// What the probe saw.
         reason: String,
     },
-    /// A crashed instance was restarted by the supervisor.
+    /// A crashed instance is restarted by the supervisor (emitted when the restart is
+    /// decided, before the backoff delay).
     Restarted {
         /// Deployment.
         deployment: DeploymentId,
@@ -213,7 +214,7 @@ pub enum Event {
         attempt: u32,
         /// How the instance ended.
         exit: ExitStatus,
-        /// The backoff waited before restarting, in milliseconds.
+        /// The backoff delay before the restart, in milliseconds.
         delay_ms: u64,
     },
     /// The deployment (or one revision of it) failed; the report carries reason, exit status
@@ -354,25 +355,100 @@ impl Default for EventBus {
     }
 }
 
-/// A status change a provider observed on its own (an instance exited for good, a crash
-/// loop gave up, an adopted process vanished). The manager applies it through the state
-/// machine and the store, as a job in the deployment's queue.
+/// A status change a provider observed on its own (an instance crashed and waits to be
+/// restarted, was restarted with a new runtime, exited for good, a crash loop gave up, an
+/// adopted process vanished). The manager applies it through the state machine and the
+/// store, as a job in the deployment's queue.
+///
+/// # Stale reports
+///
+/// A report can reach the manager after an operation changed what runs (a supervisor's
+/// report queued behind a `restart` or an `update`). A report that names its
+/// [`origin`](Self::origin) is applied only while that origin still serves: its revision
+/// is the deployment's revision and its instance is one of the instances in the runtime the
+/// manager holds. Anything else is dropped (logged at debug level). A report without an
+/// origin is applied as it is.
 #[derive(Clone, PartialEq, Debug)]
+#[non_exhaustive]
 pub struct StatusReport {
     /// Deployment.
     pub deployment: DeploymentId,
+    /// The instance the report is about, when the provider says.
+    pub origin: Option<ReportOrigin>,
     /// The status the provider observed.
     pub status: ObservedStatus,
     /// The failure bundle, for a `Failed` status.
     pub failure: Option<FailureReport>,
+    /// The deployment's runtime now (after a restart: the new pid and start time). The
+    /// manager stores it in place of the record's runtime.
+    pub runtime: Option<RuntimeInfo>,
+}
+
+impl StatusReport {
+    /// A report of `status` with no origin, failure or runtime.
+    #[must_use]
+    pub fn new(deployment: DeploymentId, status: ObservedStatus) -> Self {
+        Self {
+            deployment,
+            origin: None,
+            status,
+            failure: None,
+            runtime: None,
+        }
+    }
+
+    /// The same report, about `origin` (checked against what serves, see the type's docs).
+    #[must_use]
+    pub fn from_origin(mut self, origin: ReportOrigin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// The same report, with a failure bundle.
+    #[must_use]
+    pub fn with_failure(mut self, failure: FailureReport) -> Self {
+        self.failure = Some(failure);
+        self
+    }
+
+    /// The same report, with the deployment's new runtime.
+    #[must_use]
+    pub fn with_runtime(mut self, runtime: RuntimeInfo) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+}
+
+/// Which instance a [`StatusReport`] is about: the revision it runs and its id as the
+/// manager holds it ([`InstanceInfo::id`](crate::InstanceInfo::id): a pid, a container id).
+/// For a restart, the instance is the one that ended: the report replaces it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct ReportOrigin {
+    /// The revision the instance runs.
+    pub revision: Revision,
+    /// Its id in the runtime the manager holds.
+    pub instance: String,
+}
+
+impl ReportOrigin {
+    /// The instance `instance` of `revision`.
+    #[must_use]
+    pub fn new(revision: Revision, instance: impl Into<String>) -> Self {
+        Self {
+            revision,
+            instance: instance.into(),
+        }
+    }
 }
 
 /// What a provider uses to report progress and observations. Cheap to clone; a provider
 /// keeps a clone for its supervisors, which outlive the operation that started them.
 ///
-/// It can only say what a provider observes: progress, health probe results, restarts, and
-/// that a deployment exited or failed for good. Status changes, rollbacks, failures of
-/// operations and queue events are the manager's alone, so a sink has no way to emit them.
+/// It can only say what a provider observes: progress, health probe results, restarts and
+/// the runtime they produce, and that a deployment exited or failed for good. Status
+/// changes, rollbacks, failures of operations and queue events are the manager's alone, so
+/// a sink has no way to emit them.
 #[derive(Clone, Debug)]
 pub struct EventSink {
     // One shared allocation: every operation clones the sink, and cloning the channel
@@ -431,7 +507,8 @@ impl EventSink {
         });
     }
 
-    /// Reports a supervisor restart.
+    /// Emits [`Event::Restarted`] only: no status report, no audit entry. Providers whose
+    /// supervisor waits before restarting report [`restarting`](Self::restarting) instead.
     pub fn restarted(
         &self,
         deployment: &DeploymentId,
@@ -447,32 +524,68 @@ impl EventSink {
         });
     }
 
+    /// Reports that instance `origin` of `deployment` ended and will be restarted after
+    /// `delay`: emits [`Event::Restarted`], and the manager moves the deployment to
+    /// `Restarting` and writes the restart (attempt, exit, delay) to the audit log. Once
+    /// the restarted instance runs, report it with [`runtime_changed`](Self::runtime_changed).
+    pub fn restarting(
+        &self,
+        deployment: &DeploymentId,
+        origin: ReportOrigin,
+        attempt: u32,
+        exit: ExitStatus,
+        delay: Duration,
+    ) {
+        self.restarted(deployment, attempt, exit, delay);
+        self.report(
+            StatusReport::new(
+                deployment.clone(),
+                ObservedStatus::restarting(attempt, exit, delay),
+            )
+            .from_origin(origin),
+        );
+    }
+
+    /// Reports that instance `origin` of `deployment` was replaced and the deployment runs
+    /// with `runtime` now (a supervised restart: new pid, new start time). The manager stores
+    /// `runtime` in the record (so `status` shows the new pid, and a later manager hands it
+    /// back in [`KnownDeployment::runtime`](crate::KnownDeployment::runtime)) and moves a
+    /// `Restarting` deployment back to `Running`.
+    pub fn runtime_changed(
+        &self,
+        deployment: &DeploymentId,
+        origin: ReportOrigin,
+        runtime: RuntimeInfo,
+    ) {
+        self.report(
+            StatusReport::new(deployment.clone(), ObservedStatus::Running)
+                .from_origin(origin)
+                .with_runtime(runtime),
+        );
+    }
+
     /// Reports that a running deployment failed on its own and will not be restarted
     /// (crash loop cap, vanished). The manager moves it to `Failed` and emits
     /// [`Event::Failed`] with `failure`.
     pub fn failed(&self, deployment: &DeploymentId, failure: FailureReport) {
         let status = ObservedStatus::failed(failure.reason.clone());
-        self.report(deployment, status, Some(failure));
+        self.report(StatusReport::new(deployment.clone(), status).with_failure(failure));
     }
 
     /// Reports that a deployment's instances ended and will not be restarted (a clean exit
     /// under `restart.policy = "on-failure"`): the manager moves it to `Stopped`.
     pub fn exited(&self, deployment: &DeploymentId, exit: ExitStatus) {
-        self.report(deployment, ObservedStatus::Exited { exit }, None);
+        self.report(StatusReport::new(
+            deployment.clone(),
+            ObservedStatus::Exited { exit },
+        ));
     }
 
-    fn report(
-        &self,
-        deployment: &DeploymentId,
-        status: ObservedStatus,
-        failure: Option<FailureReport>,
-    ) {
+    /// Sends a status report as built (with an origin, for the checks described at
+    /// [`StatusReport`]); the convenience methods above build the common ones.
+    pub fn report(&self, report: StatusReport) {
         if let Some(tx) = &self.inner.reports {
-            let _ = tx.send(StatusReport {
-                deployment: deployment.clone(),
-                status,
-                failure,
-            });
+            let _ = tx.send(report);
         }
     }
 }

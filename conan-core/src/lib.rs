@@ -91,7 +91,8 @@ pub use config::{
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{
-    Event, EventBus, EventEnvelope, EventSink, OperationKind, Outcome, Phase, StatusReport,
+    Event, EventBus, EventEnvelope, EventSink, OperationKind, Outcome, Phase, ReportOrigin,
+    StatusReport,
 };
 pub use failure::{ExitStatus, FailureReport};
 pub use id::{DeploymentId, OperationId, Revision};

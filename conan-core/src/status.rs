@@ -4,10 +4,18 @@
 //!            ┌──────────── Failed ◄───────────────┐ (any active state may fail)
 //!            ▼                                    │
 //! Pending ─► Deploying ─► Running ─► Updating ─► Running
-//!    │           │           │           │
+//!    │           │         ▲   │         │
+//!    │           │         │   ▼         │
+//!    │           │       Restarting ─────┤ (the provider's supervisor waits to restart a crashed
+//!    │           │           │           │  instance; it may also stop, update, remove or fail)
 //!    │           └──► Stopping ◄─────────┘──► Stopped ─► Deploying (start) / Updating
 //!    └────────────────────┴───► Removing ─► Removed
 //! ```
+//!
+//! `Restarting` is entered and left only on a provider's report (a supervised instance
+//! crashed and waits out its backoff: systemd's "activating (auto-restart)", PM2's "waiting
+//! restart"); nothing serves meanwhile. It carries the attempt, how the instance ended and
+//! when the restart is due.
 //!
 //! [`transition`] is the single source of truth: a pure function, no IO. Every status
 //! change in the manager goes through it, and an illegal one is an
@@ -18,6 +26,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::failure::ExitStatus;
+use crate::time::Timestamp;
 
 /// Where a deployment is in its life. `Failed` carries why.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -29,6 +39,16 @@ pub enum DeploymentStatus {
     Deploying,
     /// Ready and serving.
     Running,
+    /// A supervised instance crashed; the provider restarts it once its backoff delay
+    /// passed. Nothing serves meanwhile.
+    Restarting {
+        /// The restart count within the restart window (1 = first restart).
+        attempt: u32,
+        /// How the crashed instance ended.
+        exit: ExitStatus,
+        /// When the restart is due.
+        at: Timestamp,
+    },
     /// A new revision is being rolled out; the old one still serves.
     Updating,
     /// Being stopped.
@@ -56,6 +76,8 @@ pub enum StatusKind {
     Deploying,
     /// See [`DeploymentStatus::Running`].
     Running,
+    /// See [`DeploymentStatus::Restarting`].
+    Restarting,
     /// See [`DeploymentStatus::Updating`].
     Updating,
     /// See [`DeploymentStatus::Stopping`].
@@ -72,10 +94,11 @@ pub enum StatusKind {
 
 impl StatusKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [StatusKind; 9] = [
+    pub const ALL: [StatusKind; 10] = [
         StatusKind::Pending,
         StatusKind::Deploying,
         StatusKind::Running,
+        StatusKind::Restarting,
         StatusKind::Updating,
         StatusKind::Stopping,
         StatusKind::Stopped,
@@ -91,6 +114,7 @@ impl StatusKind {
             StatusKind::Pending => "pending",
             StatusKind::Deploying => "deploying",
             StatusKind::Running => "running",
+            StatusKind::Restarting => "restarting",
             StatusKind::Updating => "updating",
             StatusKind::Stopping => "stopping",
             StatusKind::Stopped => "stopped",
@@ -134,6 +158,7 @@ impl DeploymentStatus {
             DeploymentStatus::Pending => StatusKind::Pending,
             DeploymentStatus::Deploying => StatusKind::Deploying,
             DeploymentStatus::Running => StatusKind::Running,
+            DeploymentStatus::Restarting { .. } => StatusKind::Restarting,
             DeploymentStatus::Updating => StatusKind::Updating,
             DeploymentStatus::Stopping => StatusKind::Stopping,
             DeploymentStatus::Stopped => StatusKind::Stopped,
@@ -171,6 +196,9 @@ impl fmt::Display for DeploymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeploymentStatus::Failed { reason } => write!(f, "failed: {reason}"),
+            DeploymentStatus::Restarting { attempt, exit, .. } => {
+                write!(f, "restarting (attempt {attempt}, {exit})")
+            }
             other => f.write_str(other.kind().as_str()),
         }
     }
@@ -185,7 +213,14 @@ pub fn is_allowed(from: StatusKind, to: StatusKind) -> bool {
         (from, to),
         (Pending, Deploying | Failed | Removing)
             | (Deploying, Running | Failed | Stopping)
-            | (Running, Updating | Stopping | Failed | Removing)
+            | (
+                Running,
+                Updating | Stopping | Failed | Removing | Restarting
+            )
+            | (
+                Restarting,
+                Running | Updating | Stopping | Failed | Removing
+            )
             | (Updating, Running | Failed | Stopping)
             | (Stopping, Stopped | Failed)
             | (Stopped, Deploying | Updating | Removing)
@@ -197,7 +232,8 @@ pub fn is_allowed(from: StatusKind, to: StatusKind) -> bool {
 /// Checks `from` → `to`.
 ///
 /// `Failed → Running` is allowed for one reason: a manager that restarts finds a deployment
-/// it had marked failed running again (adopted by recovery).
+/// it had marked failed running again (adopted by recovery). `Running ⇄ Restarting` follows
+/// a provider's supervisor through a crash and its restart.
 ///
 /// # Errors
 /// [`Error::IllegalTransition`] when the state machine forbids it.
@@ -219,7 +255,8 @@ mod tests {
     const ALLOWED: &[(StatusKind, &[StatusKind])] = &[
         (Pending, &[Deploying, Failed, Removing]),
         (Deploying, &[Running, Failed, Stopping]),
-        (Running, &[Updating, Stopping, Failed, Removing]),
+        (Running, &[Updating, Stopping, Failed, Removing, Restarting]),
+        (Restarting, &[Running, Updating, Stopping, Failed, Removing]),
         (Updating, &[Running, Failed, Stopping]),
         (Stopping, &[Stopped, Failed]),
         (Stopped, &[Deploying, Updating, Removing]),
@@ -246,7 +283,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 81);
+        assert_eq!(checked, 100);
         assert_eq!(ALLOWED.len(), StatusKind::ALL.len());
     }
 
@@ -273,6 +310,31 @@ mod tests {
             }
             assert!(seen.contains(&Removed), "{start} cannot reach removed");
         }
+    }
+
+    #[test]
+    fn restarting_carries_attempt_exit_and_due_time() {
+        let at = Timestamp::from_unix_micros(1_800_000_000_000_000);
+        let s = DeploymentStatus::Restarting {
+            attempt: 2,
+            exit: ExitStatus::Code(1),
+            at,
+        };
+        assert_eq!(s.kind(), Restarting);
+        assert!(!s.is_running());
+        assert_eq!(s.to_string(), "restarting (attempt 2, exit code 1)");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["state"], "restarting");
+        assert_eq!(json["attempt"], 2);
+        let back: DeploymentStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(StatusKind::parse("restarting"), Some(Restarting));
+        // A crash loop goes back and forth; a user can stop, update or remove meanwhile.
+        for to in [Running, Updating, Stopping, Failed, Removing] {
+            assert!(is_allowed(Restarting, to), "restarting -> {to}");
+        }
+        assert!(is_allowed(Running, Restarting));
+        assert!(!Restarting.is_transitional());
     }
 
     #[test]

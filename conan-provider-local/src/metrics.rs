@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use conan_core::Metrics;
+use conan_core::{Metrics, ObservedStatus};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::deployment::Deployment;
@@ -12,7 +12,9 @@ use crate::deployment::Deployment;
 pub(crate) async fn collect(dep: &Deployment) -> Metrics {
     let (inst, restarts) = {
         let shared = dep.lock();
-        (shared.current.clone(), shared.restarts)
+        // Waiting to restart: nothing runs, so nothing is measured (not "0 B").
+        let waiting = matches!(shared.observed, ObservedStatus::Restarting { .. });
+        (shared.current.clone().filter(|_| !waiting), shared.restarts)
     };
     let mut m = Metrics::new();
     m.restarts = restarts;

@@ -4,16 +4,32 @@
 //! crash-loop limit that turns the deployment Failed). Leftover processes of a crashed
 //! instance are killed before the restart. A deliberate stop sets `stopping` first, so it
 //! never triggers a restart.
+//!
+//! What the manager learns of a restart, each through the sink with the instance it
+//! concerns (revision and pid, so a report that arrives after an operation replaced the
+//! instance is dropped): `restarting` when the restart is decided (the deployment shows
+//! `restarting` during the backoff delay, and the restart is audited), then
+//! `runtime_changed` with the new pid and start time once the new process runs (also
+//! persisted in the state file first, so a later manager adopts the new process).
+//!
+//! Time is added with checked arithmetic: an interval of `u64::MAX` seconds means "never"
+//! rather than a panic. And a supervisor that panics anyway does not end supervision
+//! silently: its instance is killed (nothing runs unsupervised) and the deployment is
+//! reported failed with the panic's message.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use conan_core::support::restart::{RestartDecision, RestartTracker};
 use conan_core::{
-    DeploymentSpec, EventSink, FailureReport, HealthReport, HealthStatus, ObservedStatus, Timestamp,
+    DeploymentSpec, EventSink, FailureReport, HealthReport, HealthStatus, ObservedStatus,
+    ReportOrigin, RuntimeInfo, StatusReport, Timestamp,
 };
-use tokio::time::{Instant, sleep, sleep_until};
+use futures::FutureExt;
+use tokio::time::{Instant, sleep_until};
 
 use crate::command::Launch;
 use crate::deployment::Deployment;
@@ -57,23 +73,95 @@ pub(crate) fn start(
 ) {
     let sup = Supervisor {
         inner,
-        dep,
+        dep: Arc::clone(&dep),
         inst: Arc::clone(&inst),
         launch,
         spec,
         source,
-        sink,
+        sink: sink.clone(),
     };
-    let handle = tokio::spawn(sup.run(proc));
+    let watched = Arc::clone(&inst);
+    let handle = tokio::spawn(async move {
+        if let Err(panic) = AssertUnwindSafe(sup.run(proc)).catch_unwind().await {
+            let what = panic_message(panic.as_ref());
+            panicked(&dep, &watched, &sink, what).await;
+        }
+    });
     *inst
         .supervisor
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
 }
 
+/// `now + d`, or a far-future instant when that is past what an `Instant` can hold (an
+/// interval of `u64::MAX` seconds is "never", not an overflow panic).
+pub(crate) fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// About 30 years: what tokio itself uses for "never".
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// A supervisor panicked (a bug): nothing of its instance may run unsupervised, and the
+/// manager must learn that supervision ended.
+async fn panicked(dep: &Deployment, inst: &Instance, sink: &EventSink, what: String) {
+    tracing::error!(deployment = %dep.id, panic = what, "the supervisor panicked; killing its instance");
+    if inst.stopping.load(Ordering::Acquire) {
+        return;
+    }
+    let origin = origin_of(inst);
+    inst.tree().kill_all().await;
+    inst.capture.poll();
+    let report = FailureReport::new(format!("the supervisor panicked: {what}"))
+        .with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES));
+    dep.logs.system(format!("[conan] {}", report.reason));
+    {
+        let mut shared = dep.lock();
+        shared.observed = ObservedStatus::failed(report.reason.clone());
+        shared.health = HealthReport::new(HealthStatus::Unhealthy);
+        shared.last_failure = Some(report.clone());
+    }
+    dep.persist();
+    sink.report(
+        StatusReport::new(
+            dep.id.clone(),
+            ObservedStatus::failed(report.reason.clone()),
+        )
+        .from_origin(origin)
+        .with_failure(report),
+    );
+}
+
+/// The text of a panic payload (a `&str` or `String` message, as `panic!` makes).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
+}
+
+/// The instance as the manager holds it: its revision and current pid.
+fn origin_of(inst: &Instance) -> ReportOrigin {
+    ReportOrigin::new(inst.revision, inst.pid.load(Ordering::Acquire).to_string())
+}
+
 impl Supervisor {
     fn stopping(&self) -> bool {
         self.inst.stopping.load(Ordering::Acquire)
+    }
+
+    /// The deployment's runtime when this supervisor's instance is the serving one (a
+    /// supervisor of an instance being switched in or out has nothing to report).
+    fn runtime_if_serving(&self) -> Option<RuntimeInfo> {
+        let serving = self
+            .dep
+            .current()
+            .is_some_and(|c| Arc::ptr_eq(&c, &self.inst));
+        serving.then(|| self.dep.runtime(&self.inner.settings.host))
     }
 
     async fn run(self, mut proc: Proc) {
@@ -94,12 +182,12 @@ impl Supervisor {
         let mut healthy = true;
         self.dep.lock().health = after_gate(check.is_some());
         loop {
-            let mut next_probe = Instant::now() + interval;
+            let mut next_probe = after(interval);
             let exit = loop {
                 tokio::select! {
                     exit = proc.wait() => break exit,
                     () = sleep_until(next_probe), if check.is_some() => {
-                        next_probe = Instant::now() + interval;
+                        next_probe = after(interval);
                         let Some(c) = &check else { continue };
                         let r = probe.run(c.timeout).await;
                         if self.stopping() { continue; }
@@ -129,6 +217,8 @@ impl Supervisor {
             if self.stopping() {
                 return;
             }
+            // The instance as the manager holds it (before a restart changes its pid).
+            let reported = origin_of(&self.inst);
             self.inst.capture.poll();
             // Nothing of a crashed instance may outlive it (children, detached grandchildren).
             self.inst.tree().kill_all().await;
@@ -146,15 +236,16 @@ impl Supervisor {
                     {
                         let mut shared = self.dep.lock();
                         shared.restarts = tracker.total_restarts();
-                        shared.observed = ObservedStatus::Starting;
+                        shared.observed = ObservedStatus::restarting(attempt, exit, delay);
                     }
-                    self.sink.restarted(&self.dep.id, attempt, exit, delay);
+                    self.sink
+                        .restarting(&self.dep.id, reported.clone(), attempt, exit, delay);
                     self.dep.logs.system(format!(
                         "[conan] restart {attempt} in {}",
                         conan_core::time::format_duration(delay)
                     ));
                     tokio::select! {
-                        () = sleep(delay) => {}
+                        () = sleep_until(after(delay)) => {}
                         () = self.inst.cancel.cancelled() => return,
                     }
                     if self.stopping() {
@@ -169,13 +260,18 @@ impl Supervisor {
                         Ok(p) => {
                             proc = p;
                             self.dep.set_observed(ObservedStatus::Running);
+                            // The state file first: a manager that dies now adopts the new
+                            // process, whatever the report below reaches.
                             self.dep.persist();
+                            if let Some(runtime) = self.runtime_if_serving() {
+                                self.sink.runtime_changed(&self.dep.id, reported, runtime);
+                            }
                         }
                         Err(e) => {
                             let report = FailureReport::new(format!("restart failed: {e}"))
                                 .with_exit(exit)
                                 .with_logs(self.dep.logs.last(FailureReport::MAX_LOG_LINES));
-                            self.fail(report);
+                            self.fail(reported, report);
                             return;
                         }
                     }
@@ -188,7 +284,10 @@ impl Supervisor {
                         shared.health = HealthReport::new(HealthStatus::Unknown);
                     }
                     self.dep.persist();
-                    self.sink.exited(&self.dep.id, exit);
+                    self.sink.report(
+                        StatusReport::new(self.dep.id.clone(), ObservedStatus::Exited { exit })
+                            .from_origin(reported),
+                    );
                     return;
                 }
                 RestartDecision::GiveUp { restarts } => {
@@ -198,14 +297,14 @@ impl Supervisor {
                     ))
                     .with_exit(exit)
                     .with_logs(self.dep.logs.last(FailureReport::MAX_LOG_LINES));
-                    self.fail(report);
+                    self.fail(reported, report);
                     return;
                 }
             }
         }
     }
 
-    fn fail(&self, report: FailureReport) {
+    fn fail(&self, origin: ReportOrigin, report: FailureReport) {
         self.inst.capture.poll();
         self.dep.logs.system(format!("[conan] {}", report.reason));
         {
@@ -215,6 +314,13 @@ impl Supervisor {
             shared.last_failure = Some(report.clone());
         }
         self.dep.persist();
-        self.sink.failed(&self.dep.id, report);
+        self.sink.report(
+            StatusReport::new(
+                self.dep.id.clone(),
+                ObservedStatus::failed(report.reason.clone()),
+            )
+            .from_origin(origin)
+            .with_failure(report),
+        );
     }
 }

@@ -27,12 +27,15 @@ pub struct DeploymentView {
     pub name: String,
     /// Provider running it (`local`, `docker`).
     pub provider: String,
-    /// Status (`pending`, `deploying`, `running`, `updating`, `stopping`, `stopped`,
-    /// `failed`, `removing`, `removed`).
+    /// Status (`pending`, `deploying`, `running`, `restarting`, `updating`, `stopping`,
+    /// `stopped`, `failed`, `removing`, `removed`).
     pub status: String,
     /// Why it failed, for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The restart it waits for, for `restarting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartView>,
     /// The serving revision.
     pub revision: u64,
     /// Where it answers.
@@ -78,12 +81,21 @@ impl DeploymentView {
             conan::DeploymentStatus::Failed { reason } => Some(reason.clone()),
             _ => None,
         };
+        let restart = match &record.status {
+            conan::DeploymentStatus::Restarting { attempt, exit, at } => Some(RestartView {
+                attempt: *attempt,
+                exit: *exit,
+                at: *at,
+            }),
+            _ => None,
+        };
         Self {
             id: record.id.to_string(),
             name: record.name.to_string(),
             provider: record.provider.to_string(),
             status: record.status.kind().as_str().to_owned(),
             reason,
+            restart,
             revision: record.revision.0,
             url: runtime.and_then(|r| r.url.clone()),
             port: runtime.and_then(conan::RuntimeInfo::port),
@@ -97,6 +109,17 @@ impl DeploymentView {
             last_failure: record.last_failure.as_deref().cloned(),
         }
     }
+}
+
+/// The restart a `restarting` deployment waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartView {
+    /// The restart count within the restart window (1 = first restart).
+    pub attempt: u32,
+    /// How the crashed instance ended.
+    pub exit: conan::ExitStatus,
+    /// When the restart is due.
+    pub at: Timestamp,
 }
 
 /// `status NAME`: the deployment plus live health and metrics.

@@ -90,6 +90,16 @@ fn audit_line(entry: &AuditEntry, name: &str, style: Style) -> String {
             };
             format!("{kind}{rev} {result}{tries}")
         }
+        AuditAction::Restart {
+            revision,
+            attempt,
+            exit,
+            delay_ms,
+        } => format!(
+            "{} revision {} (attempt {attempt}, {exit}, in {delay_ms} ms)",
+            style.paint(Color::Yellow, "restart"),
+            revision.0
+        ),
     };
     format!(
         "{} {} {what}",

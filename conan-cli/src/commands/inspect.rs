@@ -35,8 +35,10 @@ pub async fn list(home: &Home, json: bool) -> CliResult {
         "URL",
     ]);
     for v in &views {
+        // A restarting deployment's last pid is dead: not shown.
         let instance = v
             .pid
+            .filter(|_| v.restart.is_none())
             .map(|p| p.to_string())
             .or_else(|| v.container.as_ref().map(|c| c.chars().take(12).collect()))
             .unwrap_or_else(|| "-".to_owned());

@@ -77,11 +77,18 @@ pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String 
         },
         Event::StatusChanged {
             from, to, revision, ..
-        } => format!(
-            "{from} -> {} (revision {})",
-            style.status(to.kind().as_str()),
-            revision.0
-        ),
+        } => match to {
+            conan::DeploymentStatus::Restarting { attempt, exit, .. } => format!(
+                "{from} -> {} (revision {}, attempt {attempt}, {exit})",
+                style.status(to.kind().as_str()),
+                revision.0
+            ),
+            _ => format!(
+                "{from} -> {} (revision {})",
+                style.status(to.kind().as_str()),
+                revision.0
+            ),
+        },
         Event::Progress { phase, message, .. } => format!("{}: {message}", phase.label()),
         Event::Healthy { .. } => style.paint(Color::Green, "healthy"),
         Event::Unhealthy { reason, .. } => {
@@ -92,7 +99,7 @@ pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String 
             exit,
             delay_ms,
             ..
-        } => format!("restarted (attempt {attempt}, {exit}, after {delay_ms} ms)"),
+        } => format!("restarting (attempt {attempt}, {exit}, in {delay_ms} ms)"),
         Event::Failed { failure, .. } => {
             format!("{}: {failure}", style.paint(Color::Red, "failed"))
         }
@@ -127,6 +134,20 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     if let Some(reason) = &view.reason {
         rows.push(("reason", reason.clone()));
     }
+    let restarting = view.restart.as_ref();
+    if let Some(r) = restarting {
+        let due =
+            r.at.as_system_time()
+                .duration_since(std::time::SystemTime::now());
+        let when = due.map_or_else(
+            |_| "now".to_owned(),
+            |d| format!("in {}", short_duration(d)),
+        );
+        rows.push((
+            "restart",
+            format!("attempt {} after {}, {when}", r.attempt, r.exit),
+        ));
+    }
     if let Some(health) = status.and_then(|s| s.health.as_ref()) {
         let mut text = format!("{:?}", health.status).to_lowercase();
         if let Some(detail) = &health.detail {
@@ -135,7 +156,8 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
         rows.push(("health", text));
     }
     rows.push(("revision", view.revision.to_string()));
-    if let Some(pid) = view.pid {
+    // While it waits to restart, the last pid is dead: not shown.
+    if let Some(pid) = view.pid.filter(|_| restarting.is_none()) {
         rows.push(("pid", pid.to_string()));
     }
     if let Some(container) = &view.container {
@@ -148,14 +170,17 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     }
     if let Some(m) = status.and_then(|s| s.metrics.as_ref()) {
         rows.push(("restarts", m.restarts.to_string()));
-        if let Some(cpu) = m.cpu_percent {
-            rows.push(("cpu", format!("{cpu:.1} %")));
-        }
-        if let Some(mem) = m.memory_bytes {
-            rows.push(("memory", bytes(mem)));
-        }
-        if let Some(up) = m.uptime {
-            rows.push(("uptime", short_duration(up)));
+        // While it waits to restart nothing runs: no cpu, memory or uptime to speak of.
+        if restarting.is_none() {
+            if let Some(cpu) = m.cpu_percent {
+                rows.push(("cpu", format!("{cpu:.1} %")));
+            }
+            if let Some(mem) = m.memory_bytes {
+                rows.push(("memory", bytes(mem)));
+            }
+            if let Some(up) = m.uptime {
+                rows.push(("uptime", short_duration(up)));
+            }
         }
     } else if let Some(started) = view.started_at
         && view.status == "running"

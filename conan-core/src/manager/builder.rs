@@ -217,12 +217,13 @@ async fn forward_reports(
 ) {
     while let Some(report) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { break };
+        let deployment = report.deployment.clone();
         if let Err(e) = inner.submit_job(
-            ops::Target::Id(report.deployment.clone()),
-            ops::JobKind::Observe(report.status, report.failure.map(Box::new)),
+            ops::Target::Id(deployment.clone()),
+            ops::JobKind::Observe(Box::new(report)),
             SubmitOptions::priority(Priority::High),
         ) {
-            tracing::debug!(deployment = %report.deployment, error = %e, "provider status report dropped");
+            tracing::debug!(%deployment, error = %e, "provider status report dropped");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What each operation does to a deployment: the status transitions around the provider
-//! calls of deploy, update and rollback, start, stop, restart, remove, and applying what a
-//! provider reports.
+//! calls of deploy, update and rollback, start, stop, restart and remove (what a provider
+//! reports on its own is applied in [`super::reports`]).
 
 use std::sync::Arc;
 
@@ -180,7 +180,11 @@ impl Op<'_> {
 
     pub(super) async fn start(&mut self) -> Result<DeploymentRecord> {
         let (record, _) = self.snapshot()?;
-        if record.status.is_running() {
+        // A restarting deployment is brought back by its provider's supervisor.
+        if matches!(
+            record.status.kind(),
+            StatusKind::Running | StatusKind::Restarting
+        ) {
             return Ok(record);
         }
         self.start_from(record).await
@@ -263,7 +267,7 @@ impl Op<'_> {
     pub(super) async fn restart(&mut self) -> Result<DeploymentRecord> {
         let (record, _) = self.snapshot()?;
         let record = match record.status.kind() {
-            StatusKind::Running => self.stop_from(record).await?,
+            StatusKind::Running | StatusKind::Restarting => self.stop_from(record).await?,
             _ => record,
         };
         self.start_from(record).await
@@ -305,47 +309,6 @@ impl Op<'_> {
             .emit_with(|| Event::Removed { deployment: id });
         Ok(record)
     }
-
-    pub(super) async fn observe(
-        &mut self,
-        observed: ObservedStatus,
-        failure: Option<FailureReport>,
-    ) -> Result<DeploymentRecord> {
-        let (record, _) = self.snapshot()?;
-        let status = status_of(&observed);
-        let from = record.status.kind();
-        let route = if from == status.kind() {
-            None
-        } else {
-            route(from, status.kind())
-        };
-        let Some(via) = route else {
-            tracing::debug!(deployment = %record.id, %from, to = %status, "ignoring provider status report");
-            return Ok(record);
-        };
-        if let Some(via) = via {
-            self.transition(intermediate(via), |_| {}).await?;
-        }
-        let failed = status.kind() == StatusKind::Failed;
-        let failure = failure.or_else(|| failed.then(|| FailureReport::new(observed.to_string())));
-        let record = self
-            .transition(status, |r| {
-                if let Some(f) = &failure {
-                    r.last_failure = Some(Arc::new(f.clone()));
-                }
-                if !r.status.is_running() {
-                    r.runtime = stopped(r);
-                }
-            })
-            .await?;
-        if let (true, Some(failure)) = (failed, failure) {
-            self.inner.bus.emit_with(|| Event::Failed {
-                deployment: record.id.clone(),
-                failure,
-            });
-        }
-        Ok(record)
-    }
 }
 
 /// How the state machine gets from `from` to `to`: directly (`Some(None)`), through one
@@ -373,13 +336,20 @@ pub(super) fn intermediate(via: StatusKind) -> DeploymentStatus {
 pub(super) fn status_of(observed: &ObservedStatus) -> DeploymentStatus {
     match observed {
         ObservedStatus::Starting | ObservedStatus::Running => DeploymentStatus::Running,
+        ObservedStatus::Restarting {
+            attempt, exit, at, ..
+        } => DeploymentStatus::Restarting {
+            attempt: *attempt,
+            exit: *exit,
+            at: *at,
+        },
         ObservedStatus::Stopped | ObservedStatus::Exited { .. } => DeploymentStatus::Stopped,
         ObservedStatus::Failed { reason } => DeploymentStatus::failed(reason.clone()),
     }
 }
 
 /// What a record keeps of its runtime once nothing runs: the provider's details.
-fn stopped(record: &DeploymentRecord) -> Option<Arc<RuntimeInfo>> {
+pub(super) fn stopped(record: &DeploymentRecord) -> Option<Arc<RuntimeInfo>> {
     record
         .runtime
         .as_deref()

@@ -43,6 +43,7 @@ mod ops;
 mod persist;
 mod recovery;
 mod registry;
+mod reports;
 mod retry;
 mod scheduler;
 
@@ -745,6 +746,8 @@ impl DeploymentManager {
 mod contract_tests;
 #[cfg(test)]
 mod persist_tests;
+#[cfg(test)]
+mod report_tests;
 #[cfg(all(test, feature = "sqlite"))]
 mod store_damage_tests;
 #[cfg(test)]

@@ -15,12 +15,10 @@ use super::deadline::bounded;
 use super::scheduler::Queued;
 use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
-use crate::event::{Event, OperationKind, Outcome};
+use crate::event::{Event, OperationKind, Outcome, StatusReport};
 use crate::failure::FailureReport;
 use crate::id::{DeploymentId, OperationId, Revision};
-use crate::provider::{
-    DeploymentSpec, DynProvider, KnownDeployment, ObservedStatus, OperationContext,
-};
+use crate::provider::{DeploymentSpec, DynProvider, KnownDeployment, OperationContext};
 use crate::status::{DeploymentStatus, StatusKind};
 use crate::store::{AuditAction, AuditEntry, DeploymentRecord, RevisionRecord};
 use crate::time::Timestamp;
@@ -40,7 +38,7 @@ pub(crate) enum JobKind {
     Remove,
     /// A status change a provider observed on its own.
     /// (Boxed: jobs move through the queue several times, and a report is large.)
-    Observe(ObservedStatus, Option<Box<FailureReport>>),
+    Observe(Box<StatusReport>),
     /// Reconciling the record with what the provider finds after a restart of the managing
     /// process (or when the provider is added later).
     Recover,
@@ -457,10 +455,7 @@ impl Op<'_> {
             JobKind::Stop => self.stop().await,
             JobKind::Restart => self.restart().await,
             JobKind::Remove => self.remove().await,
-            JobKind::Observe(status, failure) => {
-                self.observe(status.clone(), failure.as_deref().cloned())
-                    .await
-            }
+            JobKind::Observe(report) => self.observe(report).await,
             JobKind::Recover => self.recover().await,
         }
     }

@@ -151,7 +151,8 @@ async fn a_stop_whose_state_write_fails_still_stops_and_the_write_lands_later() 
         .into_iter()
         .filter_map(|e| match e.action {
             crate::store::AuditAction::Transition { from, to } => Some((from, to)),
-            crate::store::AuditAction::Operation { .. } => None,
+            crate::store::AuditAction::Operation { .. }
+            | crate::store::AuditAction::Restart { .. } => None,
         })
         .skip(2) // the deploy's
         .collect();

@@ -327,7 +327,7 @@ impl Op<'_> {
     }
 
     /// Updates the record without a status change (recovery refreshing runtime info).
-    async fn transition_same(
+    pub(super) async fn transition_same(
         &self,
         update: impl FnOnce(&mut DeploymentRecord),
     ) -> Result<DeploymentRecord> {

@@ -218,16 +218,28 @@ impl RuntimeInfo {
 
 /// The status of a deployment as its provider observes it: narrower than the manager's
 /// [`DeploymentStatus`](crate::DeploymentStatus), which it maps onto the state machine
-/// (`Starting` and `Running` → running, `Stopped` and `Exited` → stopped, `Failed` →
-/// failed). Pending, updating, removing and the like are the manager's business.
+/// (`Starting` and `Running` → running, `Restarting` → restarting, `Stopped` and `Exited` →
+/// stopped, `Failed` → failed). Pending, updating, removing and the like are the manager's
+/// business.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 #[non_exhaustive]
 pub enum ObservedStatus {
-    /// Being started, or waiting to be restarted by the provider's supervisor.
+    /// Being started.
     Starting,
     /// Serving.
     Running,
+    /// Crashed; the provider's supervisor restarts it once the backoff delay passed.
+    Restarting {
+        /// The restart count within the restart window (1 = first restart).
+        attempt: u32,
+        /// How the crashed instance ended.
+        exit: ExitStatus,
+        /// The backoff delay before the restart, in milliseconds.
+        delay_ms: u64,
+        /// When the restart is due.
+        at: Timestamp,
+    },
     /// Stopped on purpose (or never started); nothing runs.
     Stopped,
     /// Ended on its own and will not be restarted (a clean exit under `on-failure`).
@@ -251,10 +263,30 @@ impl ObservedStatus {
         }
     }
 
-    /// Whether it serves (or is about to again): `Running` or `Starting`.
+    /// A restart that is due `delay` from now (a delay past the end of time is due at the
+    /// latest representable time).
+    #[must_use]
+    pub fn restarting(attempt: u32, exit: ExitStatus, delay: Duration) -> Self {
+        let now = Timestamp::now().as_system_time();
+        let at = now
+            .checked_add(delay)
+            .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+            .unwrap_or(now);
+        ObservedStatus::Restarting {
+            attempt,
+            exit,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            at: Timestamp::from_system_time(at),
+        }
+    }
+
+    /// Whether it serves (or is about to again): `Running`, `Starting` or `Restarting`.
     #[must_use]
     pub fn is_running(&self) -> bool {
-        matches!(self, ObservedStatus::Running | ObservedStatus::Starting)
+        matches!(
+            self,
+            ObservedStatus::Running | ObservedStatus::Starting | ObservedStatus::Restarting { .. }
+        )
     }
 }
 
@@ -263,6 +295,9 @@ impl std::fmt::Display for ObservedStatus {
         match self {
             ObservedStatus::Starting => f.write_str("starting"),
             ObservedStatus::Running => f.write_str("running"),
+            ObservedStatus::Restarting { attempt, exit, .. } => {
+                write!(f, "restarting (attempt {attempt}, {exit})")
+            }
             ObservedStatus::Stopped => f.write_str("stopped"),
             ObservedStatus::Exited { exit } => write!(f, "exited ({exit})"),
             ObservedStatus::Failed { reason } => write!(f, "failed: {reason}"),

@@ -26,7 +26,7 @@ pub use sqlite::{RepairReport, SqliteStore};
 use crate::config::DeploymentConfig;
 use crate::error::Result;
 use crate::event::{OperationKind, Outcome};
-use crate::failure::FailureReport;
+use crate::failure::{ExitStatus, FailureReport};
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::provider::RuntimeInfo;
 use crate::status::{DeploymentStatus, StatusKind};
@@ -118,6 +118,18 @@ pub enum AuditAction {
         attempts: u32,
         /// How it ended.
         outcome: Outcome,
+    },
+    /// The provider's supervisor restarts a crashed instance (recorded when the restart is
+    /// decided, before its backoff delay).
+    Restart {
+        /// The revision the instance runs.
+        revision: Revision,
+        /// The restart count within the restart window (1 = first restart).
+        attempt: u32,
+        /// How the instance ended.
+        exit: ExitStatus,
+        /// The backoff delay before the restart, in milliseconds.
+        delay_ms: u64,
     },
 }
 

@@ -113,7 +113,8 @@ impl RestartTracker {
         let base = p.backoff_initial.as_secs_f64() * p.backoff_multiplier.powi(exp);
         let capped = base.min(p.backoff_max.as_secs_f64());
         let spread = 1.0 + p.jitter * (2.0 * random.clamp(0.0, 1.0) - 1.0);
-        Duration::from_secs_f64((capped * spread).max(0.0))
+        // Checked: a huge `backoff_max` (u64::MAX seconds) must not panic the supervisor.
+        Duration::try_from_secs_f64((capped * spread).max(0.0)).unwrap_or(p.backoff_max)
     }
 }
 
@@ -225,5 +226,18 @@ mod tests {
             always.on_exit(S(0), S(1), ExitStatus::Code(0), MID),
             RestartDecision::Restart { .. }
         ));
+    }
+
+    /// Issue 10, finding 2: durations that pass validation must not panic the supervisor.
+    #[test]
+    fn huge_backoff_does_not_panic() {
+        let t = RestartTracker::new(RestartPolicy {
+            backoff_initial: Duration::from_secs(u64::MAX),
+            backoff_max: Duration::from_secs(u64::MAX),
+            jitter: 0.5,
+            ..RestartPolicy::default()
+        });
+        assert_eq!(t.delay(1, 0.99), Duration::from_secs(u64::MAX));
+        assert_eq!(t.delay(40, MID), Duration::from_secs(u64::MAX));
     }
 }

@@ -335,7 +335,9 @@ impl Inner {
         };
         let runtime = dep.runtime(&self.settings.host);
         match observed {
-            ObservedStatus::Running | ObservedStatus::Starting => {
+            ObservedStatus::Running
+            | ObservedStatus::Starting
+            | ObservedStatus::Restarting { .. } => {
                 // A note on how it was recovered (a damaged state file), if any.
                 let mut found = RecoveredDeployment::running(dep.id.clone(), revision, runtime);
                 found.failure = failure;
