@@ -36,8 +36,21 @@
 //! The audit log is indexed only by `seq`: appends stay cheap, and a query for one deployment
 //! scans the log from `after_seq` until it has `limit` entries (fine for the CLI's history
 //! view; pass `after_seq` to page through a large log).
-//! Env values are stored in the clear in the revisions' configs: protect the file like any
-//! secret store (the CLI keeps it in the user's state directory).
+//! Env values are stored in the clear in the revisions' configs: the file, its `-wal` and
+//! `-shm` and its backups are created with mode 0600 (the CLI keeps them in the user's state
+//! directory).
+//!
+//! # Damage
+//!
+//! - The file is checked at open and restored from its backup `PATH.bak` when damaged (see
+//!   [`SqliteStore::open`]); the backup is refreshed after open, after writes (200 calls or
+//!   30 s) and at close, on its own connection, never blocking writes.
+//! - A row that cannot be decoded is skipped and listed by [`StateStore::health`]; the
+//!   others load.
+//! - [`SqliteStore::repair`] salvages such rows or moves them into a `quarantine` table
+//!   (created on first use: `kind`, `key`, `name`, `error` and the row's columns as JSON).
+//! - A full disk fails writes with a transient error; the writer thread survives it (and
+//!   any panic of a call), and later writes land once space is back.
 
 mod backup;
 mod repair;
