@@ -141,3 +141,54 @@ fn a_truncated_database_is_restored_from_its_backup_and_the_daemon_says_so() {
         });
     assert!(kept, "the damaged file is kept");
 }
+
+/// Before: a deployment the database lost kept running unmanaged, and nothing could bring
+/// it back. `conan daemon repair` re-creates its record from the local provider's state
+/// directory, and the next daemon adopts the very process.
+#[test]
+fn repair_recreates_a_deployment_the_database_lost_from_what_still_runs() {
+    let home = Home::new();
+    let kept = unique("kept");
+    let lost = unique("lost");
+    home.deploy_hello(&kept);
+    let view = home.deploy_hello(&lost);
+    let lost_pid = pid_of(&view);
+    let lost_id = view["id"].as_str().expect("id").to_owned();
+    home.conan(&["daemon", "stop"]).ok();
+    tamper(
+        &home,
+        &format!(
+            "DELETE FROM revisions WHERE deployment = '{lost_id}';
+             DELETE FROM deployments WHERE id = '{lost_id}';"
+        ),
+    );
+
+    let repair = home.conan(&["daemon", "repair", "--json"]).ok().json();
+    assert_eq!(repair["changed"], true, "{repair}");
+    assert_eq!(repair["recreated"][0]["id"], lost_id.as_str(), "{repair}");
+    assert_eq!(repair["recreated"][0]["name"], lost.as_str(), "{repair}");
+    assert_eq!(repair["recreated"][0]["status"], "running", "{repair}");
+
+    let adopted = home.listed(&lost).expect("managed again");
+    assert_eq!(adopted["id"], lost_id.as_str());
+    assert_eq!(
+        pid_of(&adopted),
+        lost_pid,
+        "the same process, adopted: {adopted}"
+    );
+    assert_eq!(adopted["status"], "running", "{adopted}");
+    assert!(home.listed(&kept).is_some());
+
+    let again = home.conan(&["daemon", "repair"]).ok();
+    assert!(
+        again.stdout.contains("nothing to repair"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(home.listed(&lost).map(|v| pid_of(&v)), Some(lost_pid));
+    // And it is operable: stop ends the adopted process.
+    home.conan(&["stop", &lost]).ok();
+    wait_until("the adopted app to stop", Duration::from_secs(15), || {
+        !alive(lost_pid)
+    });
+}
