@@ -319,12 +319,18 @@ impl Provider for LocalProvider {
         let inner = &self.inner;
         inner.remember(ctx);
         let mut out = Vec::with_capacity(known.len());
+        // One read of `/proc` for the whole batch (taken before anything is adopted:
+        // what this provider starts afterwards is tracked anyway).
+        let snapshot = (!known.is_empty()).then(reconcile::markers);
         for k in known {
             if k.spec.config.provider.as_deref().is_some_and(|p| p != NAME) {
                 continue;
             }
             // One deployment that cannot be recovered never stops the others.
-            match inner.find(k, ctx.events.clone(), None).await {
+            match inner
+                .find_with(k, ctx.events.clone(), None, snapshot.as_ref())
+                .await
+            {
                 Ok(Some(dep)) => out.push(inner.recovered(&dep)),
                 Ok(None) => out.push(RecoveredDeployment::failed(
                     k.id().clone(),

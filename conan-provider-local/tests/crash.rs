@@ -535,3 +535,37 @@ async fn a_damaged_state_file_without_a_known_runtime_adopts_the_lone_ready_inst
     fresh.remove(&ctx, &known(&s)).await.unwrap();
     assert!(instances_of(s.id.as_str()).is_empty());
 }
+
+/// Measurement, not a check (run with `--ignored --nocapture`): how long a fresh provider
+/// takes to recover `CRASH_BENCH_N` (default 100) running deployments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_recovery_of_many_deployments() {
+    let n: usize = std::env::var("CRASH_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (p, dir) = provider(25400..=25999);
+    let ctx = OperationContext::detached();
+    let specs: Vec<DeploymentSpec> = (0..n)
+        .map(|i| spec(config(&unique(&format!("bench-{i}")), "hello")))
+        .collect();
+    let _g = Guard::new(&specs.iter().map(|s| &s.id).collect::<Vec<_>>());
+    let mut knowns = Vec::new();
+    for chunk in specs.chunks(10) {
+        let infos = futures::future::join_all(chunk.iter().map(|s| p.deploy(&ctx, s, None))).await;
+        for (s, info) in chunk.iter().zip(infos) {
+            knowns.push(KnownDeployment::new(s.clone(), info.unwrap()));
+        }
+    }
+    drop(p);
+    let fresh = fresh_provider(dir.path());
+    let t = std::time::Instant::now();
+    let found = fresh.recover(&ctx, &knowns).await.unwrap();
+    let took = t.elapsed();
+    assert!(found.iter().all(|f| f.status.is_running()));
+    println!("recovered {n} running deployments in {took:?}");
+    for k in &knowns {
+        fresh.remove(&ctx, k).await.unwrap();
+    }
+}

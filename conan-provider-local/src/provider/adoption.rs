@@ -107,6 +107,18 @@ impl Inner {
         sink: EventSink,
         create: Option<&DeploymentSpec>,
     ) -> Result<Option<Arc<Deployment>>> {
+        self.find_with(known, sink, create, None).await
+    }
+
+    /// [`find`](Self::find), reconciling against a snapshot of the marked processes
+    /// (taken once for a batch of recoveries) instead of a fresh scan.
+    pub(super) async fn find_with(
+        self: &Arc<Self>,
+        known: &KnownDeployment,
+        sink: EventSink,
+        create: Option<&DeploymentSpec>,
+        snapshot: Option<&reconcile::Markers>,
+    ) -> Result<Option<Arc<Deployment>>> {
         if let Some(dep) = self.held(known.id()) {
             return Ok(Some(dep));
         }
@@ -135,7 +147,9 @@ impl Inner {
         // serving instance.
         let saved = saved.or_else(|| from_details(known));
         if saved.is_some() || damaged.is_some() || dir.join("instances").is_dir() {
-            let dep = self.adopt(known, saved, damaged, dir, sink).await?;
+            let dep = self
+                .adopt(known, saved, damaged, dir, sink, snapshot)
+                .await?;
             return Ok(Some(dep));
         }
         let Some(spec) = create else {
@@ -157,9 +171,10 @@ impl Inner {
         damaged: Option<String>,
         dir: PathBuf,
         sink: EventSink,
+        snapshot: Option<&reconcile::Markers>,
     ) -> Result<Arc<Deployment>> {
         let id = known.id().as_str().to_owned();
-        let found = reconcile::scan(&dir, &id);
+        let found = reconcile::scan(&dir, &id, snapshot);
         let serving = saved.as_ref().and_then(|s| s.instance.as_ref());
         let mut choice = reconcile::choose(serving, &found, known.revision().0);
         if damaged.is_some() && choice.by_readiness && choice.candidates > 1 {

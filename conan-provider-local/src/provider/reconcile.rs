@@ -30,6 +30,7 @@
 //! `stop` and `remove` [sweep](Inner::sweep) the same way, so no process of any instance
 //! outlives them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -110,9 +111,28 @@ impl Scanned {
     }
 }
 
+/// The processes carrying an instance marker, by deployment id: `(pid, key)`. Taken once
+/// for a whole `recover` batch, so recovering many deployments reads `/proc` once
+/// instead of once per deployment.
+pub(super) type Markers = HashMap<String, Vec<(u32, String)>>;
+
+/// Every process carrying a `CONAN_INSTANCE` marker, by deployment.
+pub(super) fn markers() -> Markers {
+    let mut out: Markers = HashMap::new();
+    for (pid, rest) in procfs::environ_with_prefix("CONAN_INSTANCE=") {
+        if let Some((id, key)) = rest.split_once('/') {
+            out.entry(id.to_owned())
+                .or_default()
+                .push((pid, key.to_owned()));
+        }
+    }
+    out
+}
+
 /// Every instance of deployment `id` in its directory `dir`, and every instance whose
-/// processes carry its marker (a directory may be gone).
-pub(super) fn scan(dir: &Path, id: &str) -> Vec<Scanned> {
+/// processes carry its marker (a directory may be gone). The processes come from
+/// `snapshot` when given (still alive ones only), else from a scan of `/proc`.
+pub(super) fn scan(dir: &Path, id: &str, snapshot: Option<&Markers>) -> Vec<Scanned> {
     let instances = dir.join("instances");
     let mut found: Vec<Scanned> = std::fs::read_dir(&instances)
         .into_iter()
@@ -130,7 +150,17 @@ pub(super) fn scan(dir: &Path, id: &str) -> Vec<Scanned> {
             })
         })
         .collect();
-    for (pid, key) in procfs::environ_with_prefix(&format!("CONAN_INSTANCE={id}/")) {
+    let marked = match snapshot {
+        Some(m) => m
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|(pid, _)| procfs::is_alive(*pid, None))
+            .cloned()
+            .collect(),
+        None => procfs::environ_with_prefix(&format!("CONAN_INSTANCE={id}/")),
+    };
+    for (pid, key) in marked {
         match found.iter_mut().find(|f| f.key == key) {
             Some(f) => f.marked.push(pid),
             None => found.push(Scanned {
@@ -246,7 +276,7 @@ impl Inner {
     /// marker): what `stop` and `remove` run after stopping what they track. Returns what
     /// was killed, described for the log.
     pub(super) async fn sweep(&self, id: &str, dir: &Path) -> Vec<String> {
-        let found = scan(dir, id);
+        let found = scan(dir, id, None);
         let mut killed = Vec::new();
         for f in found.iter().filter(|f| f.alive(id)) {
             killed.push(f.describe());
