@@ -673,9 +673,10 @@ impl<'a> Suite<'a> {
                     self.fail(
                         name,
                         format!(
-                            "operable: `conan {}` fails: {}",
+                            "operable: `conan {}` fails: {} (the daemon holds {} fds)",
                             args.join(" "),
-                            outcome(&run)
+                            outcome(&run),
+                            self.home.daemon_pid().map(procs::open_fds).unwrap_or(0)
                         ),
                     );
                     None
@@ -1074,8 +1075,9 @@ fn sigkill_at_the_fd_limit() {
             "12 deployments fit under ulimit -n 64: the limit was never reached",
         ),
         Some((name, why, text)) => {
+            let fds = home.daemon_pid().map(procs::open_fds).unwrap_or(0);
             eprintln!(
-                "fd limit reached after {} deployments: {why}",
+                "fd limit reached after {} deployments (the daemon holds {fds} fds): {why}",
                 fillers.len()
             );
             if !text.contains("Too many open files") && !text.contains("os error 24") {
@@ -1104,6 +1106,8 @@ fn sigkill_at_the_fd_limit() {
                 ),
             }
         }
+        let fds = home.daemon_pid().map(procs::open_fds).unwrap_or(0);
+        eprintln!("fd limit: the daemon holds {fds} fds with the fillers removed");
         let rest: Vec<Listed> = list
             .into_iter()
             .filter(|d| !fillers.contains(&d.name))
