@@ -934,6 +934,14 @@ fn sigkill_with_a_full_log_volume() {
                 format!("its app (pid {pid}) died while the log volume was full"),
             );
         }
+        // The chatty app would fill the volume again: it goes first (on the full volume).
+        match suite.conan(&["rm", "--force", &chatty]) {
+            Ok(r) if r.code == 0 => {}
+            other => suite.fail(
+                &chatty,
+                format!("`rm --force` on the full volume fails: {}", outcome(&other)),
+            ),
+        }
         if let Err(e) = std::fs::remove_file(&filler) {
             report.fail("setup", format!("cannot remove the filler: {e}"));
         }
