@@ -140,6 +140,21 @@ impl Inner {
                 Capture::start(&dir, Arc::clone(&dep.logs))
                     .map_err(|e| provider_err("cannot start log capture", e))
             });
+        let created = created.and_then(|c| {
+            if c.has_room() {
+                return Ok(c);
+            }
+            // A new app would die of ENOSPC at its first line: refuse it, clearly.
+            c.finish();
+            crate::logs::remove_instance_dir(&dir);
+            Err(provider_err(
+                format!(
+                    "the log volume is full: no room for the app's output in {}; free space there",
+                    dep.dir.display()
+                ),
+                std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32),
+            ))
+        });
         let capture = match created {
             Ok(c) => c,
             Err(e) => {

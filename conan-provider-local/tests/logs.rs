@@ -445,3 +445,48 @@ async fn a_full_log_volume_drops_and_counts_lines_and_the_app_keeps_running() {
     assert!(alive(pid));
     p.remove(&ctx, &k).await.unwrap();
 }
+
+/// Regression (issue 10, finding 3): on a full log volume a new instance got spools with no
+/// room: an app that writes a line died of ENOSPC and the deploy said only "the process
+/// exited before it was ready (exit code 1)" (the faults suite's full-volume scenario); one
+/// that writes later (this one) came up and died at its first line. Now the launch is
+/// refused before the spawn with the cause, nothing of it is left, and the same deploy
+/// works once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_on_a_full_log_volume_is_refused_with_the_cause_and_works_once_space_is_freed() {
+    let Some((vol, _tmp)) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let p = conan_provider_local::LocalProvider::builder()
+        .state_dir(&vol.0)
+        .port_range(22300..=22399)
+        .node_path("/usr/bin/node")
+        .build()
+        .unwrap();
+    let mut c = DeploymentConfig::new(unique("fullnew"));
+    c.source = app("hello");
+    c.health_check = Some(HealthCheck::http("/health"));
+    let s = spec(c);
+    let _g = Guard::new(&[&s.id]);
+    let filler = vol.0.join("filler");
+    fill(&filler);
+    let (ctx, _rx) = ctx();
+    let err = p.deploy(&ctx, &s, None).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("log volume is full") && text.contains("os error 28"),
+        "{text}"
+    );
+    let id = format!("CONAN_INSTANCE={}/", s.id.as_str());
+    let left: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("environ")).ok())
+        .filter(|env| env.windows(id.len()).any(|w| w == id.as_bytes()))
+        .collect();
+    assert!(left.is_empty(), "a process of the refused launch is left");
+
+    std::fs::remove_file(&filler).unwrap();
+    let info = p.deploy(&ctx, &s, None).await.unwrap();
+    let k = KnownDeployment::new(s.clone(), info);
+    p.remove(&ctx, &k).await.unwrap();
+}

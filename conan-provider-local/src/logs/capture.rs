@@ -11,7 +11,7 @@ use conan_core::{OutputStream, Timestamp};
 
 use super::LogStore;
 use super::lines::LineSplitter;
-use super::spool::{PUNCH_EVERY, Pending, Read, Spool};
+use super::spool::{PUNCH_EVERY, Pending, RESERVE, RESERVE_STDERR, Read, Spool};
 use super::store::Batch;
 use super::tailer::{Registration, Tailer};
 use super::{IDLE, QUIET};
@@ -177,8 +177,13 @@ impl Capture {
         // The spools exist before the app starts (and before they are watched).
         Self::open_for_app(dir)?;
         let now = Instant::now();
-        let stream = |path: &Path, stream, (offset, pending): (u64, u64)| {
-            let mut spool = Spool::new(path.to_path_buf(), offset);
+        let stream = |path: &Path, stream: OutputStream, (offset, pending): (u64, u64)| {
+            let reserve = if stream == OutputStream::Stderr {
+                RESERVE_STDERR
+            } else {
+                RESERVE
+            };
+            let mut spool = Spool::new(path.to_path_buf(), offset, reserve);
             let pending = Pending { len: pending };
             if spool.collapsed(pending) {
                 spool.offset = offset.saturating_sub(pending.len);
@@ -223,6 +228,12 @@ impl Capture {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(registration);
         Ok(capture)
+    }
+
+    /// Whether both spools have room for the app's first writes. False on a full volume,
+    /// where a new app would die of `ENOSPC` at its first line.
+    pub fn has_room(&self) -> bool {
+        self.lock().streams.iter().all(|s| s.spool.has_room())
     }
 
     pub(super) fn id(&self) -> u64 {

@@ -55,7 +55,7 @@
 //! for a child of this process, tokio's pidfd.)
 //!
 //! A stopped instance's directory (spools, offsets) is deleted once its output is
-//! captured ([`remove_instance_dir`]).
+//! captured (`remove_instance_dir`).
 
 mod capture;
 mod lines;

@@ -8,10 +8,13 @@
 //!   the kernel serializes with the app's `O_APPEND` writes (a truncate would race them and
 //!   lose lines). Filesystems without it (tmpfs, btrfs) keep a sparse file whose apparent
 //!   size grows; its real size stays bounded by the punching.
-//! - **Writable on a full volume**: [`RESERVE`] bytes past the end are preallocated
+//! - **Writable on a full volume**: [`RESERVE`] bytes past the end of stdout's spool
+//!   ([`RESERVE_STDERR`] for stderr's) are preallocated
 //!   (`FALLOC_FL_KEEP_SIZE`), refilled as the app writes into them — from the space the
 //!   punching frees when the volume is full — so the app's writes need no new blocks while
-//!   the tailer keeps up, and it never dies of `ENOSPC` on its stdout.
+//!   the tailer keeps up, and it never dies of `ENOSPC` on its stdout. A new instance
+//!   whose spools get no reserve at all (the volume is already full) is refused before
+//!   its app starts, with the cause ([`Capture::has_room`](super::Capture::has_room)).
 //!
 //! The file is open only while it is being read: [`Spool::release`] closes it when idle.
 
@@ -27,8 +30,13 @@ use nix::fcntl::{FallocateFlags, fallocate};
 pub(super) const PUNCH_EVERY: u64 = 4 * 1024 * 1024;
 /// The apparent size past which a fully read spool is collapsed.
 pub(super) const COLLAPSE_AT: u64 = 32 * 1024 * 1024;
-/// Bytes preallocated past the end of a spool.
-pub(super) const RESERVE: u64 = 256 * 1024;
+/// Bytes preallocated past the end of stdout's spool: what an app may write between two
+/// reads of the tailer (which reads within milliseconds of a write, but a loaded machine
+/// can delay it by a second), small enough that instances on a small volume do not fill
+/// it with reserves (160 KiB an instance with [`RESERVE_STDERR`]).
+pub(super) const RESERVE: u64 = 128 * 1024;
+/// Bytes preallocated past the end of stderr's spool (apps write less there).
+pub(super) const RESERVE_STDERR: u64 = 32 * 1024;
 
 /// What [`Spool::read`] found.
 pub(super) enum Read {
@@ -57,6 +65,8 @@ pub(super) struct Spool {
     block: u64,
     collapse_unsupported: bool,
     reserve_unsupported: bool,
+    /// How far past the read offset the reserve reaches.
+    reserve: u64,
 }
 
 fn to_i64(v: u64) -> Option<i64> {
@@ -64,8 +74,10 @@ fn to_i64(v: u64) -> Option<i64> {
 }
 
 impl Spool {
-    pub fn new(path: PathBuf, offset: u64) -> Self {
+    /// A spool read from `offset`, keeping `reserve` bytes preallocated past it.
+    pub fn new(path: PathBuf, offset: u64, reserve: u64) -> Self {
         Self {
+            reserve,
             path,
             file: None,
             offset,
@@ -112,7 +124,7 @@ impl Spool {
     /// Keeps the reserve past the end topped up; `committed` is how far the content is safely
     /// stored (nothing before it will be read again).
     pub fn keep_writable(&mut self, committed: u64) {
-        if self.reserve_unsupported || self.offset + RESERVE / 2 <= self.reserved_to {
+        if self.reserve_unsupported || self.offset + self.reserve / 2 <= self.reserved_to {
             return;
         }
         match self.reserve() {
@@ -129,12 +141,12 @@ impl Spool {
         }
     }
 
-    /// Extends the reserve to [`RESERVE`] past the read offset. Only the part not yet
+    /// Extends the reserve to `reserve` bytes past the read offset. Only the part not yet
     /// reserved is asked for: a failed `fallocate` may undo what it allocated in its range
     /// (tmpfs does), which must not include the reserve the app is writing into.
     fn reserve(&mut self) -> Result<(), Errno> {
         let from = self.reserved_to.max(self.offset);
-        let to = self.offset + RESERVE;
+        let to = self.offset + self.reserve;
         let file = self.file().map_err(|_| Errno::EBADF)?;
         let (Some(off), Some(len)) = (to_i64(from), to_i64(to - from)) else {
             return Err(Errno::EOVERFLOW);
@@ -147,7 +159,7 @@ impl Spool {
     /// [`reserve`](Self::reserve) one block at a time, keeping what could be had: on a
     /// full volume the space comes free a block at a time as the app's lines are read.
     fn reserve_by_block(&mut self) -> Result<(), Errno> {
-        let to = self.offset + RESERVE;
+        let to = self.offset + self.reserve;
         let block = self.block;
         let mut from = self.reserved_to.max(self.offset);
         while from < to {
@@ -161,6 +173,12 @@ impl Spool {
             self.reserved_to = from;
         }
         Ok(())
+    }
+
+    /// Whether the app can write now without new blocks: part of the reserve is left (or
+    /// the filesystem has no preallocation, and writing is up to it).
+    pub fn has_room(&self) -> bool {
+        self.reserve_unsupported || self.reserved_to > self.offset
     }
 
     /// Frees consumed space up to `committed`, once at least `every` bytes can go.
@@ -248,7 +266,7 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        let mut spool = Spool::new(path.clone(), 0);
+        let mut spool = Spool::new(path.clone(), 0, RESERVE);
         let chunk = vec![b'a'; 1 << 20];
         let mut buf = vec![0u8; 1 << 20];
         for _ in 0..(COLLAPSE_AT >> 20) + 1 {
