@@ -166,6 +166,7 @@ impl LocalProvider {
                 deployments: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(0),
                 sink: Mutex::new(None),
+                markers: Mutex::new(None),
             }),
         }
     }

@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     /// The sink of the latest call: supervisors of deployments adopted outside a call
     /// that has one (a `status` on a fresh provider) report there.
     pub sink: Mutex<Option<EventSink>>,
+    /// A recent `/proc` snapshot of the instance markers, for `recover` (see there).
+    pub markers: Mutex<Option<(std::time::Instant, Arc<crate::provider::Markers>)>>,
 }
 
 /// Kills what an unfinished launch started when its future is dropped (the manager

@@ -10,6 +10,8 @@ mod discovery;
 mod reconcile;
 mod serving;
 
+pub(crate) use reconcile::Markers;
+
 use async_trait::async_trait;
 use conan_core::{
     Capabilities, Capability, DeploymentSpec, Error, EventSink, FailureReport, HealthReport,
@@ -47,7 +49,26 @@ fn check_supported(
     Ok(())
 }
 
+/// How long one `/proc` snapshot of the instance markers serves `recover` calls.
+const MARKERS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Inner {
+    /// The instance markers of every process, from a snapshot at most [`MARKERS_TTL`] old.
+    fn recent_markers(&self) -> std::sync::Arc<reconcile::Markers> {
+        let mut cached = self
+            .markers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, m)) = cached.as_ref()
+            && at.elapsed() < MARKERS_TTL
+        {
+            return std::sync::Arc::clone(m);
+        }
+        let fresh = std::sync::Arc::new(reconcile::markers());
+        *cached = Some((std::time::Instant::now(), std::sync::Arc::clone(&fresh)));
+        fresh
+    }
+
     /// Remembers the sink of a call, for supervisors started outside calls that have one.
     fn remember(&self, ctx: &OperationContext) {
         *self
@@ -320,15 +341,18 @@ impl Provider for LocalProvider {
         inner.remember(ctx);
         let mut out = Vec::with_capacity(known.len());
         // One read of `/proc` for the whole batch (taken before anything is adopted:
-        // what this provider starts afterwards is tracked anyway).
-        let snapshot = (!known.is_empty()).then(reconcile::markers);
+        // what this provider starts afterwards is tracked anyway), shared for a moment
+        // with the batches right after it: the manager recovers one deployment per call,
+        // and a scan per deployment made recovery quadratic. A process of a deployment is
+        // only started by this provider after that deployment's own recovery.
+        let snapshot = (!known.is_empty()).then(|| inner.recent_markers());
         for k in known {
             if k.spec.config.provider.as_deref().is_some_and(|p| p != NAME) {
                 continue;
             }
             // One deployment that cannot be recovered never stops the others.
             match inner
-                .find_with(k, ctx.events.clone(), None, snapshot.as_ref())
+                .find_with(k, ctx.events.clone(), None, snapshot.as_deref())
                 .await
             {
                 Ok(Some(dep)) => out.push(inner.recovered(&dep)),

@@ -114,7 +114,7 @@ impl Scanned {
 /// The processes carrying an instance marker, by deployment id: `(pid, key)`. Taken once
 /// for a whole `recover` batch, so recovering many deployments reads `/proc` once
 /// instead of once per deployment.
-pub(super) type Markers = HashMap<String, Vec<(u32, String)>>;
+pub(crate) type Markers = HashMap<String, Vec<(u32, String)>>;
 
 /// Every process carrying a `CONAN_INSTANCE` marker, by deployment.
 pub(super) fn markers() -> Markers {
