@@ -33,8 +33,8 @@ pub(super) const COLLAPSE_AT: u64 = 32 * 1024 * 1024;
 /// Bytes preallocated past the end of stdout's spool: what an app may write between two
 /// reads of the tailer (which reads within milliseconds of a write, but a loaded machine
 /// can delay it by a second), small enough that instances on a small volume do not fill
-/// it with reserves (160 KiB an instance with [`RESERVE_STDERR`]).
-pub(super) const RESERVE: u64 = 128 * 1024;
+/// it with reserves (288 KiB an instance with [`RESERVE_STDERR`]).
+pub(super) const RESERVE: u64 = 256 * 1024;
 /// Bytes preallocated past the end of stderr's spool (apps write less there).
 pub(super) const RESERVE_STDERR: u64 = 32 * 1024;
 
