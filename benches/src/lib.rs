@@ -127,3 +127,41 @@ pub fn pm2_command(pm2: &Path, home: &Path, app_dir: &Path, args: &[&str]) -> Co
         .stderr(Stdio::null());
     c
 }
+
+/// The workspace root (the harnesses run the sample apps and build `conan` from there).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The number after `name` on the command line, else `default`.
+#[must_use]
+pub fn arg_u64(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The release `conan` binary: `CONAN_BIN` when set, else built now (in `CARGO_TARGET_DIR`
+/// when set).
+///
+/// # Panics
+/// When the build fails.
+#[must_use]
+pub fn release_conan() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CONAN_BIN") {
+        return PathBuf::from(bin);
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-q", "-p", "conan-cli"])
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building conan failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("release/conan")
+}

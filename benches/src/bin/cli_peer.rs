@@ -23,6 +23,7 @@
 //! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord]
 //! ```
 
+use conan_benches::{arg_u64 as arg, workspace_root as root};
 use conan_benches::{free_port, median, ms, pm2_command, pm2_install, rss_kib};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,21 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn hello() -> PathBuf {
     root().join("examples/apps/hello")
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn healthy(port: u16) -> bool {

@@ -12,6 +12,7 @@
 //! ```
 
 use conan_benches::rss_kib;
+use conan_benches::{arg_u64 as arg, release_conan as conan_bin};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -45,34 +46,6 @@ setTimeout(() => {
 }, delay);
 setInterval(() => {}, 1 << 30);
 ";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn conan_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("CONAN_BIN") {
-        return PathBuf::from(bin);
-    }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "conan-cli"])
-        .current_dir(root())
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building conan failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    target.join("release/conan")
-}
 
 /// utime + stime of `pid` in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {

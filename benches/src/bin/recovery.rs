@@ -15,38 +15,11 @@
 //! cargo run --release -p conan-benches --bin recovery -- [--apps N] [--runs N]
 //! ```
 
+use conan_benches::{arg_u64 as arg, release_conan as conan_bin, workspace_root as root};
 use conan_benches::{median, ms};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn conan_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("CONAN_BIN") {
-        return PathBuf::from(bin);
-    }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "conan-cli"])
-        .current_dir(root())
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building conan failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("release/conan")
-}
 
 /// Whether `pid` is a live (not zombie) process.
 fn alive(pid: i64) -> bool {
