@@ -82,6 +82,12 @@ impl Home {
         self.root.join("daemon.log")
     }
 
+    /// The daemon settings file (`daemon.toml`).
+    #[must_use]
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("daemon.toml")
+    }
+
     /// The SQLite database.
     #[must_use]
     pub fn database(&self) -> PathBuf {

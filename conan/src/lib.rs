@@ -9,8 +9,9 @@
 //! | `local` (default) | [`local`]: supervised local processes |
 //! | `docker` | `docker`: containers on a Docker daemon |
 //! | `sqlite` | [`store::SqliteStore`](conan_core::store): durable state in SQLite |
+//! | `monitor` | `monitor`: health checks that restart, metrics history, Prometheus, alerts |
 //! | `testing` | `testing`: `MemoryProvider` and the provider conformance suite |
-//! | `full` | `local`, `docker` and `sqlite` |
+//! | `full` | `local`, `docker`, `sqlite` and `monitor` |
 //!
 //! ```no_run
 //! use conan::prelude::*;
@@ -43,6 +44,12 @@ pub mod local {
 #[cfg(feature = "docker")]
 pub mod docker {
     pub use conan_provider_docker::*;
+}
+
+/// Keeping deployments healthy after go-live (feature `monitor`).
+#[cfg(feature = "monitor")]
+pub mod monitor {
+    pub use conan_monitor::*;
 }
 
 /// `use conan::prelude::*;`: what an embedder and a provider author need.

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod log;
 mod routes;
 pub mod server;
+pub mod settings;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use lock::{DaemonLock, LockError};
 const DOCKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What every request handler shares.
+#[allow(dead_code, reason = "the monitor's routes are being built")]
 pub struct Daemon {
     manager: DeploymentManager,
     home: Home,
@@ -47,6 +49,10 @@ pub struct Daemon {
     docker_error: std::sync::Mutex<Option<String>>,
     /// How the local provider contains instances (`conan daemon status` prints it).
     containment: String,
+    /// The monitor: health checks that act, metrics history, alerts.
+    monitor: conan::monitor::Monitor,
+    /// The settings the daemon runs with.
+    settings: settings::DaemonSettings,
     shutdown: watch::Sender<bool>,
 }
 
@@ -150,11 +156,12 @@ pub fn run(home: &Home) -> CliResult {
     let log = init_tracing(home)?;
     let fd_limit = fdlimit::raise().map(|limit| limit.soft);
     let limits = server::Limits::from_env(fd_limit)?;
+    let settings = settings::DaemonSettings::load(&home.settings())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(home, limits));
+    let result = runtime.block_on(serve(home, limits, settings));
     if let Err(e) = &result {
         tracing::error!(error = %e, "daemon stopped with an error");
     }
@@ -268,7 +275,11 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
     Ok((manager, docker_error, containment))
 }
 
-async fn serve(home: &Home, limits: server::Limits) -> CliResult {
+async fn serve(
+    home: &Home,
+    limits: server::Limits,
+    settings: settings::DaemonSettings,
+) -> CliResult {
     let (manager, docker_error, containment) = build_manager(home).await?;
     match manager.recover().await {
         Ok(reconciled) => log_recovered(&reconciled),
@@ -292,7 +303,12 @@ async fn serve(home: &Home, limits: server::Limits) -> CliResult {
         .await
         .map_err(|e| CliError::failed(format!("cannot restrict {}: {e}", socket.display())))?;
     let (shutdown, mut stopping) = watch::channel(false);
+    let monitor = conan::monitor::Monitor::builder(manager.clone())
+        .settings(settings.monitor.clone())
+        .build();
     let daemon = Arc::new(Daemon {
+        monitor: monitor.clone(),
+        settings,
         manager: manager.clone(),
         home: home.clone(),
         started_at: Timestamp::now(),
@@ -317,6 +333,7 @@ async fn serve(home: &Home, limits: server::Limits) -> CliResult {
     drop(listener);
     let _ = tokio::fs::remove_file(&socket).await;
     tracing::info!("stopping: waiting for running operations; deployments keep running");
+    monitor.shutdown().await;
     manager.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,34 @@
+//! What the monitor does and how often: [`MonitorSettings`], read by the daemon from the
+//! `[monitor]` table of `CONAN_HOME/daemon.toml` and built in code by an embedding host.
+
+use std::time::Duration;
+
+use conan_core::time::serde_duration;
+use serde::{Deserialize, Serialize};
+
+/// Settings of a [`Monitor`](crate::Monitor). Every field has a default, so an empty
+/// `[monitor]` table (or none) gives the documented behaviour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct MonitorSettings {
+    /// How often `metrics()` of every running deployment is sampled into the history
+    /// (default 10 s).
+    #[serde(with = "serde_duration")]
+    pub sample_interval: Duration,
+    /// Samples in a row above `resources.memory` that restart a local deployment
+    /// (default 3).
+    pub memory_samples: u32,
+    /// Whether the monitor probes health and restarts unhealthy deployments (default on).
+    pub health: bool,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            sample_interval: Duration::from_secs(10),
+            memory_samples: 3,
+            health: true,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `monitor_deployment` (being built): see the crate docs.
