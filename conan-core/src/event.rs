@@ -217,6 +217,19 @@ pub enum Event {
         /// The backoff delay before the restart, in milliseconds.
         delay_ms: u64,
     },
+    /// A monitor decided to restart a running deployment that is alive but not serving
+    /// well (emitted when the restart is decided, before the backoff delay; the restart
+    /// itself is a queued `restart` operation).
+    MonitorRestart {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// Restart count within the current restart window (1 = first restart).
+        attempt: u32,
+        /// The backoff delay before the restart, in milliseconds.
+        delay_ms: u64,
+        /// Why, with the measured values.
+        cause: RestartCause,
+    },
     /// The deployment (or one revision of it) failed; the report carries reason, exit status
     /// and the last log lines.
     Failed {
@@ -250,6 +263,49 @@ pub enum Event {
     },
 }
 
+/// Why a monitor restarts a deployment ([`Event::MonitorRestart`]).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum RestartCause {
+    /// The health check failed `failures` times in a row.
+    Unhealthy {
+        /// Failures in a row.
+        failures: u32,
+        /// What the last probe saw.
+        reason: String,
+    },
+    /// The resident memory of the instance's processes stayed above the limit.
+    Memory {
+        /// The last measured resident memory, in bytes.
+        rss_bytes: u64,
+        /// The limit (`resources.memory`), in bytes.
+        limit_bytes: u64,
+        /// Samples in a row above the limit.
+        samples: u32,
+    },
+}
+
+impl std::fmt::Display for RestartCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartCause::Unhealthy { failures, reason } => {
+                write!(f, "health check failed {failures} times in a row: {reason}")
+            }
+            RestartCause::Memory {
+                rss_bytes,
+                limit_bytes,
+                samples,
+            } => write!(
+                f,
+                "memory {:.1} MiB above the limit of {:.1} MiB for {samples} samples",
+                *rss_bytes as f64 / 1_048_576.0,
+                *limit_bytes as f64 / 1_048_576.0
+            ),
+        }
+    }
+}
+
 impl Event {
     /// The deployment the event is about.
     #[must_use]
@@ -264,6 +320,7 @@ impl Event {
             | Event::Healthy { deployment }
             | Event::Unhealthy { deployment, .. }
             | Event::Restarted { deployment, .. }
+            | Event::MonitorRestart { deployment, .. }
             | Event::Failed { deployment, .. }
             | Event::RolledBack { deployment, .. }
             | Event::Recovered { deployment, .. }
@@ -562,6 +619,23 @@ impl EventSink {
                 .from_origin(origin)
                 .with_runtime(runtime),
         );
+    }
+
+    /// Emits [`Event::MonitorRestart`]: a monitor decided to restart `deployment` after
+    /// `delay` because of `cause` (it then submits [`Request::Heal`](crate::Request::Heal)).
+    pub fn monitor_restart(
+        &self,
+        deployment: &DeploymentId,
+        attempt: u32,
+        delay: Duration,
+        cause: RestartCause,
+    ) {
+        self.inner.bus.emit_with(|| Event::MonitorRestart {
+            deployment: deployment.clone(),
+            attempt,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            cause,
+        });
     }
 
     /// Reports that a running deployment failed on its own and will not be restarted

@@ -252,12 +252,7 @@ async fn remove(daemon: &Arc<Daemon>, target: &str, params: &Params) -> Response
 async fn operation(daemon: &Arc<Daemon>, request: Request, progress: bool) -> Response<Body> {
     let target = match &request {
         Request::Deploy(c) => c.name.clone(),
-        Request::Update { target, .. }
-        | Request::Rollback { target, .. }
-        | Request::Start { target }
-        | Request::Stop { target }
-        | Request::Restart { target }
-        | Request::Remove { target } => target.clone(),
+        other => other.target().unwrap_or_default().to_owned(),
     };
     let mut events = daemon.manager.subscribe();
     let handle = match daemon.manager.submit(request, SubmitOptions::default()) {

@@ -100,6 +100,15 @@ pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String 
             delay_ms,
             ..
         } => format!("restarting (attempt {attempt}, {exit}, in {delay_ms} ms)"),
+        Event::MonitorRestart {
+            attempt,
+            delay_ms,
+            cause,
+            ..
+        } => format!(
+            "{} (attempt {attempt}, in {delay_ms} ms): {cause}",
+            style.paint(Color::Yellow, "restarting")
+        ),
         Event::Failed { failure, .. } => {
             format!("{}: {failure}", style.paint(Color::Red, "failed"))
         }

@@ -9,12 +9,14 @@ use super::Inner;
 use super::scheduler::Priority;
 use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
-use crate::event::OperationKind;
+use crate::event::{OperationKind, ReportOrigin};
+use crate::failure::FailureReport;
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::store::DeploymentRecord;
 
 /// An operation to queue. `target` is a deployment id or name.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Request {
     /// Deploy a new deployment.
     Deploy(DeploymentConfig),
@@ -53,9 +55,49 @@ pub enum Request {
         /// Deployment id or name.
         target: String,
     },
+    /// What a monitor asks for a running deployment that is alive but not serving well:
+    /// restart it, or give up on it. Applies only while `origin` (the revision and instance
+    /// the monitor observed) still serves and the deployment runs; otherwise (a user's
+    /// `update`, `stop` or `restart`, or a supervised restart came first) it changes
+    /// nothing and answers the record as it is.
+    Heal {
+        /// Deployment id or name.
+        target: String,
+        /// What the monitor observed.
+        origin: ReportOrigin,
+        /// What to do.
+        action: HealAction,
+    },
+}
+
+/// What [`Request::Heal`] does.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum HealAction {
+    /// Stop, then start (a `restart` operation).
+    Restart,
+    /// Stop the deployment and mark it `Failed` with this failure bundle (a crash-loop cap
+    /// reached by restarts the monitor asked for); emits [`Event::Failed`](crate::Event::Failed).
+    Fail(FailureReport),
 }
 
 impl Request {
+    /// The deployment id or name it acts on (`None` for a deploy, which names a new one in
+    /// its config).
+    #[must_use]
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Request::Deploy(_) => None,
+            Request::Update { target, .. }
+            | Request::Rollback { target, .. }
+            | Request::Start { target }
+            | Request::Stop { target }
+            | Request::Restart { target }
+            | Request::Remove { target }
+            | Request::Heal { target, .. } => Some(target),
+        }
+    }
+
     /// The kind of operation.
     #[must_use]
     pub fn kind(&self) -> OperationKind {
@@ -67,6 +109,10 @@ impl Request {
             Request::Stop { .. } => OperationKind::Stop,
             Request::Restart { .. } => OperationKind::Restart,
             Request::Remove { .. } => OperationKind::Remove,
+            Request::Heal { action, .. } => match action {
+                HealAction::Restart => OperationKind::Restart,
+                HealAction::Fail(_) => OperationKind::Stop,
+            },
         }
     }
 }

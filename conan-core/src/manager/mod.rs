@@ -38,6 +38,7 @@
 mod builder;
 mod deadline;
 mod handle;
+mod heal;
 mod lifecycle;
 mod ops;
 mod persist;
@@ -55,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::DeploymentManagerBuilder;
 pub use deadline::CallTimeouts;
-pub use handle::{OperationHandle, Request, SubmitOptions};
+pub use handle::{HealAction, OperationHandle, Request, SubmitOptions};
 pub use persist::UnsavedState;
 pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
@@ -115,6 +116,8 @@ pub(crate) struct Entry {
     record: DeploymentRecord,
     latest: Revision,
     provider: Arc<str>,
+    /// The latest observation a monitor published, with the revision it observed.
+    health: Option<(Revision, HealthReport)>,
 }
 
 impl State {
@@ -127,6 +130,7 @@ impl State {
                 record,
                 latest,
                 provider,
+                health: None,
             },
         );
     }
@@ -423,6 +427,14 @@ impl DeploymentManager {
             Request::Stop { target } => (ops::Target::Ref(target), ops::JobKind::Stop),
             Request::Restart { target } => (ops::Target::Ref(target), ops::JobKind::Restart),
             Request::Remove { target } => (ops::Target::Ref(target), ops::JobKind::Remove),
+            Request::Heal {
+                target,
+                origin,
+                action,
+            } => (
+                ops::Target::Ref(target),
+                ops::JobKind::Heal(Box::new((origin, action))),
+            ),
         };
         self.inner.submit_job(target, kind, options)
     }
@@ -622,14 +634,45 @@ impl DeploymentManager {
         self.inner.query(&provider, provider.metrics(&known)).await
     }
 
-    /// The latest health observation of a deployment.
+    /// The latest health observation of a deployment: the one a monitor published for the
+    /// serving revision ([`publish_health`](Self::publish_health)) while the deployment
+    /// runs, else the provider's (its readiness gate's).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Timeout`] or the provider's error.
     pub async fn health(&self, target: &str) -> Result<HealthReport> {
+        {
+            let state = self.inner.state();
+            let id = state.resolve(&ops::Target::Ref(target.to_owned()))?;
+            if let Some(entry) = state.deployments.get(id)
+                && let Some((revision, report)) = &entry.health
+                && *revision == entry.record.revision
+                && matches!(
+                    entry.record.status.kind(),
+                    crate::StatusKind::Running | crate::StatusKind::Restarting
+                )
+            {
+                return Ok(report.clone());
+            }
+        }
         let (record, provider) = self.provider_of(target)?;
         let known = ops::Op::known(&record);
         self.inner.query(&provider, provider.health(&known)).await
+    }
+
+    /// Publishes a monitor's health observation of revision `revision` of `deployment`:
+    /// [`health`](Self::health) answers it while that revision serves. Does nothing for an
+    /// unknown deployment. Publishing does not emit events: the monitor emits
+    /// [`Event::Healthy`] / [`Event::Unhealthy`] through the [`event_sink`](Self::event_sink).
+    pub fn publish_health(
+        &self,
+        deployment: &DeploymentId,
+        revision: Revision,
+        report: HealthReport,
+    ) {
+        if let Some(entry) = self.inner.state().deployments.get_mut(deployment) {
+            entry.health = Some((revision, report));
+        }
     }
 
     /// A subscription to events from now on (see [`crate::event`] for the guarantee).

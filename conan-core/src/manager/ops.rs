@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Inner;
 use super::deadline::bounded;
+use super::handle::HealAction;
 use super::scheduler::Queued;
 use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
-use crate::event::{Event, OperationKind, Outcome, StatusReport};
+use crate::event::{Event, OperationKind, Outcome, ReportOrigin, StatusReport};
 use crate::failure::FailureReport;
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::provider::{DeploymentSpec, DynProvider, KnownDeployment, OperationContext};
@@ -39,6 +40,8 @@ pub(crate) enum JobKind {
     /// A status change a provider observed on its own.
     /// (Boxed: jobs move through the queue several times, and a report is large.)
     Observe(Box<StatusReport>),
+    /// A monitor's restart or give-up, applied only while its origin serves.
+    Heal(Box<(ReportOrigin, HealAction)>),
     /// Reconciling the record with what the provider finds after a restart of the managing
     /// process (or when the provider is added later).
     Recover,
@@ -54,6 +57,10 @@ impl JobKind {
             JobKind::Stop => OperationKind::Stop,
             JobKind::Restart => OperationKind::Restart,
             JobKind::Remove => OperationKind::Remove,
+            JobKind::Heal(heal) => match heal.1 {
+                HealAction::Restart => OperationKind::Restart,
+                HealAction::Fail(_) => OperationKind::Stop,
+            },
             JobKind::Observe(..) | JobKind::Recover => return None,
         })
     }
@@ -456,6 +463,7 @@ impl Op<'_> {
             JobKind::Restart => self.restart().await,
             JobKind::Remove => self.remove().await,
             JobKind::Observe(report) => self.observe(report).await,
+            JobKind::Heal(heal) => self.heal(&heal.0, &heal.1).await,
             JobKind::Recover => self.recover().await,
         }
     }

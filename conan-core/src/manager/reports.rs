@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::lifecycle::{intermediate, route, status_of, stopped};
 use super::ops::Op;
 use crate::error::Result;
-use crate::event::{Event, StatusReport};
+use crate::event::{Event, ReportOrigin, StatusReport};
 use crate::failure::FailureReport;
 use crate::provider::ObservedStatus;
 use crate::status::StatusKind;
@@ -30,7 +30,14 @@ use crate::store::{AuditAction, AuditEntry, DeploymentRecord};
 
 /// Why `report` must not be applied to `record`, if it must not.
 fn stale(record: &DeploymentRecord, report: &StatusReport) -> Option<&'static str> {
-    let origin = report.origin.as_ref()?;
+    stale_origin(record, report.origin.as_ref()?)
+}
+
+/// Why `origin` no longer serves in `record`, if it does not.
+pub(super) fn stale_origin(
+    record: &DeploymentRecord,
+    origin: &ReportOrigin,
+) -> Option<&'static str> {
     if origin.revision != record.revision {
         return Some("its revision no longer serves");
     }
