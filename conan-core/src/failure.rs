@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::log::LogLine;
+use crate::time::Timestamp;
 
 /// How a process or container ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -51,11 +52,30 @@ pub struct FailureReport {
     /// The application's last log lines, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_logs: Vec<LogLine>,
+    /// The last health probes before the failure, oldest first (a monitor's give-up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_history: Vec<ProbeRecord>,
+}
+
+/// One health probe as a failure bundle keeps it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// When it ran.
+    pub at: Timestamp,
+    /// Whether it passed.
+    pub healthy: bool,
+    /// What it saw (`GET http://127.0.0.1:20000/health answered 500: …`).
+    pub detail: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
 }
 
 impl FailureReport {
     /// How many log lines a failure report carries at most.
     pub const MAX_LOG_LINES: usize = 50;
+
+    /// How many probes a failure report carries at most.
+    pub const MAX_PROBE_RECORDS: usize = 20;
 
     /// A report with only a reason.
     #[must_use]
@@ -77,6 +97,17 @@ impl FailureReport {
     #[must_use]
     pub fn with_probe(mut self, probe: impl Into<String>) -> Self {
         self.probe = Some(probe.into());
+        self
+    }
+
+    /// The same report with the probe history (keeps the newest
+    /// [`Self::MAX_PROBE_RECORDS`]).
+    #[must_use]
+    pub fn with_probe_history(mut self, mut probes: Vec<ProbeRecord>) -> Self {
+        if probes.len() > Self::MAX_PROBE_RECORDS {
+            probes.drain(..probes.len() - Self::MAX_PROBE_RECORDS);
+        }
+        self.probe_history = probes;
         self
     }
 

@@ -92,14 +92,14 @@ pub use config::{
 pub use error::{BoxError, Error, Result};
 pub use event::{
     Event, EventBus, EventEnvelope, EventSink, OperationKind, Outcome, Phase, ReportOrigin,
-    StatusReport,
+    RestartCause, StatusReport,
 };
-pub use failure::{ExitStatus, FailureReport};
+pub use failure::{ExitStatus, FailureReport, ProbeRecord};
 pub use id::{DeploymentId, OperationId, Revision};
 pub use log::{LogLevel, LogLine, LogQuery, LogStream, OutputStream};
 pub use manager::{
-    DeploymentManager, DeploymentManagerBuilder, OperationHandle, Priority, ProviderRegistry,
-    QueueStats, Request, RetryPolicy, SubmitOptions,
+    DeploymentManager, DeploymentManagerBuilder, HealAction, OperationHandle, Priority,
+    ProviderRegistry, QueueStats, Request, RetryPolicy, SubmitOptions,
 };
 pub use provider::{
     DeploymentSpec, DynProvider, HealthReport, HealthStatus, InstanceInfo, KnownDeployment,

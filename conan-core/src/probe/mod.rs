@@ -24,6 +24,7 @@
 
 mod command;
 mod http;
+mod runtime;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +38,8 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::config::{HealthCheck, HealthCheckKind};
 use crate::time::format_duration;
+
+pub use runtime::{probe_runtime, runtime_address};
 
 use command::command_probe;
 use http::http_probe;

@@ -64,9 +64,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::capability::{Capabilities, Capability};
+use crate::config::HealthCheck;
 use crate::error::{Error, Result};
 use crate::event::EventSink;
 use crate::log::{LogLine, LogQuery, LogStream};
+use crate::probe::ProbeOutcome;
 
 pub use types::{
     DeploymentSpec, HealthReport, HealthStatus, InstanceInfo, KnownDeployment, Metrics,
@@ -245,6 +247,23 @@ pub trait Provider: Send + Sync + 'static {
     /// [`Error::NotFound`] when nothing of it is held.
     async fn health(&self, known: &KnownDeployment) -> Result<HealthReport>;
 
+    /// Runs `check` once against the serving instance of `known`: the liveness probe of a
+    /// monitor (`conan-monitor`), which schedules, counts and acts on the outcomes for
+    /// every provider alike. Only the way to reach the instance is the provider's.
+    ///
+    /// The default ([`probe::probe_runtime`](crate::probe::probe_runtime)) probes HTTP and
+    /// TCP checks on the host and port of the runtime's URL (else the first instance's
+    /// port on `127.0.0.1`), `check.port` replacing the port, and runs a command check with
+    /// `sh -c` in the deployment's source directory. A provider whose instances are reached
+    /// through translated ports or run their commands elsewhere (a container) overrides
+    /// it. An unhealthy outcome is an answer, not an error.
+    ///
+    /// # Errors
+    /// Only when the provider cannot probe at all (nothing of the deployment is held).
+    async fn probe(&self, known: &KnownDeployment, check: &HealthCheck) -> Result<ProbeOutcome> {
+        Ok(crate::probe::probe_runtime(known, check).await)
+    }
+
     /// Finds what an earlier process of this provider started for each of `known` (from
     /// the store: spec and persisted runtime) and resumes supervising it without
     /// restarting it. Runs on a fresh provider instance after the managing process
@@ -320,6 +339,13 @@ macro_rules! forward_provider {
             }
             async fn health(&self, known: &KnownDeployment) -> Result<HealthReport> {
                 (**self).health(known).await
+            }
+            async fn probe(
+                &self,
+                known: &KnownDeployment,
+                check: &HealthCheck,
+            ) -> Result<ProbeOutcome> {
+                (**self).probe(known, check).await
             }
             async fn recover(
                 &self,

@@ -386,6 +386,15 @@ impl<P: Provider> Provider for FaultyProvider<P> {
         self.run(Call::Health, None, self.inner.health(known)).await
     }
 
+    async fn probe(
+        &self,
+        known: &KnownDeployment,
+        check: &crate::config::HealthCheck,
+    ) -> Result<crate::probe::ProbeOutcome> {
+        self.run(Call::Health, None, self.inner.probe(known, check))
+            .await
+    }
+
     async fn recover(
         &self,
         ctx: &OperationContext,
