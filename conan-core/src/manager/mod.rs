@@ -660,6 +660,35 @@ impl DeploymentManager {
         self.inner.query(&provider, provider.health(&known)).await
     }
 
+    /// Runs the deployment's health check once through its provider
+    /// ([`Provider::probe`]), bounded by the check's timeout plus 5 s. This is the liveness
+    /// probe a monitor schedules; it changes nothing by itself.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::NotSupported`] for a deployment without a health
+    /// check; [`Error::Timeout`] or the provider's error.
+    pub async fn probe(&self, target: &str) -> Result<crate::probe::ProbeOutcome> {
+        let (record, provider) = self.provider_of(target)?;
+        let Some(check) = record.config.health_check.clone() else {
+            return Err(Error::NotSupported {
+                operation: format!("probing '{}', which has no health check", record.name),
+                provider: record.provider.to_string(),
+            });
+        };
+        let known = ops::Op::known(&record);
+        let limit = check
+            .timeout
+            .checked_add(Duration::from_secs(5))
+            .unwrap_or(Duration::MAX);
+        match tokio::time::timeout(limit, provider.probe(&known, &check)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation: format!("{} probe", provider.name()),
+                after: limit,
+            }),
+        }
+    }
+
     /// Publishes a monitor's health observation of revision `revision` of `deployment`:
     /// [`health`](Self::health) answers it while that revision serves. Does nothing for an
     /// unknown deployment. Publishing does not emit events: the monitor emits

@@ -41,6 +41,10 @@ pub(super) fn stale_origin(
     if origin.revision != record.revision {
         return Some("its revision no longer serves");
     }
+    // A deployment whose runtime names no instance is guarded by its revision alone.
+    if origin.instance.is_empty() {
+        return None;
+    }
     let on_record = record
         .runtime
         .as_deref()
