@@ -106,6 +106,9 @@ impl MonitorBuilder {
         if monitor.shared.settings.health {
             monitor.spawn(health::run(monitor.shared.clone()));
         }
+        // Subscribed before `build` returns: operations submitted right after are counted.
+        let events = monitor.shared.manager.subscribe();
+        monitor.spawn(exporter::run(monitor.shared.clone(), events));
         monitor.spawn(history::run(monitor.shared.clone()));
         monitor.spawn(logs::run(monitor.shared.clone()));
         monitor.spawn(alerts::run(monitor.shared.clone()));
@@ -133,6 +136,27 @@ impl Monitor {
     #[must_use]
     pub fn manager(&self) -> &DeploymentManager {
         &self.shared.manager
+    }
+
+    /// The Prometheus exposition of every deployment and of the monitor's instruments, in
+    /// the text format [`exporter::CONTENT_TYPE`] names (see [`exporter`] for the metrics).
+    #[must_use]
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        self.render_prometheus_into(&mut out);
+        out
+    }
+
+    /// [`render_prometheus`](Self::render_prometheus) into a buffer (appended), so a
+    /// server can reuse one.
+    pub fn render_prometheus_into(&self, out: &mut String) {
+        exporter::render(&self.shared, out);
+    }
+
+    /// The monitor's own instruments (the health monitor records each probe there).
+    #[must_use]
+    pub fn instruments(&self) -> &exporter::Instruments {
+        &self.shared.instruments
     }
 
     /// Stops the background tasks and waits for them.

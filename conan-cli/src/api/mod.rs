@@ -199,6 +199,12 @@ pub struct DaemonInfo {
     /// limits are enforced (`cgroup v2 (...)`, `process markers (no cgroup: ...)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment: Option<String>,
+    /// Where Prometheus metrics are served (`GET /metrics`), when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Why `/metrics` is not served although the settings ask for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
     /// When the daemon started.
     pub started_at: Timestamp,
     /// Number of deployments it knows.

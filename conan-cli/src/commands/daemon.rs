@@ -82,6 +82,12 @@ pub async fn status(home: &Home, json: bool) -> CliResult {
     if let Some(c) = &info.containment {
         println!("containment  {c}");
     }
+    if let Some(addr) = &info.metrics_addr {
+        println!("metrics      http://{addr}/metrics");
+    }
+    if let Some(e) = &info.metrics_error {
+        println!("metrics      unavailable: {e}");
+    }
     println!("deployments  {}", info.deployments);
     println!("since        {}", output::short_time(info.started_at));
     print_state(&info);

@@ -20,6 +20,7 @@ pub mod fdlimit;
 pub mod http;
 pub mod lock;
 pub mod log;
+pub mod metrics;
 mod routes;
 pub mod server;
 pub mod settings;
@@ -53,6 +54,10 @@ pub struct Daemon {
     monitor: conan::monitor::Monitor,
     /// The settings the daemon runs with.
     settings: settings::DaemonSettings,
+    /// Where `/metrics` is served (the bound address), when it is.
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Why `/metrics` is not served although `metrics_addr` asks for it.
+    metrics_error: Option<String>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -306,9 +311,26 @@ async fn serve(
     let monitor = conan::monitor::Monitor::builder(manager.clone())
         .settings(settings.monitor.clone())
         .build();
+    let (metrics_listener, metrics_error) = match settings.metrics_addr {
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(listener) => (Some(listener), None),
+            Err(e) => {
+                tracing::error!(error = %e, "the Prometheus endpoint is off");
+                (None, Some(e))
+            }
+        },
+        None => (None, None),
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_task = metrics_listener.map(|listener| {
+        tracing::info!(addr = ?metrics_addr, "serving Prometheus metrics on /metrics");
+        tokio::spawn(metrics::serve(listener, monitor.clone(), limits))
+    });
     let daemon = Arc::new(Daemon {
         monitor: monitor.clone(),
         settings,
+        metrics_addr,
+        metrics_error,
         manager: manager.clone(),
         home: home.clone(),
         started_at: Timestamp::now(),
@@ -331,6 +353,9 @@ async fn serve(
     };
     server::serve(&listener, &daemon, limits, stop).await;
     drop(listener);
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     let _ = tokio::fs::remove_file(&socket).await;
     tracing::info!("stopping: waiting for running operations; deployments keep running");
     monitor.shutdown().await;

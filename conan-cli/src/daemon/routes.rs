@@ -456,6 +456,8 @@ impl Daemon {
                 .collect(),
             docker_error: self.docker_error(),
             containment: Some(self.containment.clone()),
+            metrics_addr: self.metrics_addr,
+            metrics_error: self.metrics_error.clone(),
             started_at: self.started_at,
             deployments: self.manager.list().len(),
             state: self.manager.store_health(),

@@ -148,6 +148,32 @@ pub fn is_connection_error(e: &io::Error) -> bool {
         .is_some_and(|n| matches!(Errno::from_raw(n), Errno::EPROTO | Errno::ECONNABORTED))
 }
 
+/// A listening socket the accept loop serves: the API's Unix socket or the `/metrics`
+/// TCP listener.
+pub trait Listener {
+    /// A connection.
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    /// Accepts the next connection.
+    fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>>;
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept_stream(&self) -> io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept_stream(&self) -> io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
 /// Accepts and serves connections on `listener` until `stop` completes; see the module
 /// docs for the limits.
 pub async fn serve(
@@ -163,6 +189,25 @@ pub async fn serve(
         body_timeout_ms = limits.body_timeout.as_millis(),
         "connection limits"
     );
+    let daemon = Arc::clone(daemon);
+    serve_with(listener, limits, stop, move |req| {
+        routes::handle(Arc::clone(&daemon), req)
+    })
+    .await;
+}
+
+/// The accept loop of [`serve`] for any [`Listener`] and request handler: the same
+/// backoff, connection cap and header timeout.
+pub async fn serve_with<L, H, F>(
+    listener: &L,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    handle: H,
+) where
+    L: Listener,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = hyper::Response<super::http::Body>> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Backoff::default();
     tokio::pin!(stop);
@@ -184,16 +229,16 @@ pub async fn serve(
             }
         };
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept_stream() => accepted,
             () = &mut stop => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok(stream) => {
                 backoff.reset();
-                let daemon = Arc::clone(daemon);
+                let handle = handle.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    serve_connection(stream, daemon, limits).await;
+                    serve_connection(stream, handle, limits).await;
                 });
             }
             Err(e) if is_connection_error(&e) => {
@@ -215,10 +260,15 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(stream: tokio::net::UnixStream, daemon: Arc<Daemon>, limits: Limits) {
+async fn serve_connection<S, H, F>(stream: S, handle: H, limits: Limits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Send + 'static,
+    F: Future<Output = hyper::Response<super::http::Body>> + Send + 'static,
+{
     let service = service_fn(move |req| {
-        let daemon = Arc::clone(&daemon);
-        async move { Ok::<_, Infallible>(routes::handle(daemon, req).await) }
+        let answer = handle(req);
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     let mut builder = http1::Builder::new();
     builder

@@ -1,0 +1,297 @@
+//! Writing the exposition: one collector that walks the manager's records once per scrape.
+
+use std::fmt;
+use std::sync::Arc;
+
+use conan_core::{DeploymentRecord, Metrics, StatusKind};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::DeploymentInstruments;
+use crate::Shared;
+use crate::logs::LEVELS;
+
+/// The `Content-Type` of the exposition: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// What one scrape knows of one deployment.
+struct Row {
+    record: DeploymentRecord,
+    latest: Option<Metrics>,
+    instruments: Option<Arc<DeploymentInstruments>>,
+    log_lines: Option<[u64; LEVELS.len()]>,
+}
+
+impl Row {
+    fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    fn up(&self) -> bool {
+        if self.record.status.kind() != StatusKind::Running {
+            return false;
+        }
+        let threshold = self
+            .record
+            .config
+            .health_check
+            .as_ref()
+            .map_or(1, |h| h.failure_threshold.max(1));
+        self.instruments
+            .as_ref()
+            .and_then(|i| i.failures_in_a_row())
+            .is_none_or(|failures| failures < threshold)
+    }
+}
+
+/// The per-scrape collector: borrows nothing, reads the shared state when encoded.
+struct Exposition {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exposition").finish_non_exhaustive()
+    }
+}
+
+/// Renders the exposition of `shared` into `out`.
+pub(crate) fn render(shared: &Arc<Shared>, out: &mut String) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition {
+        shared: Arc::clone(shared),
+    }));
+    // Writing into a String cannot fail, and every encoder of ours only writes.
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(out, &registry) {
+        tracing::warn!(error = %e, "encoding the Prometheus exposition failed");
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let shared = &self.shared;
+        let rows: Vec<Row> = shared
+            .manager
+            .list()
+            .into_iter()
+            .map(|record| Row {
+                latest: shared.history.latest(&record.id).map(|(_, m)| m),
+                instruments: shared.instruments.get(&record.name),
+                log_lines: shared.log_counters.lines_by_level(&record.id),
+                record,
+            })
+            .collect();
+        let e = &mut enc;
+
+        gauges(
+            e,
+            "conan_deployment_up",
+            "Whether the deployment is running and passes its health check (1) or not (0).",
+            rows.iter().map(|r| {
+                (
+                    [("deployment", r.name()), ("provider", &*r.record.provider)],
+                    i64::from(r.up()),
+                )
+            }),
+        )?;
+        gauges(
+            e,
+            "conan_deployment_status",
+            "The deployment's status as a state set: 1 for the current status, 0 otherwise.",
+            rows.iter().flat_map(|r| {
+                let current = r.record.status.kind();
+                StatusKind::ALL.into_iter().map(move |s| {
+                    (
+                        [("deployment", r.name()), ("status", s.as_str())],
+                        i64::from(s == current),
+                    )
+                })
+            }),
+        )?;
+        counters(
+            e,
+            "conan_deployment_restarts",
+            "Restarts of the deployment (by its supervisor or a restart operation) since the monitor started.",
+            rows.iter().map(|r| {
+                (
+                    [("deployment", r.name())],
+                    r.instruments.as_ref().map_or(0, |i| i.restarts.get()),
+                )
+            }),
+        )?;
+        gauges(
+            e,
+            "conan_deployment_memory_bytes",
+            "Resident memory of the deployment's instances, at the latest sample.",
+            latest(&rows, |m| m.memory_bytes),
+        )?;
+        gauges(
+            e,
+            "conan_deployment_memory_limit_bytes",
+            "The memory limit of the deployment, when one is set.",
+            latest(&rows, |m| m.memory_limit_bytes),
+        )?;
+        gauges(
+            e,
+            "conan_deployment_cpu_usage_ratio",
+            "CPU use of the deployment's instances in cores (2 = two cores busy), at the latest sample.",
+            latest(&rows, |m| m.cpu_percent.map(|p| p / 100.0)),
+        )?;
+        counters(
+            e,
+            "conan_deployment_network_receive_bytes",
+            "Bytes received by the deployment's instances, at the latest sample.",
+            latest(&rows, |m| m.network_rx_bytes),
+        )?;
+        counters(
+            e,
+            "conan_deployment_network_transmit_bytes",
+            "Bytes sent by the deployment's instances, at the latest sample.",
+            latest(&rows, |m| m.network_tx_bytes),
+        )?;
+        gauges(
+            e,
+            "conan_deployment_uptime_seconds",
+            "Time since the deployment's current instance started, at the latest sample.",
+            latest(&rows, |m| m.uptime.map(|u| u.as_secs_f64())),
+        )?;
+
+        let probed: Vec<(&Row, &DeploymentInstruments)> = rows
+            .iter()
+            .filter_map(|r| {
+                let i = r.instruments.as_deref()?;
+                i.failures_in_a_row().map(|_| (r, i))
+            })
+            .collect();
+        if !probed.is_empty() {
+            let mut metric = e.encode_descriptor(
+                "conan_health_check_duration_seconds",
+                "How long the deployment's health probes took.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (r, i) in &probed {
+                let labels = [("deployment", r.name())];
+                i.probe_duration.encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        counters(
+            e,
+            "conan_health_checks",
+            "Health probes of the deployment by result.",
+            probed.iter().flat_map(|(r, i)| {
+                [
+                    ("healthy", i.checks_healthy.get()),
+                    ("unhealthy", i.checks_unhealthy.get()),
+                ]
+                .map(|(result, n)| ([("deployment", r.name()), ("result", result)], n))
+            }),
+        )?;
+        counters(
+            e,
+            "conan_log_lines",
+            "Log lines the deployment wrote, by level, since the monitor started following it.",
+            rows.iter().flat_map(|r| {
+                r.log_lines.into_iter().flat_map(move |counts| {
+                    LEVELS.iter().zip(counts).map(move |(level, n)| {
+                        ([("deployment", r.name()), ("level", level.as_str())], n)
+                    })
+                })
+            }),
+        )?;
+
+        let instruments = &shared.instruments;
+        if !instruments.operations.is_empty() {
+            instruments.operations.encode(e.encode_descriptor(
+                "conan_operations",
+                "Operations the manager finished, by kind and outcome.",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        if !instruments.operation_duration.is_empty() {
+            instruments.operation_duration.encode(e.encode_descriptor(
+                "conan_operation_duration_seconds",
+                "How long operations ran, from leaving the queue to their end (retries included).",
+                None,
+                MetricType::Histogram,
+            )?)?;
+        }
+        let queue = shared.manager.queue_stats();
+        gauges(
+            e,
+            "conan_operations_pending",
+            "Operations submitted and waiting in the queue.",
+            [(NO_LABELS, queue.pending)],
+        )?;
+        gauges(
+            e,
+            "conan_operations_in_progress",
+            "Operations running now.",
+            [(NO_LABELS, queue.processing)],
+        )?;
+        Ok(())
+    }
+}
+
+const NO_LABELS: [(&str, &str); 0] = [];
+
+/// The rows whose latest sample has a value for `field`.
+fn latest<'a, V: 'a>(
+    rows: &'a [Row],
+    field: impl Fn(&Metrics) -> Option<V> + 'a,
+) -> impl Iterator<Item = ([(&'static str, &'a str); 1], V)> + 'a {
+    rows.iter().filter_map(move |r| {
+        let value = field(r.latest.as_ref()?)?;
+        Some(([("deployment", r.name())], value))
+    })
+}
+
+/// One gauge family; nothing at all when it has no series.
+fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue + fmt::Debug>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, V)>,
+) -> fmt::Result {
+    family(e, name, help, MetricType::Gauge, series, |v, m| {
+        ConstGauge::new(v).encode(m)
+    })
+}
+
+/// One counter family (the encoder adds `_total` to `name`); nothing when it has no series.
+fn counters<L: EncodeLabelSet, V: EncodeCounterValue + fmt::Debug>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, V)>,
+) -> fmt::Result {
+    family(e, name, help, MetricType::Counter, series, |v, m| {
+        ConstCounter::new(v).encode(m)
+    })
+}
+
+fn family<L: EncodeLabelSet, V>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (L, V)>,
+    mut write: impl FnMut(V, prometheus_client::encoding::MetricEncoder) -> fmt::Result,
+) -> fmt::Result {
+    let mut series = series.into_iter().peekable();
+    if series.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = e.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        write(value, metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
