@@ -270,6 +270,10 @@ impl ApiError {
 /// events about the deployment, then exactly one `result` or `error`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per NDJSON line, decoded and dropped at once"
+)]
 pub enum ProgressLine {
     /// An event about the deployment.
     Event(EventEnvelope),
