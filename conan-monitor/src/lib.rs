@@ -103,9 +103,7 @@ impl MonitorBuilder {
             tasks: std::sync::Mutex::new(JoinSet::new()),
         });
         let monitor = Monitor { shared };
-        if monitor.shared.settings.health {
-            monitor.spawn(health::run(monitor.shared.clone()));
-        }
+        monitor.spawn(health::run(monitor.shared.clone()));
         // Subscribed before `build` returns: operations submitted right after are counted.
         let events = monitor.shared.manager.subscribe();
         monitor.spawn(exporter::run(monitor.shared.clone(), events));
@@ -130,6 +128,12 @@ impl Monitor {
     #[must_use]
     pub fn settings(&self) -> &MonitorSettings {
         &self.shared.settings
+    }
+
+    /// What the health monitor knows of each deployment.
+    #[must_use]
+    pub fn health(&self) -> &health::HealthBoard {
+        &self.shared.health
     }
 
     /// The manager it watches.

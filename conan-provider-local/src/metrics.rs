@@ -73,5 +73,9 @@ pub(crate) async fn collect(dep: &Deployment) -> Metrics {
     }
     m.cpu_percent = Some(cpu);
     m.memory_bytes = Some(mem);
+    drop(guard);
+    // Reported only when the kernel enforces it: a monitor enforces `resources.memory`
+    // itself where it does not.
+    m.memory_limit_bytes = inst.tree().cgroup().and_then(|cg| cg.memory_limit());
     m
 }

@@ -86,6 +86,22 @@ impl InstanceCgroup {
         dirs
     }
 
+    /// The memory limit the kernel enforces on the instance, when one was written
+    /// (`memory.max` on v2, `memory.limit_in_bytes` on v1; "max" or an unset v1 limit is
+    /// none). A small read of a kernel file.
+    pub fn memory_limit(&self) -> Option<u64> {
+        let (dir, v2) = self.memory.as_ref()?;
+        let file = if *v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        let text = fs::read_to_string(dir.join(file)).ok()?;
+        let bytes: u64 = text.trim().parse().ok()?;
+        // v1 shows an unset limit as a huge page-aligned number.
+        (bytes < (1 << 62)).then_some(bytes)
+    }
+
     /// Makes the cgroup (idempotent) and writes the limits of `resources` that a
     /// controller exists for.
     pub fn create(&self, resources: &Resources) -> io::Result<()> {

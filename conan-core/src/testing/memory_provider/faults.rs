@@ -98,6 +98,10 @@ pub(super) struct Faults {
     pub(super) track: bool,
     /// Mutating calls in flight per deployment: (now, highest seen).
     pub(super) in_flight: foldhash::HashMap<DeploymentId, (u32, u32)>,
+    /// Deployments (by name) whose probes fail, with what the probe "saw".
+    pub(super) unhealthy: foldhash::HashMap<String, String>,
+    /// Deployments (by name) whose metrics show this resident memory.
+    pub(super) memory: foldhash::HashMap<String, u64>,
 }
 
 /// What [`Faults::decide`] makes of one call.

@@ -182,6 +182,26 @@ impl MemoryProvider {
         self.faults().ending = after.map(|a| (Ending::Exit, a));
     }
 
+    /// Makes probes ([`Provider::probe`]) of deployment `name` fail with `detail`
+    /// (`None`: pass again). Probes of a running deployment pass otherwise.
+    pub fn set_unhealthy(&self, name: &str, detail: Option<&str>) {
+        let mut f = self.faults();
+        match detail {
+            Some(d) => f.unhealthy.insert(name.to_owned(), d.to_owned()),
+            None => f.unhealthy.remove(name),
+        };
+    }
+
+    /// Makes the metrics of deployment `name` show `bytes` of resident memory (`None`:
+    /// the default 1 MiB).
+    pub fn set_memory(&self, name: &str, bytes: Option<u64>) {
+        let mut f = self.faults();
+        match bytes {
+            Some(b) => f.memory.insert(name.to_owned(), b),
+            None => f.memory.remove(name),
+        };
+    }
+
     /// Seeds the random number generator of [`Fault::RandomTransient`].
     pub fn seed(&self, seed: u64) {
         self.faults().rng = Some(fastrand::Rng::with_seed(seed));
@@ -569,11 +589,17 @@ impl Provider for MemoryProvider {
     }
 
     async fn metrics(&self, known: &KnownDeployment) -> Result<Metrics> {
+        let memory = self
+            .faults()
+            .memory
+            .get(&known.spec.config.name)
+            .copied()
+            .unwrap_or(1 << 20);
         self.read(known.id(), |held| {
             let running = held.state == State::Running;
             let mut m = Metrics::new();
             m.cpu_percent = running.then_some(0.0);
-            m.memory_bytes = running.then_some(1 << 20);
+            m.memory_bytes = running.then_some(memory);
             m.uptime = running.then(|| held.started_at.elapsed());
             m.restarts = held.restarts;
             m.port = running.then_some(held.port);
@@ -590,6 +616,24 @@ impl Provider for MemoryProvider {
                 _ => HealthStatus::Unknown,
             };
             HealthReport::new(status).checked_at(Timestamp::now())
+        })
+    }
+
+    async fn probe(
+        &self,
+        known: &KnownDeployment,
+        _check: &crate::config::HealthCheck,
+    ) -> Result<crate::probe::ProbeOutcome> {
+        let failing = self
+            .faults()
+            .unhealthy
+            .get(&known.spec.config.name)
+            .cloned();
+        let running = self.read(known.id(), |held| held.state == State::Running)?;
+        Ok(match (running, failing) {
+            (false, _) => crate::probe::ProbeOutcome::unhealthy("memory: not running"),
+            (true, Some(detail)) => crate::probe::ProbeOutcome::unhealthy(detail),
+            (true, None) => crate::probe::ProbeOutcome::healthy("memory: running"),
         })
     }
 
