@@ -1,6 +1,6 @@
-//! Health: the readiness gate of a deploy, and the liveness prober that keeps the latest
-//! observation of a running deployment (what [`health`](conan_core::Provider::health)
-//! answers, without probing).
+//! Health: the readiness gate of a deploy, and [`probe_revision`], this provider's answer
+//! to [`Provider::probe`](conan_core::Provider::probe) (the monitor's liveness probe, for
+//! every provider alike; this provider does not probe on its own after the gate).
 //!
 //! HTTP and TCP probes are conan-core's shared [`conan_core::probe`], made through the
 //! published port on the host, as a user's traffic would. Docker's userland proxy accepts
@@ -9,7 +9,6 @@
 //! probe only when a status line comes back. A command check runs inside the container
 //! (`docker exec`); Docker's own `HEALTHCHECK` verdict and exit codes are read from inspect.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -17,15 +16,13 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 use conan_core::probe::Probe;
 use conan_core::{
-    DeploymentSpec, EventSink, ExitStatus, FailureReport, HealthCheck, HealthCheckKind,
-    HealthReport, HealthStatus, OperationContext, Phase, Timestamp,
+    DeploymentSpec, ExitStatus, FailureReport, HealthCheck, HealthCheckKind, OperationContext,
+    Phase,
 };
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, Instance};
 use crate::logs;
-use crate::state::StateTable;
 
 /// How long a TCP probe's connection must stay open to count (see the module docs).
 const TCP_HOLD: Duration = Duration::from_millis(100);
@@ -300,83 +297,6 @@ async fn failure(
         report = report.with_probe(p);
     }
     report
-}
-
-/// Keeps the latest health observation of `spec`'s running containers in `state`, probing
-/// every `check.interval` until `cancel`; reports transitions to `sink` (unhealthy once
-/// `failure_threshold` probes failed in a row, healthy again after `success_threshold`).
-/// Observing only: Docker's restart policy, not this loop, restarts containers.
-pub(crate) fn spawn_prober(
-    docker: Docker,
-    host: String,
-    state: Arc<StateTable>,
-    spec: DeploymentSpec,
-    sink: EventSink,
-    cancel: CancellationToken,
-) {
-    let check = spec
-        .config
-        .health_check
-        .clone()
-        .unwrap_or_else(HealthCheck::process);
-    let interval = check.interval.max(Duration::from_millis(100));
-    tokio::spawn(async move {
-        let mut successes = 0u32;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            let Some(verdict) = probe_revision(&docker, &host, &check, &spec).await else {
-                continue;
-            };
-            if cancel.is_cancelled() {
-                return;
-            }
-            let transition = state.update(&spec.id, |t| {
-                if t.busy || t.stopped || t.spec.revision != spec.revision {
-                    return None;
-                }
-                let before = t.health.status;
-                let failures = if verdict.ok {
-                    0
-                } else {
-                    t.health.consecutive_failures.saturating_add(1)
-                };
-                successes = if verdict.ok {
-                    successes.saturating_add(1)
-                } else {
-                    0
-                };
-                let status = if verdict.ok {
-                    if before == HealthStatus::Unhealthy
-                        && successes < check.success_threshold.max(1)
-                    {
-                        HealthStatus::Unhealthy
-                    } else {
-                        HealthStatus::Healthy
-                    }
-                } else if failures >= check.failure_threshold.max(1) {
-                    HealthStatus::Unhealthy
-                } else if before == HealthStatus::Unknown || before == HealthStatus::Starting {
-                    HealthStatus::Starting
-                } else {
-                    before
-                };
-                t.health = HealthReport::new(status)
-                    .checked_at(Timestamp::now())
-                    .with_failures(failures)
-                    .with_detail(verdict.detail.clone());
-                (before != status).then_some(status)
-            });
-            match transition {
-                None => return, // forgotten (removed)
-                Some(Some(HealthStatus::Healthy)) => sink.healthy(&spec.id),
-                Some(Some(HealthStatus::Unhealthy)) => sink.unhealthy(&spec.id, verdict.detail),
-                Some(_) => {}
-            }
-        }
-    });
 }
 
 /// Probes every running container of `spec.revision` once; the first failure, else the

@@ -46,10 +46,11 @@
 //!   the containers (and the revision's image) are removed. Cancellation is raced against
 //!   image builds and the readiness wait; a cancelled deploy removes what it started and
 //!   answers [`Error::Cancelled`](conan_core::Error::Cancelled).
-//! - **Health** answers the latest observation without probing: the gate's, then a liveness
-//!   prober's (every `health_check.interval`, reporting `Healthy`/`Unhealthy` transitions).
-//!   HTTP and TCP probes are [`conan_core::probe`]'s; a `command` check runs in the container
-//!   (`docker exec`).
+//! - **Health** answers the readiness gate's observation. Liveness after the gate is the
+//!   monitor's (`conan-monitor`, one implementation for every provider): this provider
+//!   answers [`Provider::probe`](conan_core::Provider::probe) through the published port
+//!   (HTTP and TCP probes are [`conan_core::probe`]'s) or, for a `command` check, inside the
+//!   container (`docker exec`), and fails a probe Docker's own `HEALTHCHECK` calls unhealthy.
 //! - **Updates**: `blue-green` starts the new containers beside the old ones and removes the
 //!   old ones once the new ones are healthy; `rolling` does that `max_parallel` replicas at a
 //!   time; `recreate` stops the old first. A failing new revision is removed and the old one

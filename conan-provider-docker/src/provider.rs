@@ -57,7 +57,7 @@ impl Provider for DockerProvider {
         // Whatever `previous` left (found by label) is replaced; its images stay for
         // rollback until pruned.
         let _busy = self.busy(spec);
-        self.state.update(&spec.id, |t| t.stop_prober());
+        self.state.update(&spec.id, |t| t.unserve());
         let result = self.deploy_inner(ctx, spec).await;
         if result.is_err() {
             // Nothing of it is left: the provider holds nothing for it any more.
@@ -86,7 +86,7 @@ impl Provider for DockerProvider {
         let _busy = self.busy(&known.spec);
         self.state.upsert(&known.spec, |t| {
             t.stopped = true;
-            t.stop_prober();
+            t.unserve();
             t.health = HealthReport::new(HealthStatus::Unknown);
         });
         let containers = self.containers(known.id()).await?;
@@ -111,7 +111,7 @@ impl Provider for DockerProvider {
         let _busy = self.busy(&known.spec);
         self.state.upsert(&known.spec, |t| {
             t.stopped = true;
-            t.stop_prober();
+            t.unserve();
         });
         let containers = self.containers(known.id()).await?;
         let timeout = container::stop_seconds(known.spec.config.stop.timeout);
@@ -216,6 +216,27 @@ impl Provider for DockerProvider {
         Ok(m)
     }
 
+    async fn probe(
+        &self,
+        known: &KnownDeployment,
+        check: &conan_core::HealthCheck,
+    ) -> Result<conan_core::probe::ProbeOutcome> {
+        use conan_core::probe::ProbeOutcome;
+        let started = std::time::Instant::now();
+        let verdict =
+            crate::health::probe_revision(&self.docker, self.probe_host(), check, &known.spec)
+                .await;
+        let outcome = match verdict {
+            Some(v) if v.ok => ProbeOutcome::healthy(v.detail),
+            Some(v) => ProbeOutcome::unhealthy(v.detail),
+            None => ProbeOutcome::unhealthy(format!(
+                "no running container of revision {}",
+                known.revision().0
+            )),
+        };
+        Ok(outcome.with_duration(started.elapsed()))
+    }
+
     async fn health(&self, known: &KnownDeployment) -> Result<HealthReport> {
         let containers = self.containers_or_not_found(known.id()).await?;
         let running: Vec<&ContainerSummary> = containers
@@ -235,7 +256,7 @@ impl Provider for DockerProvider {
         }
         // Nothing observed yet by this process (a fresh instance): start observing, and
         // answer what Docker's own HEALTHCHECK saw, if the image has one.
-        if tracked.as_ref().is_none_or(|t| t.prober.is_none()) {
+        if tracked.as_ref().is_none_or(|t| !t.served) {
             let sink = tracked
                 .and_then(|t| t.sink)
                 .unwrap_or_else(EventSink::detached);

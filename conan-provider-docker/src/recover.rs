@@ -3,7 +3,7 @@
 //! For each deployment the store knows, the containers labelled `conan.deployment=<id>` are
 //! looked up. Running containers of the known revision (or, after an interrupted update,
 //! the newest running revision) are adopted as they are — nothing restarts — and
-//! supervised again (death watcher and liveness prober). Running containers of other
+//! supervised again (death watcher). Running containers of other
 //! revisions are leftovers of an interrupted rollout and are removed. A deployment without
 //! containers comes back `Failed` with the reason; one whose containers all exited comes
 //! back as [`status`](conan_core::Provider::status) would observe it (`Stopped` when it

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use conan_core::{DeploymentId, DeploymentSpec, EventSink, HealthReport, HealthStatus, LogLine};
-use tokio_util::sync::CancellationToken;
 
 /// Build output lines kept per deployment (served by `logs` as the `system` stream).
 const BUILD_LOG_LINES: usize = 500;
@@ -26,10 +25,10 @@ pub(crate) struct Tracked {
     /// Where supervision reports go (the sink of the operation that started it).
     pub(crate) sink: Option<EventSink>,
     pub(crate) build_log: Vec<LogLine>,
-    /// The latest health observation (of the gate or of the liveness prober).
+    /// The latest health observation (of the readiness gate; liveness is the monitor's).
     pub(crate) health: HealthReport,
-    /// Stops the liveness prober of the current revision.
-    pub(crate) prober: Option<CancellationToken>,
+    /// Recorded as serving by this process ([`serve`](crate::DockerProvider)): supervised.
+    pub(crate) served: bool,
 }
 
 impl Tracked {
@@ -41,7 +40,7 @@ impl Tracked {
             sink: None,
             build_log: Vec::new(),
             health: HealthReport::new(HealthStatus::Unknown),
-            prober: None,
+            served: false,
         }
     }
 
@@ -54,11 +53,9 @@ impl Tracked {
         }
     }
 
-    /// Stops the liveness prober, if one runs.
-    pub(crate) fn stop_prober(&mut self) {
-        if let Some(token) = self.prober.take() {
-            token.cancel();
-        }
+    /// Forgets that it serves (stopped or replaced).
+    pub(crate) fn unserve(&mut self) {
+        self.served = false;
     }
 }
 
@@ -92,7 +89,7 @@ impl StateTable {
     pub(crate) fn remove(&self, id: &DeploymentId) -> Option<Tracked> {
         let mut removed = self.lock().remove(id);
         if let Some(t) = &mut removed {
-            t.stop_prober();
+            t.unserve();
         }
         removed
     }

@@ -34,13 +34,6 @@ pub(crate) struct Supervisor {
     cancel: CancellationToken,
 }
 
-impl Supervisor {
-    /// A token cancelled when the provider goes away (for the liveness probers).
-    pub(crate) fn child_token(&self) -> CancellationToken {
-        self.cancel.child_token()
-    }
-}
-
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.cancel.cancel();

@@ -69,8 +69,10 @@
 //! - **Supervision**: restarts follow
 //!   [`RestartTracker`](conan_core::support::restart::RestartTracker); each is an
 //!   [`Event::Restarted`](conan_core::Event::Restarted); a crash loop reports
-//!   `Failed` through the event sink (a clean exit under `on-failure`, `exited`). Once running, the health check runs every
-//!   `interval` and reports `healthy` / `unhealthy` events (it does not restart the app).
+//!   `Failed` through the event sink (a clean exit under `on-failure`, `exited`). Once
+//!   running, liveness is the monitor's (`conan-monitor`, for every provider alike): this
+//!   provider answers [`Provider::probe`](conan_core::Provider::probe) with the default,
+//!   on the instance's port, and does not probe on its own.
 //! - **Logs**: see the [`logs`] module: the app writes to spool files, Conan tails them —
 //!   lossless up to `process.exit()`, recorded even while no manager runs.
 //! - **Updates**: `recreate` stops then starts; `blue-green` (and `rolling`, which is the

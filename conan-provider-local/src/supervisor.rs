@@ -1,9 +1,13 @@
-//! The supervisor task of an instance: waits for its process, probes its health every
-//! `health_check.interval`, and restarts it after a crash following the restart policy
+//! The supervisor task of an instance: waits for its process and restarts it after a crash
+//! following the restart policy
 //! ([`RestartTracker`]: exponential backoff with jitter, reset after a healthy period, a
 //! crash-loop limit that turns the deployment Failed). Leftover processes of a crashed
 //! instance are killed before the restart. A deliberate stop sets `stopping` first, so it
 //! never triggers a restart.
+//!
+//! Liveness after the readiness gate is not probed here: the monitor (`conan-monitor`)
+//! probes every provider's deployments alike, through [`Provider::probe`](conan_core::Provider::probe),
+//! and restarts unhealthy ones through the manager.
 //!
 //! What the manager learns of a restart, each through the sink with the instance it
 //! concerns (revision and pid, so a report that arrives after an operation replaced the
@@ -35,7 +39,6 @@ use crate::command::Launch;
 use crate::deployment::Deployment;
 use crate::instance::{Instance, Proc};
 use crate::lifecycle::Inner;
-use crate::probe::Probe;
 
 /// Everything a supervisor needs.
 struct Supervisor {
@@ -168,52 +171,9 @@ impl Supervisor {
         let origin = Instant::now();
         let config = Arc::clone(&self.spec.config);
         let mut tracker = RestartTracker::new(config.restart.clone());
-        let check = config.health_check.clone();
-        let probe = Probe::for_check(
-            check.as_ref(),
-            &self.inner.settings.host,
-            self.inst.port,
-            &self.source,
-        );
-        let interval = check
-            .as_ref()
-            .map_or(std::time::Duration::from_secs(3600), |c| c.interval);
-        let mut failures = 0u32;
-        let mut healthy = true;
-        self.dep.lock().health = after_gate(check.is_some());
+        self.dep.lock().health = after_gate(config.health_check.is_some());
         loop {
-            let mut next_probe = after(interval);
-            let exit = loop {
-                tokio::select! {
-                    exit = proc.wait() => break exit,
-                    () = sleep_until(next_probe), if check.is_some() => {
-                        next_probe = after(interval);
-                        let Some(c) = &check else { continue };
-                        let r = probe.run(c.timeout).await;
-                        if self.stopping() { continue; }
-                        failures = if r.healthy { 0 } else { failures + 1 };
-                        let was_healthy = healthy;
-                        if r.healthy {
-                            healthy = true;
-                        } else if failures >= c.failure_threshold {
-                            healthy = false;
-                        }
-                        // The report is updated before the event, so a subscriber that
-                        // reacts to the event reads the new state.
-                        self.dep.lock().health = HealthReport::new(
-                            if healthy { HealthStatus::Healthy } else { HealthStatus::Unhealthy },
-                        )
-                        .checked_at(Timestamp::now())
-                        .with_failures(failures)
-                        .with_detail(r.detail.clone());
-                        if healthy && !was_healthy {
-                            self.sink.healthy(&self.dep.id);
-                        } else if !healthy && was_healthy {
-                            self.sink.unhealthy(&self.dep.id, r.detail);
-                        }
-                    }
-                }
-            };
+            let exit = proc.wait().await;
             if self.stopping() {
                 return;
             }

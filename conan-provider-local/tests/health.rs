@@ -1,66 +1,40 @@
-//! Health after readiness: unhealthy/healthy events, command checks, cancellation, and
-//! what the provider refuses.
+//! Health: probing the serving instance (the monitor's liveness probe), command checks,
+//! cancellation, and what the provider refuses.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use conan_core::Error;
 use conan_core::prelude::*;
-use conan_core::{Error, Event};
 
 const PORTS: std::ops::RangeInclusive<u16> = 24500..=24999;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_app_turning_unhealthy_and_back_is_reported() {
+async fn probe_reaches_the_serving_instance_and_reports_what_it_saw() {
     let (p, _dir) = provider(PORTS);
     let mut c = config(&unique("flip"), "hello");
-    c.health_check = Some(
-        HealthCheck::http("/health")
-            .interval(Duration::from_millis(100))
-            .failure_threshold(2),
-    );
+    let check = HealthCheck::http("/health").interval(Duration::from_millis(100));
+    c.health_check = Some(check.clone());
     let s = spec(c);
     let _g = Guard::new(&[&s.id]);
-    let (ctx, mut rx) = ctx();
-    let port = p.deploy(&ctx, &s, None).await.unwrap().port().unwrap();
+    let (ctx, _rx) = ctx();
+    let runtime = p.deploy(&ctx, &s, None).await.unwrap();
+    let port = runtime.port().unwrap();
+    let known = KnownDeployment::new(s.clone(), runtime);
     assert_eq!(
-        p.health(&known(&s)).await.unwrap().status,
+        p.health(&known).await.unwrap().status,
         HealthStatus::Healthy
     );
+    assert!(p.probe(&known, &check).await.unwrap().is_healthy());
     assert_eq!(get(port, "/toggle-health").await, Some(200));
-    let reason = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(ev) = rx.recv().await
-                && let Event::Unhealthy { reason, .. } = ev.event
-            {
-                return reason;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(reason, "GET /health -> 503: unhealthy");
-    let h = p.health(&known(&s)).await.unwrap();
-    assert_eq!(h.status, HealthStatus::Unhealthy);
-    assert!(h.consecutive_failures >= 2);
+    let outcome = p.probe(&known, &check).await.unwrap();
+    assert!(!outcome.is_healthy());
+    assert_eq!(outcome.status(), Some(503), "{}", outcome.detail());
     assert_eq!(get(port, "/toggle-health").await, Some(200));
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(ev) = rx.recv().await
-                && let Event::Healthy { .. } = ev.event
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        p.health(&known(&s)).await.unwrap().status,
-        HealthStatus::Healthy
-    );
-    p.remove(&ctx, &known(&s)).await.unwrap();
+    assert!(p.probe(&known, &check).await.unwrap().is_healthy());
+    p.remove(&ctx, &known).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,5 @@
 //! Bringing a revision up: deploy, update and start, adopting a full set of containers
-//! that already serves, and recording what then serves (supervision, liveness, image
-//! pruning).
+//! that already serves, and recording what then serves (supervision, image pruning).
 
 use std::collections::HashMap;
 
@@ -69,15 +68,13 @@ impl DockerProvider {
         }
     }
 
-    /// Records that `spec` serves, supervised, with reports going to `sink`; starts its
-    /// liveness prober (replacing the one of an earlier revision).
+    /// Records that `spec` serves, supervised, with reports going to `sink`.
     pub(super) fn serve(
         &self,
         spec: &DeploymentSpec,
         sink: &EventSink,
         build_log: Vec<conan_core::LogLine>,
     ) {
-        let token = self._supervisor.child_token();
         self.state.upsert(spec, |t| {
             if t.spec.revision != spec.revision {
                 t.build_log.clear();
@@ -86,17 +83,8 @@ impl DockerProvider {
             t.stopped = false;
             t.sink = Some(sink.clone());
             t.push_build_log(build_log);
-            t.stop_prober();
-            t.prober = Some(token.clone());
+            t.served = true;
         });
-        crate::health::spawn_prober(
-            self.docker.clone(),
-            self.probe_host().to_owned(),
-            std::sync::Arc::clone(&self.state),
-            spec.clone(),
-            sink.clone(),
-            token,
-        );
     }
 
     async fn prune(&self, spec: &DeploymentSpec, options: &DockerOptions, in_use: &[u64]) {
