@@ -177,6 +177,10 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// A live full-screen view of every deployment: status, health, restarts, CPU and
+    /// memory with their recent history, uptime, URL, and the selected one's logs;
+    /// restart, stop or start it from there (`?` lists the keys, `q` quits).
+    Monit,
     /// Write a commented starter conan.toml.
     Init {
         /// The app's directory (default: the current directory).
@@ -266,7 +270,7 @@ impl Command {
                 action: Some(DaemonAction::Status { json } | DaemonAction::Repair { json }),
                 ..
             } => json.json,
-            Command::Init { .. } | Command::Daemon { .. } => false,
+            Command::Init { .. } | Command::Monit | Command::Daemon { .. } => false,
         }
     }
 }

@@ -4,6 +4,7 @@ mod daemon;
 mod events;
 mod inspect;
 mod logs;
+mod monit;
 mod operate;
 mod progress;
 mod repair;
@@ -72,6 +73,7 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
         Command::Status { name, json } => inspect::status(home, &name, json.json).await,
         Command::History { name, json } => inspect::history(home, &name, json.json).await,
         Command::Logs(args) => logs::run(home, &args).await,
+        Command::Monit => monit::run(home).await,
         Command::Stop { name, json } => operate::action(home, &name, "stop", json.json).await,
         Command::Start { name, json } => operate::action(home, &name, "start", json.json).await,
         Command::Restart { name, json } => operate::action(home, &name, "restart", json.json).await,

@@ -1,0 +1,216 @@
+//! Text helpers of `conan monit`: making daemon- and app-supplied text safe to put on a
+//! terminal, and text sparklines for table cells.
+
+/// The eight heights of a text sparkline (the same glyphs ratatui's `Sparkline` uses).
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// `text` with every terminal control removed or made visible, so that an app's output can
+/// never move the cursor, change colours, retitle the window or switch screens.
+///
+/// - escape sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL|ST`, DCS/SOS/PM/APC
+///   `… ST`, and two-byte `ESC x`) are dropped: apps colour their logs, and the colours
+///   alone are not worth showing as `^[[32m`;
+/// - a tab becomes spaces up to the next multiple of 4;
+/// - any other C0 or C1 control, DEL, and the Unicode bidi overrides and isolates
+///   (which reorder what follows on screen) are shown in caret notation (`^A`, `^?`) or
+///   as `U+202E`.
+#[must_use]
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut column = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => skip_escape(&mut chars),
+            // A C1 CSI or OSC on its own starts a sequence too.
+            '\u{9b}' => skip_csi(&mut chars),
+            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
+            '\t' => {
+                let pad = 4 - column % 4;
+                out.extend(std::iter::repeat_n(' ', pad));
+                column += pad;
+            }
+            c if c.is_control() => {
+                let shown = caret(c);
+                column += shown.chars().count();
+                out.push_str(&shown);
+            }
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {
+                let shown = format!("U+{:04X}", u32::from(c));
+                column += shown.len();
+                out.push_str(&shown);
+            }
+            c => {
+                out.push(c);
+                column += 1;
+            }
+        }
+    }
+    out
+}
+
+fn caret(c: char) -> String {
+    let code = u32::from(c);
+    match code {
+        0..=0x1f => format!("^{}", char::from_u32(code + 0x40).unwrap_or('?')),
+        0x7f => "^?".to_owned(),
+        _ => format!("U+{code:04X}"),
+    }
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// After an ESC: drops the sequence it starts.
+fn skip_escape(chars: &mut Chars<'_>) {
+    match chars.next() {
+        Some('[') => skip_csi(chars),
+        Some(']' | 'P' | 'X' | '^' | '_') => skip_string(chars),
+        // `ESC (` and friends take one more byte (a character set designation).
+        Some('(' | ')' | '*' | '+' | '-' | '.' | '/' | '#' | '%' | ' ') => {
+            chars.next();
+        }
+        // Any other two-byte sequence (`ESC c`, `ESC 7`, ...), or a lone ESC at the end.
+        _ => {}
+    }
+}
+
+/// A CSI's parameters and intermediates, up to and including its final byte (`@`..`~`).
+fn skip_csi(chars: &mut Chars<'_>) {
+    for c in chars.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) {
+            return;
+        }
+        if !('\u{20}'..='\u{3f}').contains(&c) {
+            // Not a CSI byte: a malformed sequence ends here (the byte is dropped too).
+            return;
+        }
+    }
+}
+
+/// A string sequence (OSC, DCS, ...) up to BEL, `ESC \` or C1 ST.
+fn skip_string(chars: &mut Chars<'_>) {
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' => {
+                if chars.peek() == Some(&'\\') {
+                    chars.next();
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A text sparkline of the last `width` values, scaled from 0 to `max(values, floor)`,
+/// newest on the right; blank where there is no value yet. `floor` keeps a flat, small
+/// series (0.1 % CPU) from looking like a full one.
+#[must_use]
+pub fn spark(values: &[f64], width: usize, floor: f64) -> String {
+    let shown = &values[values.len().saturating_sub(width)..];
+    let top = shown.iter().copied().fold(floor, f64::max);
+    let mut out = " ".repeat(width - shown.len());
+    for v in shown {
+        out.push(bar(*v, top));
+    }
+    out
+}
+
+fn bar(value: f64, top: f64) -> char {
+    if !value.is_finite() || value <= 0.0 || top <= 0.0 {
+        return BARS[0];
+    }
+    let steps = (BARS.len() - 1) as f64;
+    // Rounded to one of eight steps: the cast cannot truncate anything that matters.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let i = ((value / top).min(1.0) * steps).round() as usize;
+    BARS[i.min(BARS.len() - 1)]
+}
+
+/// `text` cut to `width` characters, with `…` when it was longer.
+#[must_use]
+pub fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_dropped_and_controls_made_visible() {
+        assert_eq!(sanitize("\u{1b}[32mgreen\u{1b}[0m ok"), "green ok");
+        assert_eq!(
+            sanitize("a\u{1b}[2J\u{1b}[Hb"),
+            "ab",
+            "clear screen and home"
+        );
+        assert_eq!(sanitize("\u{1b}[?1049hx"), "x", "alternate screen switch");
+        assert_eq!(
+            sanitize("\u{1b}]0;pwned\u{7}title"),
+            "title",
+            "OSC with BEL"
+        );
+        assert_eq!(
+            sanitize("\u{1b}]8;;http://x\u{1b}\\link"),
+            "link",
+            "OSC with ST"
+        );
+        assert_eq!(sanitize("\u{1b}Pq#0\u{1b}\\after"), "after", "DCS (sixel)");
+        assert_eq!(sanitize("\u{1b}(Bplain"), "plain");
+        assert_eq!(sanitize("x\u{9b}31my"), "xy", "C1 CSI");
+        assert_eq!(sanitize("bell\u{7} cr\r del\u{7f}"), "bell^G cr^M del^?");
+        assert_eq!(sanitize("nul\0"), "nul^@");
+        assert_eq!(sanitize("a\u{85}b"), "aU+0085b", "C1 NEL");
+        assert_eq!(
+            sanitize("evil\u{202e}txt"),
+            "evilU+202Etxt",
+            "bidi override"
+        );
+        assert_eq!(sanitize("a\tb"), "a   b");
+        assert_eq!(sanitize("trailing \u{1b}"), "trailing ");
+        assert_eq!(sanitize("unicode é ✓ 日本"), "unicode é ✓ 日本");
+        for text in [
+            "\u{1b}[1;31;4mx",
+            "\u{1b}]52;c;Zm9v\u{7}",
+            "\u{1b}[",
+            "\u{1b}]",
+        ] {
+            let clean = sanitize(text);
+            assert!(
+                !clean.chars().any(char::is_control),
+                "{text:?} -> {clean:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sparklines_scale_to_the_maximum_and_pad_on_the_left() {
+        assert_eq!(spark(&[], 4, 1.0), "    ");
+        assert_eq!(spark(&[0.0, 1.0, 2.0, 4.0], 4, 1.0), "▁▃▅█");
+        assert_eq!(spark(&[4.0, 4.0], 4, 1.0), "  ██");
+        assert_eq!(
+            spark(&[0.1, 0.1], 2, 5.0),
+            "▁▁",
+            "a flat, small series stays low"
+        );
+        assert_eq!(
+            spark(&[9.0, 1.0, 2.0], 2, 0.0),
+            "▅█",
+            "only the last `width` count"
+        );
+        assert_eq!(spark(&[f64::NAN, -1.0], 2, 1.0), "▁▁");
+    }
+
+    #[test]
+    fn clip_marks_cut_text() {
+        assert_eq!(clip("hello", 5), "hello");
+        assert_eq!(clip("hello world", 6), "hello…");
+    }
+}
