@@ -45,6 +45,18 @@ pub fn failure_lines(failure: &FailureReport) -> Vec<String> {
     if let Some(probe) = &failure.probe {
         lines.push(format!("  probe:  {probe}"));
     }
+    if !failure.probe_history.is_empty() {
+        lines.push(format!("  last {} probes:", failure.probe_history.len()));
+        for p in &failure.probe_history {
+            let verdict = if p.healthy { "pass" } else { "FAIL" };
+            lines.push(format!(
+                "    {} {verdict} {:>5} ms  {}",
+                short_time(p.at),
+                p.duration_ms,
+                p.detail
+            ));
+        }
+    }
     if !failure.last_logs.is_empty() {
         lines.push(format!("  last {} log lines:", failure.last_logs.len()));
         for line in &failure.last_logs {

@@ -116,8 +116,13 @@ pub(crate) struct Entry {
     record: DeploymentRecord,
     latest: Revision,
     provider: Arc<str>,
-    /// The latest observation a monitor published, with the revision it observed.
-    health: Option<(Revision, HealthReport)>,
+    /// The latest observation a monitor published, with the revision and runtime (the
+    /// instances) it observed: a restart's new runtime makes it stale.
+    health: Option<(
+        Revision,
+        Option<Arc<crate::provider::RuntimeInfo>>,
+        HealthReport,
+    )>,
 }
 
 impl State {
@@ -645,8 +650,9 @@ impl DeploymentManager {
             let state = self.inner.state();
             let id = state.resolve(&ops::Target::Ref(target.to_owned()))?;
             if let Some(entry) = state.deployments.get(id)
-                && let Some((revision, report)) = &entry.health
+                && let Some((revision, runtime, report)) = &entry.health
                 && *revision == entry.record.revision
+                && *runtime == entry.record.runtime
                 && matches!(
                     entry.record.status.kind(),
                     crate::StatusKind::Running | crate::StatusKind::Restarting
@@ -689,8 +695,9 @@ impl DeploymentManager {
         }
     }
 
-    /// Publishes a monitor's health observation of revision `revision` of `deployment`:
-    /// [`health`](Self::health) answers it while that revision serves. Does nothing for an
+    /// Publishes a monitor's health observation of revision `revision` of `deployment`
+    /// (of the instances its record shows now): [`health`](Self::health) answers it while
+    /// they serve. Does nothing for an
     /// unknown deployment. Publishing does not emit events: the monitor emits
     /// [`Event::Healthy`] / [`Event::Unhealthy`] through the [`event_sink`](Self::event_sink).
     pub fn publish_health(
@@ -700,7 +707,8 @@ impl DeploymentManager {
         report: HealthReport,
     ) {
         if let Some(entry) = self.inner.state().deployments.get_mut(deployment) {
-            entry.health = Some((revision, report));
+            let runtime = entry.record.runtime.clone();
+            entry.health = Some((revision, runtime, report));
         }
     }
 

@@ -81,7 +81,7 @@ pub(crate) struct Watched {
     pub(crate) in_flight: bool,
     pub(crate) failures: u32,
     pub(crate) successes: u32,
-    /// `None` until a verdict: the readiness gate's pass counts as healthy.
+    /// The verdict; the readiness gate's pass counts as healthy until probes say otherwise.
     pub(crate) healthy: bool,
     pub(crate) restart_pending: bool,
     pub(crate) last: Option<ProbeRecord>,
@@ -158,9 +158,8 @@ impl Watched {
 
     /// The report `health()` answers.
     pub(crate) fn report(&self) -> HealthReport {
-        let status = if self.last.is_none() {
-            HealthStatus::Healthy
-        } else if self.healthy {
+        // Before the first probe the readiness gate's pass stands: healthy.
+        let status = if self.healthy {
             HealthStatus::Healthy
         } else {
             HealthStatus::Unhealthy
