@@ -112,6 +112,12 @@ pub fn describe(event: &Event) -> String {
             reason,
             ..
         } => format!("revision {failed} failed ({reason}); revision {serving} serves"),
+        Event::MonitorRestart {
+            attempt,
+            delay_ms,
+            cause,
+            ..
+        } => format!("the monitor restarts it in {delay_ms} ms (attempt {attempt}): {cause}"),
         Event::Recovered { status, .. } => format!("recovered as {status}"),
         Event::Removed { .. } => "removed".to_owned(),
         other => format!("{other:?}"),

@@ -363,6 +363,25 @@ pub enum HealthStatus {
     Unknown,
 }
 
+impl HealthStatus {
+    /// The lowercase name (as serialized).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+            HealthStatus::Starting => "starting",
+            HealthStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The latest health observation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
