@@ -219,8 +219,16 @@ pub enum DaemonAction {
 /// `conan logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Name or id.
-    pub name: String,
+    /// Names or ids; with more than one (or --all, --label) the lines of all of them,
+    /// merged by time and prefixed with the deployment's name.
+    #[arg(value_name = "NAME", required_unless_present_any = ["all", "label"])]
+    pub names: Vec<String>,
+    /// Every deployment's lines, merged.
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Only deployments with this label (KEY=VALUE; repeat to require several).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
     /// Show the last N lines (default 100; 0 with -f: only new lines).
     #[arg(short = 'n', long = "lines", value_name = "N")]
     pub lines: Option<usize>,

@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use conan::monitor::logs::TaggedLine;
 use conan::{LogLevel, LogLine, Timestamp};
 use hyper::Method;
 
@@ -10,7 +11,7 @@ use crate::cli::LogsArgs;
 use crate::client::Client;
 use crate::error::{CliError, CliResult};
 use crate::home::Home;
-use crate::output::{self, Style};
+use crate::output::{self, Color, Style};
 
 /// Lines shown without `-n`: 100, or 10 when following (like `tail -f`).
 const DEFAULT_LINES: usize = 100;
@@ -31,7 +32,8 @@ pub fn parse_time(flag: &str, text: &str) -> CliResult<Timestamp> {
     })
 }
 
-/// `conan logs NAME ...`.
+/// `conan logs NAME ...`; with several names, `--all` or `--label`, the merged lines of
+/// all of them (`GET /v1/logs`), each prefixed with its deployment's name.
 pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
     let mut params = vec![(
         "tail",
@@ -69,25 +71,63 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
     if args.follow {
         params.push(("follow", "1".to_owned()));
     }
-    let name = query::encode(&[("", args.name.clone())]);
-    let path = format!(
-        "/deployments/{}/logs?{}",
-        name.trim_start_matches('='),
-        query::encode(&params)
-    );
     let client = Client::connect(home).await?;
-    let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
     let style = Style::stdout();
-    while let Some(line) = lines.next::<LogLine>().await {
-        let line = line?;
-        if args.json.json {
-            match serde_json::to_string(&line) {
-                Ok(text) => println!("{text}"),
-                Err(e) => return Err(CliError::failed(format!("cannot encode a line: {e}"))),
+    if let [name] = args.names.as_slice()
+        && !args.all
+        && args.label.is_empty()
+    {
+        let name = query::encode(&[("", name.clone())]);
+        let path = format!(
+            "/deployments/{}/logs?{}",
+            name.trim_start_matches('='),
+            query::encode(&params)
+        );
+        let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
+        while let Some(line) = lines.next::<LogLine>().await {
+            let line = line?;
+            if args.json.json {
+                print_json(&line)?;
+            } else {
+                println!("{}", output::log_line(&line, style));
             }
+        }
+        return Ok(());
+    }
+    for name in &args.names {
+        params.push(("deployment", name.clone()));
+    }
+    for label in &args.label {
+        if !label.contains('=') {
+            return Err(CliError::usage(format!(
+                "--label {label}: expected KEY=VALUE"
+            )));
+        }
+        params.push(("label", label.clone()));
+    }
+    let path = format!("/logs?{}", query::encode(&params));
+    let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
+    while let Some(line) = lines.next::<TaggedLine>().await {
+        let tagged = line?;
+        if args.json.json {
+            print_json(&tagged)?;
         } else {
-            println!("{}", output::log_line(&line, style));
+            println!(
+                "{} {}",
+                style.paint(Color::Bold, &format!("{} |", tagged.deployment)),
+                output::log_line(&tagged.line, style)
+            );
         }
     }
     Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> CliResult {
+    match serde_json::to_string(value) {
+        Ok(text) => {
+            println!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(CliError::failed(format!("cannot encode a line: {e}"))),
+    }
 }

@@ -20,6 +20,7 @@ use crate::api::{
     ApiError, DaemonInfo, DeploymentView, ProgressLine, RevisionView, RollbackBody, StatusView,
     UpdateBody, query,
 };
+use conan::monitor::logs::LogSelector;
 
 /// Query parameters of one request.
 struct Params(Vec<(String, String)>);
@@ -30,6 +31,14 @@ impl Params {
             .iter()
             .rev()
             .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated parameter, in order.
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
@@ -79,6 +88,7 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         }
         (&Method::GET, ["deployments", target, "history"]) => history(&daemon, target).await,
         (&Method::GET, ["deployments", target, "logs"]) => logs(&daemon, target, &params).await,
+        (&Method::GET, ["logs"]) => aggregated_logs(&daemon, &params).await,
         (&Method::GET, ["events"]) => events(&daemon, &params),
         (&Method::GET, ["audit"]) => audit(&daemon, &params).await,
         _ => not_found(),
@@ -386,6 +396,37 @@ async fn logs(daemon: &Daemon, target: &str, params: &Params) -> Response<Body> 
                 }
             };
             if sent.is_err() {
+                break;
+            }
+        }
+    });
+    response
+}
+
+/// `GET /v1/logs?deployment=a&deployment=b&label=k=v&...`: the lines of many deployments
+/// (all when neither `deployment` nor `label` is given), merged by time, each tagged with
+/// its deployment (see [`conan::monitor::logs`]); the other parameters as for one
+/// deployment's logs.
+async fn aggregated_logs(daemon: &Daemon, params: &Params) -> Response<Body> {
+    let query = match log_query(params) {
+        Ok(q) => q,
+        Err(message) => return bad_request(message),
+    };
+    let mut selector = LogSelector::names(params.all("deployment"));
+    for label in params.all("label") {
+        let Some((key, value)) = label.split_once('=') else {
+            return bad_request(format!("label: expected KEY=VALUE, got '{label}'"));
+        };
+        selector = selector.label(key, value);
+    }
+    let mut stream = match daemon.monitor.logs(&selector, &query).await {
+        Ok(s) => s,
+        Err(e) => return failure_response(daemon, &e, ""),
+    };
+    let (tx, response) = ndjson_stream();
+    tokio::spawn(async move {
+        while let Some(tagged) = stream.next().await {
+            if tx.send(line(&tagged)).await.is_err() {
                 break;
             }
         }
