@@ -6,7 +6,10 @@
 //!    millisecond vs `pm2 start` + the same polling vs `supervisorctl start` + the same
 //!    polling;
 //! 2. the daemon's resident memory with N (50) idle deployments running;
-//! 3. the daemon's CPU use over 30 s with those deployments idle.
+//! 3. the daemon's CPU use over 30 s with those deployments idle: the monitor probes each
+//!    one's `GET /health` every 10 s and samples its metrics every 10 s (the defaults);
+//! 4. how soon the monitor has restarted an app that turns unhealthy (a check every 1 s,
+//!    threshold 3: the bound is interval × threshold + 1 s = 4 s), until a new instance runs.
 //!
 //! PM2 is installed from npm into a temp dir, supervisor 4 from PyPI into a temp virtualenv
 //! (`python3 -m venv`); when either install fails that peer is skipped with a notice.
@@ -158,6 +161,59 @@ impl Conan {
             .and_then(|s| s.trim().parse().ok())
             .expect("daemon pid")
     }
+}
+
+/// The `pid` and `url` of `name` in `conan ls --json`.
+fn listed(conan: &Conan, name: &str) -> Option<(u64, String)> {
+    let out = conan.run(&["ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let d = list.as_array()?.iter().find(|d| d["name"] == name)?;
+    (d["status"] == "running").then_some(())?;
+    Some((d["pid"].as_u64()?, d["url"].as_str()?.to_owned()))
+}
+
+/// Deploys hello with a check every second (threshold 3), flips its health check to 503
+/// and times until a new instance runs (median of `runs`).
+fn unhealthy_to_restarted(conan: &Conan, runs: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["app.js", "package.json"] {
+        std::fs::copy(hello().join(file), dir.path().join(file)).expect("copy hello");
+    }
+    std::fs::write(
+        dir.path().join("conan.toml"),
+        "[health_check]\npath = \"/health\"\ninterval = \"1s\"\nfailure_threshold = 3\n",
+    )
+    .expect("write conan.toml");
+    let source = dir.path().to_str().expect("utf-8 path");
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let name = format!("flip-{i}");
+        conan.ok(&["deploy", source, "--name", &name]);
+        let (pid, url) = listed(conan, &name).expect("deployed");
+        let port: u16 = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /toggle-health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("toggle");
+        let _ = s.read(&mut [0u8; 64]);
+        let t = Instant::now();
+        loop {
+            if listed(conan, &name).is_some_and(|(p, _)| p != pid) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{name} was not restarted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        times.push(t.elapsed());
+        conan.ok(&["rm", "--force", &name]);
+    }
+    median(&mut times)
 }
 
 fn conan_ready(conan: &Conan, runs: u64) -> Duration {
@@ -478,6 +534,12 @@ fn main() {
     for i in 0..apps {
         conan.ok(&["rm", "--force", &format!("idle-{i}")]);
     }
+    let restart_runs = runs.min(3);
+    let restarted = unhealthy_to_restarted(&conan, restart_runs);
+    println!(
+        "  conan monitor: unhealthy to restarted in {} (median of {restart_runs}; check every 1 s, threshold 3: bound 4 s)",
+        ms(restarted)
+    );
     conan.ok(&["daemon", "stop"]);
 
     if no_pm2 {
