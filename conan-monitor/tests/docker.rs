@@ -51,8 +51,17 @@ fn base_image() {
     assert!(status.success(), "building {BASE_IMAGE} failed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_answering_500_is_restarted_after_the_threshold() {
+struct Setup {
+    manager: DeploymentManager,
+    monitor: Monitor,
+    name: String,
+    port: u16,
+    _cleanup: Cleanup,
+    _scope: Scope,
+    _app: tempfile::TempDir,
+}
+
+async fn deploy(suffix: &str, check: HealthCheck) -> Setup {
     let provider = DockerProvider::builder()
         .base_image(BASE_IMAGE)
         .build()
@@ -60,7 +69,7 @@ async fn a_container_answering_500_is_restarted_after_the_threshold() {
         .expect("a Docker daemon (start one with .ci/docker-up.sh)");
     base_image();
     let tag = unique("mon");
-    let _scope = Scope(tag.clone());
+    let scope = Scope(tag.clone());
     let app = tempfile::tempdir().unwrap();
     write_app(app.path());
     let manager = DeploymentManager::builder()
@@ -69,7 +78,7 @@ async fn a_container_answering_500_is_restarted_after_the_threshold() {
         .await
         .unwrap();
     let monitor = Monitor::builder(manager.clone()).build();
-    let name = format!("{tag}-web");
+    let name = format!("{tag}-{suffix}");
     let options = DockerOptions {
         image: Some(BASE_IMAGE.to_owned()),
         volumes: vec![format!("{}:/app:ro", app.path().display())],
@@ -80,26 +89,21 @@ async fn a_container_answering_500_is_restarted_after_the_threshold() {
         .label(LABEL, &tag)
         .start_command("node server.js")
         .provider_options("docker", options)
-        .health_check(
-            HealthCheck::http("/health")
-                .interval(Duration::from_millis(300))
-                .failure_threshold(3),
-        )
+        .health_check(check)
         .restart(RestartPolicy {
             backoff_initial: Duration::from_millis(100),
             jitter: 0.0,
             ..RestartPolicy::default()
         })
         .healthy_deadline(Duration::from_secs(30))
-        .stop_timeout(Duration::from_secs(2))
+        .stop_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let _cleanup = Cleanup {
+    let cleanup = Cleanup {
         manager: manager.clone(),
         names: vec![name.clone()],
     };
     manager.deploy(config).await.unwrap();
-    let before = manager.get(&name).unwrap().runtime.clone();
     let port = manager
         .get(&name)
         .unwrap()
@@ -111,8 +115,30 @@ async fn a_container_answering_500_is_restarted_after_the_threshold() {
                 .and_then(|u| u.rsplit(':').next()?.parse::<u16>().ok())
         })
         .expect("a published port");
-    let mut rx = manager.subscribe();
-    assert_eq!(get(port, "/break").await, Some(200));
+    Setup {
+        manager,
+        monitor,
+        name,
+        port,
+        _cleanup: cleanup,
+        _scope: scope,
+        _app: app,
+    }
+}
+
+fn is_restart_done(e: &Event) -> bool {
+    matches!(e, Event::Finished { kind: OperationKind::Restart, outcome, .. } if outcome.is_success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_answering_500_is_restarted_after_the_threshold() {
+    let check = HealthCheck::http("/health")
+        .interval(Duration::from_millis(300))
+        .failure_threshold(3);
+    let s = deploy("web", check).await;
+    let before = s.manager.get(&s.name).unwrap().runtime.clone();
+    let mut rx = s.manager.subscribe();
+    assert_eq!(get(s.port, "/break").await, Some(200));
     let broke = Instant::now();
     let decided = next_event(&mut rx, Duration::from_secs(15), |e| {
         matches!(e, Event::MonitorRestart { .. })
@@ -129,17 +155,45 @@ async fn a_container_answering_500_is_restarted_after_the_threshold() {
         "{decided:?}"
     );
     assert_eq!(
-        manager.health(&name).await.unwrap().status,
+        s.manager.health(&s.name).await.unwrap().status,
         HealthStatus::Unhealthy
     );
-    next_event(&mut rx, Duration::from_secs(60), |e| {
-        matches!(e, Event::Finished { kind: OperationKind::Restart, outcome, .. } if outcome.is_success())
-    })
-    .await
-    .expect("the restart ran");
-    let record = manager.get(&name).unwrap();
+    next_event(&mut rx, Duration::from_secs(60), is_restart_done)
+        .await
+        .expect("the restart ran");
+    let record = s.manager.get(&s.name).unwrap();
     assert_eq!(record.status.kind(), StatusKind::Running);
     assert_ne!(record.runtime, before, "a new container serves");
-    monitor.shutdown().await;
-    manager.remove(&name).await.unwrap();
+    s.monitor.shutdown().await;
+    s.manager.remove(&s.name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_stops_answering_is_restarted() {
+    let check = HealthCheck::http("/health")
+        .interval(Duration::from_millis(300))
+        .timeout(Duration::from_millis(500))
+        .failure_threshold(2);
+    let s = deploy("frozen", check).await;
+    let before = s.manager.get(&s.name).unwrap().runtime.clone();
+    let mut rx = s.manager.subscribe();
+    // The event loop blocks for good: the published port accepts, nothing answers.
+    assert_eq!(get(s.port, "/freeze").await, Some(200));
+    let decided = next_event(&mut rx, Duration::from_secs(15), |e| {
+        matches!(e, Event::MonitorRestart { .. })
+    })
+    .await
+    .expect("the monitor decides a restart");
+    assert!(
+        matches!(&decided, Event::MonitorRestart { cause: RestartCause::Unhealthy { reason, .. }, .. } if reason.contains("no answer")),
+        "{decided:?}"
+    );
+    next_event(&mut rx, Duration::from_secs(60), is_restart_done)
+        .await
+        .expect("the restart ran");
+    let record = s.manager.get(&s.name).unwrap();
+    assert_eq!(record.status.kind(), StatusKind::Running);
+    assert_ne!(record.runtime, before, "a new container serves");
+    s.monitor.shutdown().await;
+    s.manager.remove(&s.name).await.unwrap();
 }

@@ -9,7 +9,8 @@ use conan_core::{DeploymentManager, Event, EventEnvelope};
 use tokio::sync::broadcast;
 
 /// A Node app: `/health` answers 200, then 500 once `FAIL_AFTER_MS` passed since start (or
-/// after `GET /break`); `HOG_MB` makes it hold that many MiB, allocated 1 MiB per 10 ms.
+/// after `GET /break`); `GET /freeze` blocks its event loop for good (nothing answers, the
+/// port stays open); `HOG_MB` makes it hold that many MiB, allocated 1 MiB per 10 ms.
 pub const FLAKY_JS: &str = r#"
 const http = require('http');
 const port = Number(process.env.PORT || 3000);
@@ -24,6 +25,7 @@ const server = http.createServer((req, res) => {
     return res.end(bad ? 'failing' : 'ok');
   }
   if (req.url === '/break') { broken = true; }
+  if (req.url === '/freeze') { setTimeout(() => { for (;;) {} }, 10); }
   res.end('pid ' + process.pid);
 });
 if (host) server.listen(port, host); else server.listen(port);
