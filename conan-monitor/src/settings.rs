@@ -16,6 +16,10 @@ pub struct MonitorSettings {
     /// (default 10 s).
     #[serde(with = "serde_duration")]
     pub sample_interval: Duration,
+    /// How long the sampler waits for one deployment's `metrics()` before it gives up on
+    /// that sample (default 5 s); the others are sampled meanwhile.
+    #[serde(with = "serde_duration")]
+    pub sample_timeout: Duration,
     /// Samples in a row above `resources.memory` that restart a local deployment
     /// (default 3).
     pub memory_samples: u32,
@@ -27,6 +31,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         Self {
             sample_interval: Duration::from_secs(10),
+            sample_timeout: Duration::from_secs(5),
             memory_samples: 3,
             health: true,
         }
