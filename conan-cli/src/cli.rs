@@ -105,6 +105,20 @@ pub enum Command {
     },
     /// Show (or follow) a deployment's logs.
     Logs(LogsArgs),
+    /// Show a deployment's CPU, memory and network over time (sampled by the daemon).
+    Metrics {
+        /// Name or id.
+        name: String,
+        /// How far back: 10m, 1h, up to 24h (default 1h).
+        #[arg(long, value_name = "D")]
+        since: Option<String>,
+        /// The width of a row: 10s, 1m, 5m (default: a sixtieth of --since, at least 1m;
+        /// beyond the last hour, a multiple of 5m).
+        #[arg(long, value_name = "D")]
+        step: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Stop a deployment (it stays listed; `conan start` starts it again).
     Stop {
         /// Name or id.
@@ -265,6 +279,7 @@ impl Command {
             Command::Deploy { json, .. }
             | Command::Ls { json }
             | Command::Status { json, .. }
+            | Command::Metrics { json, .. }
             | Command::Stop { json, .. }
             | Command::Start { json, .. }
             | Command::Restart { json, .. }

@@ -4,6 +4,7 @@
 //! them. No type here ever carries an env value; configs travel only towards the daemon
 //! (deploy and update bodies), never back.
 
+pub mod metrics;
 pub mod query;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@ mod events;
 mod inspect;
 mod logs;
 mod monit;
+mod metrics;
 mod operate;
 mod progress;
 mod repair;
@@ -74,6 +75,12 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
         Command::History { name, json } => inspect::history(home, &name, json.json).await,
         Command::Logs(args) => logs::run(home, &args).await,
         Command::Monit => monit::run(home).await,
+        Command::Metrics {
+            name,
+            since,
+            step,
+            json,
+        } => metrics::run(home, &name, since.as_deref(), step.as_deref(), json.json).await,
         Command::Stop { name, json } => operate::action(home, &name, "stop", json.json).await,
         Command::Start { name, json } => operate::action(home, &name, "start", json.json).await,
         Command::Restart { name, json } => operate::action(home, &name, "restart", json.json).await,

@@ -21,6 +21,7 @@ pub mod http;
 pub mod lock;
 pub mod log;
 pub mod metrics;
+mod monitoring;
 mod routes;
 pub mod server;
 pub mod settings;

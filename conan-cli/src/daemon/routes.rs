@@ -89,6 +89,9 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         (&Method::GET, ["deployments", target, "history"]) => history(&daemon, target).await,
         (&Method::GET, ["deployments", target, "logs"]) => logs(&daemon, target, &params).await,
         (&Method::GET, ["logs"]) => aggregated_logs(&daemon, &params).await,
+        (&Method::GET, ["deployments", target, "metrics"]) => {
+            super::monitoring::metrics(&daemon, target, params.get("since"), params.get("step"))
+        }
         (&Method::GET, ["events"]) => events(&daemon, &params),
         (&Method::GET, ["audit"]) => audit(&daemon, &params).await,
         _ => not_found(),
