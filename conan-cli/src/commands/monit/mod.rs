@@ -6,9 +6,11 @@
 //! - [`terminal`]: raw mode and the alternate screen, given back on every way out;
 //! - this module: the event loop that ties them together.
 //!
-//! Data flows in over one channel from background tasks: the list with live health and
-//! metrics every [`Pace::refresh`], the metrics history every [`Pace::history`], the
-//! selected deployment's followed logs, and the outcome of actions. Updates only mark the
+//! Data flows in over one channel from background tasks: the list every
+//! [`Pace::refresh`]; live health and metrics of the selected deployment as often, of the
+//! others every [`Pace::live`] (the daemon measures processes for each, so that is the
+//! dear request); the metrics history every [`Pace::history`]; the selected deployment's
+//! followed logs; and the outcome of actions. Updates only mark the
 //! screen dirty; it is redrawn on the next [`Pace::tick`] (4 frames a second at most, so
 //! a log flood costs a few redraws, not one per line). A key redraws at once.
 
@@ -27,7 +29,7 @@ use crossterm::event::{Event, EventStream};
 use futures::{Stream, StreamExt};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -35,15 +37,17 @@ use crate::client::Client;
 use crate::error::{CliError, CliResult};
 use crate::home::Home;
 use model::{App, Effect};
-use source::{Action, DaemonSource, DataSource, Row, Sample};
+use source::{Action, DaemonSource, DataSource, Live, Row, Sample};
 
 /// How often `conan monit` asks and redraws.
 #[derive(Clone, Copy, Debug)]
 pub struct Pace {
     /// Redraw at most this often (when something changed).
     pub tick: Duration,
-    /// Ask for the list, health and metrics this often.
+    /// Ask for the list, and the selected deployment's health and metrics, this often.
     pub refresh: Duration,
+    /// Ask for the other running deployments' health and metrics this often.
+    pub live: Duration,
     /// Ask for the metrics history this often (the daemon samples every 10 s).
     pub history: Duration,
     /// The window the sparklines show.
@@ -61,6 +65,7 @@ impl Default for Pace {
         Self {
             tick: Duration::from_millis(250),
             refresh: Duration::from_secs(1),
+            live: Duration::from_secs(5),
             history: Duration::from_secs(10),
             window: Duration::from_secs(10 * 60),
             step: Duration::from_secs(10),
@@ -74,6 +79,7 @@ impl Default for Pace {
 #[derive(Debug)]
 enum Update {
     Rows(Result<Vec<Row>, String>),
+    Live(Vec<(String, Option<Live>)>),
     History(String, Option<Vec<Sample>>),
     Log(String, LogLine),
     LogEnded(String, String),
@@ -154,10 +160,14 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Update>(256);
     let refresh_now = std::sync::Arc::new(Notify::new());
+    let (selected_tx, selected_rx) = watch::channel(None);
     let mut tasks = Tasks(vec![tokio::spawn(refresher(
         source.clone(),
         tx.clone(),
-        refresh_now.clone(),
+        Wakers {
+            refresh_now: refresh_now.clone(),
+            selected: selected_rx,
+        },
         pace,
     ))]);
     let mut follower: Option<JoinHandle<()>> = None;
@@ -172,6 +182,9 @@ where
                 old.abort();
             }
             app.follow(app.selected.clone());
+            selected_tx.send_replace(app.selected.clone());
+            // Its live numbers now, not at the next refresh.
+            refresh_now.notify_one();
             follower = app
                 .selected
                 .clone()
@@ -226,6 +239,7 @@ fn apply(app: &mut App, update: Update) {
     match update {
         Update::Rows(Ok(rows)) => app.set_rows(rows),
         Update::Rows(Err(e)) => app.set_refresh_error(&e),
+        Update::Live(live) => app.set_live(live),
         Update::History(id, samples) => app.set_history(&id, samples.as_deref()),
         Update::Log(id, line) => app.push_log(&id, &line),
         Update::LogEnded(id, why) => app.log_ended(&id, &why),
@@ -233,44 +247,79 @@ fn apply(app: &mut App, update: Update) {
     }
 }
 
-/// Asks for the list every `pace.refresh` (or at once after an action), and for the
-/// history of the running deployments every `pace.history`.
-async fn refresher<S: DataSource>(
-    source: S,
-    tx: mpsc::Sender<Update>,
+/// What else makes the refresher ask, and whom it asks about first.
+struct Wakers {
+    /// An action finished or the selection changed: ask now.
     refresh_now: std::sync::Arc<Notify>,
-    pace: Pace,
-) {
+    /// The selected deployment's id.
+    selected: watch::Receiver<Option<String>>,
+}
+
+/// Asks for the list every `pace.refresh` (or at once when woken), for the live numbers of
+/// the selected deployment as often and of every running one every `pace.live`, and for
+/// the history of the running ones every `pace.history` (and of one that just appeared).
+async fn refresher<S: DataSource>(source: S, tx: mpsc::Sender<Update>, wakers: Wakers, pace: Pace) {
     let mut list = tokio::time::interval(pace.refresh);
     list.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut history = tokio::time::interval(pace.history);
-    history.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut known: Vec<String> = Vec::new();
+    let mut all_live_at: Option<tokio::time::Instant> = None;
+    let mut history_at: Option<tokio::time::Instant> = None;
     // Once the daemon says it has no history route, asking again every 10 s is pointless.
     let mut has_history = true;
     loop {
-        let mut history_due = tokio::select! {
-            _ = list.tick() => false,
-            () = refresh_now.notified() => false,
-            _ = history.tick() => true,
-        };
-        let rows = source.rows().await;
+        tokio::select! {
+            _ = list.tick() => {}
+            () = wakers.refresh_now.notified() => {}
+        }
+        let rows = source.list().await;
         let running: Vec<String> = match &rows {
             Ok(rows) => rows
                 .iter()
-                .filter(|r| matches!(r.status.as_str(), "running" | "updating"))
+                .filter(|r| r.is_running())
                 .map(|r| r.id.clone())
                 .collect(),
             Err(_) => Vec::new(),
         };
-        // A deployment that just appeared gets its history now, not in 10 s.
-        history_due |= running.iter().any(|id| !known.contains(id));
+        // A deployment that just appeared gets its numbers and history now.
+        let appeared = running.iter().any(|id| !known.contains(id));
         known.clone_from(&running);
         if tx
             .send(Update::Rows(rows.map_err(|e| e.message)))
             .await
             .is_err()
         {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let due = |at: Option<tokio::time::Instant>, every: Duration| {
+            appeared || at.is_none_or(|at| now - at >= every)
+        };
+        let all_due = due(all_live_at, pace.live);
+        let history_due = due(history_at, pace.history);
+        if history_due {
+            history_at = Some(now);
+        }
+        let selected = wakers.selected.borrow().clone();
+        let ask: Vec<&String> = running
+            .iter()
+            .filter(|id| all_due || selected.as_ref() == Some(*id))
+            .collect();
+        if all_due {
+            all_live_at = Some(now);
+        }
+        let live = futures::future::join_all(ask.into_iter().map(|id| {
+            let source = &source;
+            async move {
+                match source.live(id).await {
+                    Ok(live) => Some((id.clone(), live)),
+                    // Gone meanwhile, or the daemon went away: the list says which.
+                    Err(_) => None,
+                }
+            }
+        }))
+        .await;
+        let live: Vec<_> = live.into_iter().flatten().collect();
+        if !live.is_empty() && tx.send(Update::Live(live)).await.is_err() {
             return;
         }
         if history_due && has_history {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use conan::{LogLine, OutputStream, Timestamp};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::source::{Action, Row, Sample};
+use super::source::{Action, Live, Row, Sample};
 use super::text::sanitize;
 
 /// Log lines kept for the log pane (older ones are dropped).
@@ -91,6 +91,8 @@ pub struct App {
     pub rows: Vec<Row>,
     /// The selected deployment's id.
     pub selected: Option<String>,
+    /// The last live health and metrics per running deployment id.
+    pub live: HashMap<String, Live>,
     /// Metrics history per deployment id.
     pub history: HashMap<String, Series>,
     /// `Some(false)` once the daemon said it has no metrics history.
@@ -122,6 +124,7 @@ impl App {
         Self {
             rows: Vec::new(),
             selected: None,
+            live: HashMap::new(),
             history: HashMap::new(),
             history_available: None,
             logs_of: None,
@@ -149,10 +152,16 @@ impl App {
         self.selected_index().map(|i| &self.rows[i])
     }
 
-    /// A new list: sorted by name; the selection stays on its deployment, or on its
-    /// position when that one is gone; history of removed deployments is dropped.
+    /// A new list: sorted by name, with the last live numbers of the running ones (a
+    /// deployment that stopped loses them); the selection stays on its deployment, or on
+    /// its position when that one is gone; history of removed deployments is dropped.
     pub fn set_rows(&mut self, mut rows: Vec<Row>) {
+        self.live
+            .retain(|id, _| rows.iter().any(|r| &r.id == id && r.is_running()));
         for row in &mut rows {
+            if let Some(live) = self.live.get(&row.id) {
+                live.apply_to(row);
+            }
             sanitize_row(row);
         }
         rows.sort_by(|a, b| a.name.cmp(&b.name));
@@ -169,6 +178,24 @@ impl App {
         }
         let ids: Vec<&str> = self.rows.iter().map(|r| r.id.as_str()).collect();
         self.history.retain(|id, _| ids.contains(&id.as_str()));
+    }
+
+    /// Live numbers of some deployments (`None`: it does not run any more).
+    pub fn set_live(&mut self, live: Vec<(String, Option<Live>)>) {
+        for (id, live) in live {
+            match live {
+                Some(live) => {
+                    if let Some(row) = self.rows.iter_mut().find(|r| r.id == id) {
+                        live.apply_to(row);
+                        sanitize_row(row);
+                    }
+                    self.live.insert(id, live);
+                }
+                None => {
+                    self.live.remove(&id);
+                }
+            }
+        }
     }
 
     /// A refresh failed (the daemon went away): say so, keep the last data.

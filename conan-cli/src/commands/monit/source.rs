@@ -50,20 +50,19 @@ pub struct Row {
 }
 
 impl Row {
-    /// The row of a deployment (and, when it runs, its live health and metrics).
+    /// The row of a deployment as the list shows it; the live fields (health, restarts,
+    /// CPU, memory) stay empty until a [`Live`] fills them.
     #[must_use]
-    pub fn from_view(view: &DeploymentView, status: Option<&StatusView>) -> Self {
+    pub fn from_view(view: &DeploymentView) -> Self {
         let note = view.reason.clone().or_else(|| {
             view.restart
                 .as_ref()
                 .map(|r| format!("restart {} after {}", r.attempt, r.exit))
         });
-        let health = status.and_then(|s| s.health.as_ref());
-        let metrics = status.and_then(|s| s.metrics.as_ref());
-        let running = matches!(view.status.as_str(), "running" | "updating");
-        let uptime = metrics
-            .and_then(|m| m.uptime)
-            .or_else(|| view.started_at.filter(|_| running).map(|t| t.elapsed()));
+        let uptime = view
+            .started_at
+            .filter(|_| is_running(&view.status))
+            .map(|t| t.elapsed());
         let instance = view
             .pid
             .filter(|_| view.restart.is_none())
@@ -79,17 +78,66 @@ impl Row {
             provider: view.provider.clone(),
             status: view.status.clone(),
             note,
+            uptime,
+            url: view.url.clone(),
+            revision: view.revision,
+            instance,
+            ..Self::default()
+        }
+    }
+
+    /// Whether it runs (and so has live numbers and a history).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        is_running(&self.status)
+    }
+}
+
+fn is_running(status: &str) -> bool {
+    matches!(status, "running" | "updating")
+}
+
+/// A running deployment's live health and resource use.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    /// `healthy`, `unhealthy`, `starting`, `unknown`.
+    pub health: Option<String>,
+    /// The last probe's detail.
+    pub health_detail: Option<String>,
+    /// Restarts by the supervisor since the deploy.
+    pub restarts: Option<u32>,
+    /// CPU in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory.
+    pub memory_bytes: Option<u64>,
+    /// Its memory limit.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+impl Live {
+    /// The live part of a status answer.
+    #[must_use]
+    pub fn from_status(status: &StatusView) -> Self {
+        let health = status.health.as_ref();
+        let metrics = status.metrics.as_ref();
+        Self {
             health: health.map(|h| format!("{:?}", h.status).to_lowercase()),
             health_detail: health.and_then(|h| h.detail.clone()),
             restarts: metrics.map(|m| m.restarts),
             cpu_percent: metrics.and_then(|m| m.cpu_percent),
             memory_bytes: metrics.and_then(|m| m.memory_bytes),
             memory_limit_bytes: metrics.and_then(|m| m.memory_limit_bytes),
-            uptime: if running { uptime } else { None },
-            url: view.url.clone(),
-            revision: view.revision,
-            instance,
         }
+    }
+
+    /// Copies the live fields into `row`.
+    pub fn apply_to(&self, row: &mut Row) {
+        row.health.clone_from(&self.health);
+        row.health_detail.clone_from(&self.health_detail);
+        row.restarts = self.restarts;
+        row.cpu_percent = self.cpu_percent;
+        row.memory_bytes = self.memory_bytes;
+        row.memory_limit_bytes = self.memory_limit_bytes;
     }
 }
 
@@ -133,8 +181,12 @@ pub type LogFeed = BoxStream<'static, CliResult<LogLine>>;
 /// The data `conan monit` shows and the operations it starts. Every call is one request;
 /// the UI decides how often to ask.
 pub trait DataSource: Clone + Send + Sync + 'static {
-    /// Every deployment, with live health and metrics for the running ones.
-    fn rows(&self) -> impl Future<Output = CliResult<Vec<Row>>> + Send;
+    /// Every deployment, as the list shows it (cheap: one request).
+    fn list(&self) -> impl Future<Output = CliResult<Vec<Row>>> + Send;
+
+    /// A running deployment's live health and metrics (dearer: the daemon measures its
+    /// processes); `Ok(None)` when it does not run (any more).
+    fn live(&self, id: &str) -> impl Future<Output = CliResult<Option<Live>>> + Send;
 
     /// The metrics history of a deployment over the last `window` at `step`; `Ok(None)`
     /// when the daemon has no history route (an older daemon): sparklines stay empty.
@@ -183,25 +235,17 @@ fn no_route(e: &CliError) -> bool {
 }
 
 impl DataSource for DaemonSource {
-    async fn rows(&self) -> CliResult<Vec<Row>> {
+    async fn list(&self) -> CliResult<Vec<Row>> {
         let views: Vec<DeploymentView> = self.client.get("/deployments").await?;
-        let statuses = futures::future::join_all(views.iter().map(|v| async move {
-            if matches!(v.status.as_str(), "running" | "updating") {
-                // A deployment removed meanwhile just has no live numbers.
-                self.client
-                    .get::<StatusView>(&format!("/deployments/{}", segment(&v.id)))
-                    .await
-                    .ok()
-            } else {
-                None
-            }
-        }))
-        .await;
-        Ok(views
-            .iter()
-            .zip(&statuses)
-            .map(|(v, s)| Row::from_view(v, s.as_ref()))
-            .collect())
+        Ok(views.iter().map(Row::from_view).collect())
+    }
+
+    async fn live(&self, id: &str) -> CliResult<Option<Live>> {
+        let status: StatusView = self
+            .client
+            .get(&format!("/deployments/{}", segment(id)))
+            .await?;
+        Ok(is_running(&status.deployment.status).then(|| Live::from_status(&status)))
     }
 
     async fn history(

@@ -14,7 +14,7 @@ use ratatui::buffer::{Buffer, Cell};
 use ratatui::layout::{Position, Size};
 
 use super::model::{App, Effect, Mode};
-use super::source::{Action, DataSource, LogFeed, Row, Sample};
+use super::source::{Action, DataSource, Live, LogFeed, Row, Sample};
 use super::view::{self, SELECTED};
 use super::{Pace, run_loop};
 use crate::error::{CliError, CliResult};
@@ -386,6 +386,8 @@ struct FakeState {
     acted: Vec<(String, Action)>,
     followed: Vec<String>,
     history_asked: usize,
+    list_calls: usize,
+    live_calls: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -400,8 +402,40 @@ impl Fake {
 }
 
 impl DataSource for Fake {
-    async fn rows(&self) -> CliResult<Vec<Row>> {
-        Ok(self.state().rows.clone())
+    async fn list(&self) -> CliResult<Vec<Row>> {
+        let mut state = self.state();
+        state.list_calls += 1;
+        // The list has no live numbers: those come from `live`.
+        Ok(state
+            .rows
+            .iter()
+            .map(|r| Row {
+                health: None,
+                health_detail: None,
+                restarts: None,
+                cpu_percent: None,
+                memory_bytes: None,
+                memory_limit_bytes: None,
+                ..r.clone()
+            })
+            .collect())
+    }
+
+    async fn live(&self, id: &str) -> CliResult<Option<Live>> {
+        let mut state = self.state();
+        state.live_calls.push(id.to_owned());
+        Ok(state
+            .rows
+            .iter()
+            .find(|r| r.id == id && r.is_running())
+            .map(|r| Live {
+                health: r.health.clone(),
+                health_detail: r.health_detail.clone(),
+                restarts: r.restarts,
+                cpu_percent: r.cpu_percent,
+                memory_bytes: r.memory_bytes,
+                memory_limit_bytes: r.memory_limit_bytes,
+            }))
     }
 
     async fn history(
@@ -638,4 +672,84 @@ async fn a_log_flood_is_drawn_a_few_times_a_second_not_once_per_line() {
         "{frames} frames for 5000 lines and 2 refreshes a second"
     );
     assert!(screen(terminal.backend().inner.buffer()).contains("line 4999"));
+}
+
+#[test]
+fn a_narrow_terminal_drops_the_sparkline_columns_first_and_keeps_the_url() {
+    let mut app = app_with(vec![row("web-frontend", "running"), row("api", "stopped")]);
+    // Sorted: api first, web-frontend selected by `j` below.
+    app.set_history("id-web-frontend", Some(&samples(&[1.0, 2.0, 4.0])));
+    let draw = |app: &App, width: u16| {
+        let mut terminal = Terminal::new(TestBackend::new(width, 24)).expect("test terminal");
+        terminal.draw(|frame| view::draw(frame, app)).expect("draw");
+        terminal.backend().buffer().clone()
+    };
+    let wide = draw(&app, 120);
+    assert!(line_with(&wide, "NAME").contains("memory"));
+    let narrow = draw(&app, 80);
+    let header = line_with(&narrow, "NAME");
+    assert!(
+        !header.contains("cpu ") && !header.contains("memory"),
+        "{header:?}"
+    );
+    for column in ["STATUS", "HEALTH", "CPU", "MEMORY", "URL"] {
+        assert!(
+            header.contains(column),
+            "{column} missing at 80 columns: {header:?}"
+        );
+    }
+    let web = line_with(&narrow, "web-frontend");
+    assert!(
+        web.contains("http://127.0.0.1:212"),
+        "the whole URL: {web:?}"
+    );
+    assert!(
+        web.contains("48.0 MiB") && web.contains("healthy"),
+        "{web:?}"
+    );
+    // The detail pane still has what the table dropped.
+    app.on_key(ch('j'));
+    let narrow = draw(&app, 80);
+    let text = screen(&narrow);
+    assert!(text.contains("cpu history"), "{text}");
+    assert!(text.contains("restarts 2  uptime 2m 5s"), "{text}");
+    let tiny = draw(&app, 60);
+    assert!(line_with(&tiny, "NAME").contains("URL"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_numbers_are_asked_every_second_for_the_selected_one_and_every_5_s_for_the_others() {
+    let fake = Fake::default();
+    fake.state().rows = vec![
+        row("a", "running"),
+        row("b", "running"),
+        row("c", "stopped"),
+    ];
+    let mut terminal = Terminal::new(TestBackend::new(120, 30)).expect("test terminal");
+    let app = run_loop(
+        &mut terminal,
+        fake.clone(),
+        script(vec![]),
+        tokio::time::sleep(Duration::from_millis(10_500)),
+        App::new(false),
+        Pace::default(),
+    )
+    .await
+    .expect("the loop ends on the signal");
+    let state = fake.state();
+    let asked = |id: &str| state.live_calls.iter().filter(|c| *c == id).count();
+    // t = 0..10 s: the list and the selected one 11 times (once more when the selection
+    // was first made), the other running one at 0, 5 and 10 s, the stopped one never.
+    assert!(
+        (11..=12).contains(&state.list_calls),
+        "{}",
+        state.list_calls
+    );
+    assert!((11..=12).contains(&asked("id-a")), "{:?}", state.live_calls);
+    assert_eq!(asked("id-b"), 3, "{:?}", state.live_calls);
+    assert_eq!(asked("id-c"), 0);
+    // Between its live refreshes a row keeps its last numbers.
+    let b = line_with(terminal.backend().buffer(), "  b ");
+    assert!(b.contains("healthy") && b.contains("12.5%"), "{b:?}");
+    assert_eq!(app.live.len(), 2);
 }

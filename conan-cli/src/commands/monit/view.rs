@@ -94,8 +94,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     .areas(area);
     draw_header(frame, header, app, &theme);
     draw_table(frame, table, app, &theme);
-    let [detail, logs] =
-        Layout::horizontal([Constraint::Length(DETAIL_WIDTH), Constraint::Min(0)]).areas(bottom);
+    let [detail, logs] = Layout::horizontal([
+        Constraint::Length(DETAIL_WIDTH.min(area.width / 2)),
+        Constraint::Min(0),
+    ])
+    .areas(bottom);
     draw_detail(frame, detail, app, &theme);
     draw_logs(frame, logs, app, &theme);
     draw_footer(frame, footer, app, &theme);
@@ -136,23 +139,111 @@ fn dash() -> String {
     "-".to_owned()
 }
 
-fn table_row<'a>(row: &'a Row, app: &App, theme: &Theme) -> TableRow<'a> {
+/// A table column; narrow terminals drop some (see [`columns`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    Name,
+    Status,
+    Health,
+    Restarts,
+    Cpu,
+    CpuSpark,
+    Memory,
+    MemorySpark,
+    Uptime,
+    Url,
+}
+
+impl Column {
+    fn title(self) -> &'static str {
+        match self {
+            Column::Name => "NAME",
+            Column::Status => "STATUS",
+            Column::Health => "HEALTH",
+            Column::Restarts => "RESTARTS",
+            Column::Cpu => "CPU",
+            Column::CpuSpark => "cpu",
+            Column::Memory => "MEMORY",
+            Column::MemorySpark => "memory",
+            Column::Uptime => "UPTIME",
+            Column::Url => "URL",
+        }
+    }
+
+    /// Its width (the URL takes what is left, at least this).
+    fn width(self, name_width: u16) -> u16 {
+        match self {
+            Column::Name => name_width,
+            Column::Status => 10,
+            Column::Health => 9,
+            Column::Restarts => 8,
+            Column::Cpu => 6,
+            Column::CpuSpark | Column::MemorySpark => u16::try_from(SPARK_WIDTH).unwrap_or(10),
+            Column::Memory => 9,
+            Column::Uptime => 7,
+            Column::Url => 22,
+        }
+    }
+}
+
+/// The columns that fit in `width`: all of them from about 120 columns; narrower, the
+/// sparklines go first (the detail pane still charts the selected one), then uptime and
+/// restarts.
+fn columns(width: u16, name_width: u16) -> Vec<Column> {
+    use Column::{Cpu, CpuSpark, Health, Memory, MemorySpark, Name, Restarts, Status, Uptime, Url};
+    let mut columns = vec![
+        Name,
+        Status,
+        Health,
+        Restarts,
+        Cpu,
+        CpuSpark,
+        Memory,
+        MemorySpark,
+        Uptime,
+        Url,
+    ];
+    let needed = |columns: &[Column]| -> u16 {
+        let highlight = u16::try_from(SELECTED.len()).unwrap_or(2);
+        let gaps = u16::try_from(columns.len()).unwrap_or(10).saturating_sub(1);
+        columns
+            .iter()
+            .map(|c| c.width(name_width))
+            .fold(highlight + gaps, u16::saturating_add)
+    };
+    for drop in [MemorySpark, CpuSpark, Uptime, Restarts] {
+        if needed(&columns) <= width {
+            break;
+        }
+        columns.retain(|c| *c != drop);
+    }
+    columns
+}
+
+fn cell<'a>(column: Column, row: &'a Row, app: &App, theme: &Theme) -> Cell<'a> {
     let series = app.history.get(&row.id);
-    let cpu_spark = series.map_or_else(String::new, |s| spark(&s.cpu, SPARK_WIDTH, CPU_FLOOR));
-    let mem_spark = series.map_or_else(String::new, |s| spark(&s.memory, SPARK_WIDTH, 1.0));
-    let health = row.health.clone().unwrap_or_else(dash);
-    TableRow::new(vec![
-        Cell::from(row.name.as_str()),
-        Cell::from(Span::styled(row.status.as_str(), theme.status(&row.status))),
-        Cell::from(Span::styled(health.clone(), theme.health(&health))),
-        Cell::from(row.restarts.map_or_else(dash, |n| n.to_string())),
-        Cell::from(row.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%"))),
-        Cell::from(Span::styled(cpu_spark, theme.fg(Color::Cyan))),
-        Cell::from(row.memory_bytes.map_or_else(dash, bytes)),
-        Cell::from(Span::styled(mem_spark, theme.fg(Color::Magenta))),
-        Cell::from(row.uptime.map_or_else(dash, short_duration)),
-        Cell::from(row.url.clone().unwrap_or_else(dash)),
-    ])
+    match column {
+        Column::Name => Cell::from(row.name.as_str()),
+        Column::Status => Cell::from(Span::styled(row.status.as_str(), theme.status(&row.status))),
+        Column::Health => {
+            let health = row.health.clone().unwrap_or_else(dash);
+            let style = theme.health(&health);
+            Cell::from(Span::styled(health, style))
+        }
+        Column::Restarts => Cell::from(row.restarts.map_or_else(dash, |n| n.to_string())),
+        Column::Cpu => Cell::from(row.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%"))),
+        Column::CpuSpark => Cell::from(Span::styled(
+            series.map_or_else(String::new, |s| spark(&s.cpu, SPARK_WIDTH, CPU_FLOOR)),
+            theme.fg(Color::Cyan),
+        )),
+        Column::Memory => Cell::from(row.memory_bytes.map_or_else(dash, bytes)),
+        Column::MemorySpark => Cell::from(Span::styled(
+            series.map_or_else(String::new, |s| spark(&s.memory, SPARK_WIDTH, 1.0)),
+            theme.fg(Color::Magenta),
+        )),
+        Column::Uptime => Cell::from(row.uptime.map_or_else(dash, short_duration)),
+        Column::Url => Cell::from(row.url.clone().unwrap_or_else(dash)),
+    }
 }
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme) {
@@ -172,24 +263,25 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme) {
         .max()
         .unwrap_or(4)
         .clamp(4, 28);
-    let spark = u16::try_from(SPARK_WIDTH).unwrap_or(10);
-    let widths = [
-        Constraint::Length(u16::try_from(name_width).unwrap_or(28)),
-        Constraint::Length(10),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(spark),
-        Constraint::Length(9),
-        Constraint::Length(spark),
-        Constraint::Length(7),
-        Constraint::Min(10),
-    ];
-    let header = TableRow::new([
-        "NAME", "STATUS", "HEALTH", "RESTARTS", "CPU", "cpu", "MEMORY", "memory", "UPTIME", "URL",
-    ])
-    .style(Style::new().add_modifier(Modifier::BOLD));
-    let rows = app.rows.iter().map(|r| table_row(r, app, theme));
+    let name_width = u16::try_from(name_width).unwrap_or(28);
+    let columns = columns(area.width, name_width);
+    let widths: Vec<Constraint> = columns
+        .iter()
+        .map(|c| match c {
+            Column::Url => Constraint::Min(c.width(name_width)),
+            c => Constraint::Length(c.width(name_width)),
+        })
+        .collect();
+    let header = TableRow::new(columns.iter().map(|c| c.title()))
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let rows = app.rows.iter().map(|r| {
+        TableRow::new(
+            columns
+                .iter()
+                .map(|c| cell(*c, r, app, theme))
+                .collect::<Vec<_>>(),
+        )
+    });
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
@@ -230,6 +322,14 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, theme: &Theme) {
             "{}  {}",
             row.provider,
             row.instance.clone().unwrap_or_else(dash)
+        )),
+    ]));
+    lines.push(Line::from(vec![
+        Span::styled("restarts ", theme.dim()),
+        Span::raw(format!(
+            "{}  uptime {}",
+            row.restarts.map_or_else(dash, |n| n.to_string()),
+            row.uptime.map_or_else(dash, short_duration)
         )),
     ]));
     lines.push(Line::from(vec![
