@@ -178,6 +178,12 @@ fn monit_in_a_real_terminal_shows_follows_restarts_and_leaves_the_terminal_clean
         }
     };
     let home = Home::new();
+    // Samples every 200 ms, so that the sparklines have a history within the test.
+    std::fs::write(
+        home.path().join("daemon.toml"),
+        "[monitor]\nsample_interval = \"200ms\"\n",
+    )
+    .expect("write daemon.toml");
     let hello = app("hello");
     let hello = hello.to_str().expect("utf-8 path");
     let first = unique("monit-a");

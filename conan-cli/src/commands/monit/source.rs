@@ -8,8 +8,8 @@ use conan::{LogLine, Timestamp};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use hyper::Method;
-use serde::Deserialize;
 
+use crate::api::metrics::{MetricsView, Series};
 use crate::api::{DeploymentView, StatusView, query};
 use crate::client::Client;
 use crate::error::{CliError, CliResult};
@@ -262,8 +262,8 @@ impl DataSource for DaemonSource {
                 ("step", format!("{}s", step.as_secs().max(1))),
             ])
         );
-        match self.client.get::<WireSeries>(&path).await {
-            Ok(answer) => Ok(Some(answer.samples())),
+        match self.client.get::<MetricsView>(&path).await {
+            Ok(answer) => Ok(Some(samples_of(&answer.series))),
             Err(e) if no_route(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -304,75 +304,50 @@ impl DataSource for DaemonSource {
     }
 }
 
-/// What `conan monit` reads of a metrics-history answer (`GET
-/// /v1/deployments/{id}/metrics`, the daemon's `MetricsView`): the step and, per point, its
-/// start and the CPU and memory averages. Other fields are ignored.
-#[derive(Debug, Deserialize)]
-struct WireSeries {
-    step_ms: u64,
-    points: Vec<WirePoint>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WirePoint {
-    time: Timestamp,
-    #[serde(default)]
-    cpu_percent: Option<WireGauge>,
-    #[serde(default)]
-    memory_bytes: Option<WireGauge>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireGauge {
-    avg: f64,
-}
-
 /// At most this many points of one answer are kept (a day at 10 s, should a daemon answer
 /// more than asked).
 const MAX_SAMPLES: usize = 8640;
 
-impl WireSeries {
-    /// The points, one per step from the first: steps without a sample (the daemon leaves
-    /// them out) come back as samples without values, so a sparkline shows the gap.
-    fn samples(&self) -> Vec<Sample> {
-        let step = i64::try_from(self.step_ms.max(1)).unwrap_or(i64::MAX) * 1000;
-        let Some(first) = self.points.first().map(|p| p.time.as_unix_micros()) else {
-            return Vec::new();
+/// The points of a history, one per step from the first: steps without a sample (the
+/// daemon leaves them out) come back as samples without values, so a sparkline shows the
+/// gap. CPU and memory are the steps' averages.
+fn samples_of(series: &Series) -> Vec<Sample> {
+    let step = i64::try_from(series.step_ms.max(1)).unwrap_or(i64::MAX / 1000) * 1000;
+    let Some(first) = series.points.first().map(|p| p.time.as_unix_micros()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Sample> = Vec::new();
+    for point in &series.points {
+        let index = (point.time.as_unix_micros() - first) / step;
+        let Ok(index) = usize::try_from(index) else {
+            continue;
         };
-        let mut out: Vec<Sample> = Vec::new();
-        for point in &self.points {
-            let index = (point.time.as_unix_micros() - first) / step;
-            let Ok(index) = usize::try_from(index) else {
-                continue;
-            };
-            if index >= MAX_SAMPLES {
-                break;
-            }
-            while out.len() < index {
-                let at = first + i64::try_from(out.len()).unwrap_or(0) * step;
-                out.push(Sample {
-                    at: Timestamp::from_unix_micros(at),
-                    cpu_percent: None,
-                    memory_bytes: None,
-                });
-            }
-            // Bytes to whole bytes: the average of whole numbers, rounded.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let memory = point
-                .memory_bytes
-                .as_ref()
-                .map(|g| g.avg.max(0.0).round() as u64);
-            let sample = Sample {
+        if index >= MAX_SAMPLES {
+            break;
+        }
+        while out.len() < index {
+            let at = first + i64::try_from(out.len()).unwrap_or(0) * step;
+            out.push(Sample {
+                at: Timestamp::from_unix_micros(at),
+                cpu_percent: None,
+                memory_bytes: None,
+            });
+        }
+        // Bytes to whole bytes: the average of whole numbers, rounded.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let memory = point
+            .memory_bytes
+            .as_ref()
+            .map(|g| g.avg.max(0.0).round() as u64);
+        if out.len() == index {
+            out.push(Sample {
                 at: point.time,
                 cpu_percent: point.cpu_percent.as_ref().map(|g| g.avg),
                 memory_bytes: memory,
-            };
-            if out.len() == index {
-                out.push(sample);
-            }
+            });
         }
-        out
     }
+    out
 }
 
 #[cfg(test)]
@@ -389,18 +364,18 @@ mod tests {
             "until": "2026-12-01T10:01:00Z",
             "step_ms": 10_000,
             "points": [
-                {"time": "2026-12-01T10:00:00Z", "samples": 1,
+                {"time": "2026-12-01T10:00:00Z", "samples": 1, "restarts": {"total": 0, "increase": 0},
                  "cpu_percent": {"min": 1.0, "avg": 1.5, "max": 2.0},
                  "memory_bytes": {"min": 100, "avg": 150.4, "max": 200}},
-                {"time": "2026-12-01T10:00:10Z", "samples": 1,
+                {"time": "2026-12-01T10:00:10Z", "samples": 1, "restarts": {"total": 0, "increase": 0},
                  "cpu_percent": {"min": 3.0, "avg": 3.0, "max": 3.0}},
-                {"time": "2026-12-01T10:00:40Z", "samples": 1,
+                {"time": "2026-12-01T10:00:40Z", "samples": 1, "restarts": {"total": 1, "increase": 1},
                  "memory_bytes": {"min": 300, "avg": 300.0, "max": 300},
                  "network_rx_bytes": {"total": 5, "increase": 5}}
             ]
         });
-        let series: WireSeries = serde_json::from_value(answer).expect("decodes");
-        let samples = series.samples();
+        let view: MetricsView = serde_json::from_value(answer).expect("decodes");
+        let samples = samples_of(&view.series);
         let cpu: Vec<_> = samples.iter().map(|s| s.cpu_percent).collect();
         let memory: Vec<_> = samples.iter().map(|s| s.memory_bytes).collect();
         assert_eq!(cpu, vec![Some(1.5), Some(3.0), None, None, None]);
@@ -409,9 +384,8 @@ mod tests {
             samples[2].at,
             Timestamp::parse_rfc3339("2026-12-01T10:00:20Z").expect("time")
         );
-        let empty: WireSeries =
-            serde_json::from_value(serde_json::json!({"step_ms": 10_000, "points": []}))
-                .expect("decodes");
-        assert!(empty.samples().is_empty());
+        let mut empty = view.series.clone();
+        empty.points.clear();
+        assert!(samples_of(&empty).is_empty());
     }
 }

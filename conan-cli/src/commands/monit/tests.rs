@@ -138,6 +138,14 @@ fn the_table_shows_every_deployment_with_status_health_restarts_usage_uptime_and
         text.contains("cpu history (max 16.0 %)"),
         "the detail pane charts the selected one's history:\n{text}"
     );
+    assert!(
+        text.contains("memory history (38.1 MiB to 42.0 MiB)"),
+        "memory is charted by its trend, with its range:\n{text}"
+    );
+    assert!(
+        web.contains("▂▄▅▇█"),
+        "the memory sparkline rises with memory (40 to 44 MB): {web:?}"
+    );
 }
 
 #[test]

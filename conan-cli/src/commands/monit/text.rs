@@ -117,6 +117,30 @@ pub fn spark(values: &[f64], width: usize, floor: f64) -> String {
     out
 }
 
+/// `values` mapped onto 0..=1 between their smallest and largest positive value, for a
+/// series whose level matters less than its trend (memory: 44.1 MiB against 44.3 MiB is a
+/// full bar against a full bar when scaled from 0). The smallest shows as a low bar, not
+/// none; a flat series (within 0.1 %) sits at half height; gaps (0) stay at 0.
+#[must_use]
+pub fn relative(values: &[f64]) -> Vec<f64> {
+    let positive = values.iter().copied().filter(|v| v.is_finite() && *v > 0.0);
+    let (lo, hi) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    values
+        .iter()
+        .map(|&v| {
+            if !v.is_finite() || v <= 0.0 {
+                0.0
+            } else if hi - lo <= hi * 0.001 {
+                0.45
+            } else {
+                0.15 + 0.85 * (v - lo) / (hi - lo)
+            }
+        })
+        .collect()
+}
+
 fn bar(value: f64, top: f64) -> char {
     if !value.is_finite() || value <= 0.0 || top <= 0.0 {
         return BARS[0];
@@ -206,6 +230,24 @@ mod tests {
             "only the last `width` count"
         );
         assert_eq!(spark(&[f64::NAN, -1.0], 2, 1.0), "▁▁");
+    }
+
+    #[test]
+    fn relative_series_show_the_trend_not_the_level() {
+        let mib = 1024.0 * 1024.0;
+        let growing: Vec<f64> = [44.0, 44.1, 44.2, 44.4].iter().map(|m| m * mib).collect();
+        assert_eq!(spark(&relative(&growing), 4, 1.0), "▂▄▅█");
+        assert_eq!(
+            spark(&relative(&[44.0 * mib, 44.0 * mib]), 2, 1.0),
+            "▄▄",
+            "flat sits at half height"
+        );
+        assert_eq!(
+            spark(&relative(&[0.0, 10.0, 20.0]), 3, 1.0),
+            "▁▂█",
+            "a gap is the lowest bar"
+        );
+        assert!(relative(&[]).is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ratatui::widgets::{
 
 use super::model::{App, Mode};
 use super::source::Row;
-use super::text::{clip, spark};
+use super::text::{clip, relative, spark};
 use crate::output::{bytes, short_duration};
 
 /// Width of the table's text sparklines.
@@ -238,7 +238,9 @@ fn cell<'a>(column: Column, row: &'a Row, app: &App, theme: &Theme) -> Cell<'a> 
         )),
         Column::Memory => Cell::from(row.memory_bytes.map_or_else(dash, bytes)),
         Column::MemorySpark => Cell::from(Span::styled(
-            series.map_or_else(String::new, |s| spark(&s.memory, SPARK_WIDTH, 1.0)),
+            series.map_or_else(String::new, |s| {
+                spark(&relative(&s.memory), SPARK_WIDTH, 1.0)
+            }),
             theme.fg(Color::Magenta),
         )),
         Column::Uptime => Cell::from(row.uptime.map_or_else(dash, short_duration)),
@@ -382,34 +384,44 @@ fn draw_charts(frame: &mut Frame<'_>, area: Rect, app: &App, row: &Row, theme: &
             .collect()
     };
     let cpu_max = series.cpu.iter().copied().fold(0.0, f64::max);
-    let mem_max = series.memory.iter().copied().fold(0.0, f64::max);
+    let cpu_data = scaled(&series.cpu, 0.01);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let mem_label = bytes(mem_max as u64);
-    let cpu_floor = (CPU_FLOOR * 100.0) as u64;
+    let cpu_top = cpu_data
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max((CPU_FLOOR * 100.0) as u64);
     frame.render_widget(
         Sparkline::default()
             .block(Block::new().borders(Borders::NONE).title(Span::styled(
                 format!("cpu history (max {cpu_max:.1} %)"),
                 theme.dim(),
             )))
-            .data(scaled(&series.cpu, 0.01))
-            .max(
-                scaled(&series.cpu, 0.01)
-                    .into_iter()
-                    .max()
-                    .unwrap_or(0)
-                    .max(cpu_floor),
-            )
+            .data(cpu_data)
+            .max(cpu_top)
             .style(theme.fg(Color::Cyan)),
         cpu,
     );
+    // Memory by its trend, between its smallest and largest value (the title says which).
+    let positive = series.memory.iter().copied().filter(|m| *m > 0.0);
+    let (lo, hi) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), m| {
+        (lo.min(m), hi.max(m))
+    });
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let range = if hi > 0.0 {
+        format!("{} to {}", bytes(lo as u64), bytes(hi as u64))
+    } else {
+        dash()
+    };
     frame.render_widget(
         Sparkline::default()
             .block(Block::new().title(Span::styled(
-                format!("memory history (max {mem_label})"),
+                format!("memory history ({range})"),
                 theme.dim(),
             )))
-            .data(scaled(&series.memory, 1024.0))
+            .data(scaled(&relative(&series.memory), 0.001))
+            .max(1000)
             .style(theme.fg(Color::Magenta)),
         memory,
     );
