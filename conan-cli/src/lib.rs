@@ -77,6 +77,7 @@
 //! | `GET /v1/deployments/{name}/history` | revisions | `[`[`api::RevisionView`]`]` |
 //! | `GET /v1/deployments/{name}/logs` | `tail`, `since`, `until` (RFC 3339), `level`, `grep`, `stream` (`stdout`/`stderr`), `follow=1` | NDJSON of `LogLine` |
 //! | `GET /v1/deployments/{name}/metrics` | metrics history: `since` (a duration ago, up to `24h`; `1h`), `step` (a duration; each sample) | [`api::metrics::MetricsView`] |
+//! | `GET /v1/deployments/{name}/monitor` | `monitor_deployment`: current values and recent series; `metrics` (`cpu,memory,network,health,restarts,requests`; all), `interval` (`5s`; 100ms to 1h), `window` (`10m`; up to 24h), `follow=1` | `conan::monitor::watch::Monitoring`, or NDJSON of them every interval |
 //! | `GET /v1/events?deployment=NAME` | live events until the client leaves | NDJSON of `EventEnvelope` |
 //! | `GET /v1/audit?limit=N&deployment=NAME` | the audit log, newest `N` (100) | `[AuditEntry]` |
 //!

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use conan::monitor::history::{Counter, Gauge, Point, Resolution, Series};
+/// What `GET /v1/deployments/{name}/monitor` answers (one per line with `follow=1`).
+pub use conan::monitor::watch::{MonitoredMetrics, Monitoring};
 
 /// How far back `since` may reach: what the history keeps.
 pub const MAX_SINCE: Duration = conan::monitor::history::DOWNSAMPLED;

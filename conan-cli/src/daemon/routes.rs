@@ -92,6 +92,15 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         (&Method::GET, ["deployments", target, "metrics"]) => {
             super::monitoring::metrics(&daemon, target, params.get("since"), params.get("step"))
         }
+        (&Method::GET, ["deployments", target, "monitor"]) => {
+            let monitor = super::monitoring::MonitorParams {
+                metrics: params.get("metrics"),
+                interval: params.get("interval"),
+                window: params.get("window"),
+                follow: params.flag("follow"),
+            };
+            super::monitoring::monitor(&daemon, target, &monitor).await
+        }
         (&Method::GET, ["events"]) => events(&daemon, &params),
         (&Method::GET, ["audit"]) => audit(&daemon, &params).await,
         _ => not_found(),
