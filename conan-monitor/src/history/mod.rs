@@ -2,7 +2,7 @@
 //!
 //! # Model
 //!
-//! The sampler ([`run`], one task for all deployments) asks the manager for the
+//! The sampler (one task for all deployments) asks the manager for the
 //! [`Metrics`] of every `Running` deployment every
 //! [`sample_interval`](crate::MonitorSettings::sample_interval) (default 10 s), at most
 //! [`SAMPLE_CONCURRENCY`] calls at a time, each cut off after
