@@ -3,13 +3,13 @@
 //! - **One scheduler.** A single task holds a delay queue of probe and restart timers for
 //!   every deployment (no task or thread per deployment). Each running deployment with an
 //!   `http`, `tcp` or `command` health check is probed every `interval` (measured from the
-//!   end of the previous probe), through [`DeploymentManager::probe`], which asks its
+//!   end of the previous probe), through [`DeploymentManager::probe`](conan_core::DeploymentManager::probe), which asks its
 //!   provider to reach the serving instance (the runtime's URL by default). At most
 //!   [`MAX_IN_FLIGHT`] probes run at once.
 //! - **What counts.** Failures within the check's `start_period` (from the instance's start)
 //!   do not count; `failure_threshold` failures in a row make the deployment unhealthy
-//!   ([`Event::Unhealthy`](conan_core::Event::Unhealthy)), `success_threshold` passes make
-//!   it healthy again ([`Event::Healthy`](conan_core::Event::Healthy)). The observation is
+//!   ([`Event::Unhealthy`]), `success_threshold` passes make
+//!   it healthy again ([`Event::Healthy`]). The observation is
 //!   published to the manager, so `health()` and `conan status` show it.
 //! - **Acting on it.** An unhealthy deployment is restarted under its restart policy: the
 //!   same [`RestartTracker`] as a crash (backoff with jitter, reset after `reset_after` of
@@ -25,7 +25,7 @@
 //! - **Memory.** A local deployment with `resources.memory` whose platform enforces no
 //!   limit (no cgroup memory controller: its metrics show no `memory_limit_bytes`) is
 //!   restarted the same way when its resident memory stays above the limit for
-//!   `memory_samples` samples in a row ([`on_sample`], fed by the metrics sampler).
+//!   `memory_samples` samples in a row (fed by the metrics sampler, [`crate::history`]).
 
 #[cfg(test)]
 mod tests;
