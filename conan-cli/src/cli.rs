@@ -195,6 +195,11 @@ pub enum Command {
     /// memory with their recent history, uptime, URL, and the selected one's logs;
     /// restart, stop or start it from there (`?` lists the keys, `q` quits).
     Monit,
+    /// List the alerts that fire now and the notifications waiting for delivery.
+    Alerts {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Write a commented starter conan.toml.
     Init {
         /// The app's directory (default: the current directory).
@@ -287,7 +292,8 @@ impl Command {
             | Command::Update { json, .. }
             | Command::Rollback { json, .. }
             | Command::History { json, .. }
-            | Command::Events { json, .. } => json.json,
+            | Command::Events { json, .. }
+            | Command::Alerts { json } => json.json,
             Command::Logs(args) => args.json.json,
             Command::Daemon {
                 action: Some(DaemonAction::Status { json } | DaemonAction::Repair { json }),

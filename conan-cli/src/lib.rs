@@ -21,7 +21,7 @@
 //! | `conan.sock` | the daemon's HTTP + JSON API (mode 0600) |
 //! | `daemon.lock` | `flock`ed by the running daemon, holds its pid: one daemon per home |
 //! | `daemon.log` | the daemon's log when auto-started (`CONAN_LOG=debug` for more) |
-//! | `conan.db` | deployments, revisions, audit log (SQLite, WAL) |
+//! | `conan.db` | deployments, revisions, audit log, alert outbox and firing alerts (SQLite, WAL) |
 //! | `local/` | the local provider's spools, app logs and adoption records |
 //!
 //! ## The daemon
@@ -80,6 +80,7 @@
 //! | `GET /v1/deployments/{name}/monitor` | `monitor_deployment`: current values and recent series; `metrics` (`cpu,memory,network,health,restarts,requests`; all), `interval` (`5s`; 100ms to 1h), `window` (`10m`; up to 24h), `follow=1` | `conan::monitor::watch::Monitoring`, or NDJSON of them every interval |
 //! | `GET /v1/events?deployment=NAME` | live events until the client leaves | NDJSON of `EventEnvelope` |
 //! | `GET /v1/audit?limit=N&deployment=NAME` | the audit log, newest `N` (100) | `[AuditEntry]` |
+//! | `GET /v1/alerts` | alerts firing now, notifications waiting in the outbox (oldest 100) | [`api::AlertsView`] |
 //!
 //! `{name}` is a name or an id. Operations wait for their outcome; with `?progress=1` they
 //! answer `application/x-ndjson` instead: one [`api::ProgressLine`] per line — `{"event":…}`

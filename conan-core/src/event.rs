@@ -126,6 +126,33 @@ impl Outcome {
     }
 }
 
+/// Whether an alert started or stopped ([`Event::Alert`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The rule's condition held for its `for` duration: the alert fires.
+    Firing,
+    /// The condition stopped holding for its resolve duration (or the deployment is gone).
+    Resolved,
+}
+
+impl AlertState {
+    /// `"firing"` or `"resolved"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything that happens to deployments, as it happens.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -261,6 +288,19 @@ pub enum Event {
         /// Deployment.
         deployment: DeploymentId,
     },
+    /// An alert rule of a monitor fired or resolved for the deployment (see
+    /// [`DeploymentManager::emit_alert`](crate::DeploymentManager::emit_alert)).
+    Alert {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The rule's name.
+        rule: String,
+        /// Firing or resolved.
+        state: AlertState,
+        /// The value the rule measured (seconds down, restarts in the window, error lines
+        /// per minute, fraction of the memory limit).
+        value: f64,
+    },
 }
 
 /// Why a monitor restarts a deployment ([`Event::MonitorRestart`]).
@@ -324,7 +364,8 @@ impl Event {
             | Event::Failed { deployment, .. }
             | Event::RolledBack { deployment, .. }
             | Event::Recovered { deployment, .. }
-            | Event::Removed { deployment } => deployment,
+            | Event::Removed { deployment }
+            | Event::Alert { deployment, .. } => deployment,
         }
     }
 }

@@ -91,8 +91,8 @@ pub use config::{
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{
-    Event, EventBus, EventEnvelope, EventSink, OperationKind, Outcome, Phase, ReportOrigin,
-    RestartCause, StatusReport,
+    AlertState, Event, EventBus, EventEnvelope, EventSink, OperationKind, Outcome, Phase,
+    ReportOrigin, RestartCause, StatusReport,
 };
 pub use failure::{ExitStatus, FailureReport, ProbeRecord};
 pub use id::{DeploymentId, OperationId, Revision};
@@ -109,8 +109,8 @@ pub use provider::{
 pub use secret::{Env, SecretString};
 pub use status::{DeploymentStatus, StatusKind};
 pub use store::{
-    AuditAction, AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, RevisionRecord,
-    RevisionState, StateStore, StatusChange,
+    AlertRecord, AuditAction, AuditEntry, AuditQuery, DeploymentRecord, MemoryStore, Outbox,
+    OutboxEntry, RevisionRecord, RevisionState, StateStore, StatusChange,
 };
 pub use time::Timestamp;
 

@@ -95,7 +95,7 @@ impl MonitorBuilder {
             health: health::HealthBoard::default(),
             history: history::MetricsHistory::new(&self.settings),
             log_counters: logs::LogCounters::default(),
-            alerts: alerts::Alerts::new(&self.settings),
+            alerts: alerts::Alerts::new(&self.settings, self.manager.outbox()),
             instruments: exporter::Instruments::default(),
             manager: self.manager,
             settings: self.settings,
@@ -134,6 +134,12 @@ impl Monitor {
     #[must_use]
     pub fn health(&self) -> &health::HealthBoard {
         &self.shared.health
+    }
+
+    /// Alert rules, what fires now and the notifications waiting for delivery.
+    #[must_use]
+    pub fn alerts(&self) -> &alerts::Alerts {
+        &self.shared.alerts
     }
 
     /// The manager it watches.

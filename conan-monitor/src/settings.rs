@@ -25,6 +25,8 @@ pub struct MonitorSettings {
     pub memory_samples: u32,
     /// Whether the monitor probes health and restarts unhealthy deployments (default on).
     pub health: bool,
+    /// Alert rules and webhooks (the `[monitor.alerts]` table; none by default).
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 impl Default for MonitorSettings {
@@ -34,6 +36,7 @@ impl Default for MonitorSettings {
             sample_timeout: Duration::from_secs(5),
             memory_samples: 3,
             health: true,
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 }

@@ -7,6 +7,17 @@
 pub mod metrics;
 pub mod query;
 
+pub use conan::monitor::alerts::{FiringAlert, PendingNotification};
+
+/// `GET /v1/alerts`: what fires now and what waits in the outbox.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct AlertsView {
+    /// The alerts firing now, oldest first.
+    pub firing: Vec<FiringAlert>,
+    /// Notifications not delivered yet, oldest first (at most 100).
+    pub pending: Vec<PendingNotification>,
+}
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

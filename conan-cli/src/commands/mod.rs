@@ -1,5 +1,6 @@
 //! One function per command; each talks to the daemon through [`Client`](crate::client::Client).
 
+mod alerts;
 mod daemon;
 mod events;
 mod inspect;
@@ -97,6 +98,7 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
         }
         Command::Rollback { name, to, json } => operate::rollback(home, &name, to, json.json).await,
         Command::Events { follow, json } => events::run(home, follow, json.json).await,
+        Command::Alerts { json } => alerts::run(home, json.json).await,
         Command::Daemon {
             action: Some(DaemonAction::Stop),
             ..

@@ -103,6 +103,7 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         }
         (&Method::GET, ["events"]) => events(&daemon, &params),
         (&Method::GET, ["audit"]) => audit(&daemon, &params).await,
+        (&Method::GET, ["alerts"]) => alerts(&daemon).await,
         _ => not_found(),
     }
 }
@@ -490,6 +491,21 @@ async fn audit(daemon: &Daemon, params: &Params) -> Response<Body> {
     query.newest = true;
     match daemon.manager.audit(&query).await {
         Ok(entries) => json(StatusCode::OK, &entries),
+        Err(e) => failure_response(daemon, &e, ""),
+    }
+}
+
+/// What fires and what waits for delivery (`conan alerts`).
+async fn alerts(daemon: &Daemon) -> Response<Body> {
+    let alerts = daemon.monitor.alerts();
+    match alerts.pending(100).await {
+        Ok(pending) => json(
+            StatusCode::OK,
+            &crate::api::AlertsView {
+                firing: alerts.firing(),
+                pending,
+            },
+        ),
         Err(e) => failure_response(daemon, &e, ""),
     }
 }

@@ -7,6 +7,15 @@
 //! [monitor]
 //! sample_interval = "10s"
 //! memory_samples = 3
+//!
+//! [monitor.alerts]                  # see conan_monitor::alerts::AlertSettings
+//! [[monitor.alerts.webhooks]]
+//! name = "ops"
+//! url = "http://127.0.0.1:9000/hooks/conan"
+//! [[monitor.alerts.rules]]
+//! name = "down"
+//! when = "down"
+//! for = "30s"
 //! ```
 
 use std::net::SocketAddr;
@@ -83,5 +92,31 @@ mod tests {
         assert_eq!(s.monitor.sample_interval, std::time::Duration::from_secs(2));
         std::fs::write(&path, "[monitor]\nbogus = 1\n").unwrap();
         assert!(DaemonSettings::load(&path).is_err());
+    }
+
+    #[test]
+    fn alert_rules_are_read_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.toml");
+        std::fs::write(
+            &path,
+            "[monitor.alerts]\n[[monitor.alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9000/x\"\n\
+             [[monitor.alerts.rules]]\nname = \"down\"\nwhen = \"down\"\nfor = \"1s\"\n",
+        )
+        .unwrap();
+        let s = DaemonSettings::load(&path).unwrap();
+        assert_eq!(s.monitor.alerts.rules[0].name, "down");
+        assert_eq!(s.monitor.alerts.webhooks[0].name, "ops");
+        std::fs::write(
+            &path,
+            "[[monitor.alerts.rules]]\nname = \"mem\"\nwhen = \"memory\"\n",
+        )
+        .unwrap();
+        let err = DaemonSettings::load(&path).unwrap_err().to_string();
+        assert!(err.contains("daemon.toml"), "{err}");
+        assert!(
+            err.contains("alert rule 'mem': when = \"memory\" needs a threshold"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,7 @@ pub mod table;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-pub use render::{event_line, failure_lines, log_line, print_deployment, short_time};
+pub use render::{event_line, failure_lines, format_value, log_line, print_deployment, short_time};
 
 /// Whether and how to colour one output stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +139,28 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(90_000)), "1d 1h");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 * 1024 * 1024 + 300_000), "3.3 MiB");
+    }
+
+    #[test]
+    fn alert_events_and_values_read_well() {
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(0.9123), "0.912");
+        assert_eq!(format_value(0.0), "0");
+        let envelope = conan::EventEnvelope {
+            seq: 1,
+            at: conan::Timestamp::now(),
+            event: conan::Event::Alert {
+                deployment: conan::DeploymentId::new("dep-1"),
+                rule: "web-down".to_owned(),
+                state: conan::AlertState::Firing,
+                value: 2.5,
+            },
+        };
+        let line = event_line(&envelope, "web", Style::plain());
+        assert!(
+            line.ends_with("web alert web-down firing (value 2.5)"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -135,6 +135,22 @@ pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String 
         ),
         Event::Recovered { status, .. } => format!("recovered as {}", status.kind()),
         Event::Removed { .. } => "removed".to_owned(),
+        Event::Alert {
+            rule, state, value, ..
+        } => match state {
+            conan::AlertState::Firing => format!(
+                "alert {} {} (value {})",
+                style.paint(Color::Bold, rule),
+                style.paint(Color::Red, "firing"),
+                format_value(*value)
+            ),
+            conan::AlertState::Resolved => format!(
+                "alert {} {} (value {})",
+                style.paint(Color::Bold, rule),
+                style.paint(Color::Green, "resolved"),
+                format_value(*value)
+            ),
+        },
         other => format!("{other:?}"),
     };
     format!(
@@ -214,5 +230,16 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     }
     for (key, value) in rows {
         println!("{}  {value}", style.paint(Color::Dim, &format!("{key:<9}")));
+    }
+}
+
+/// An alert's value with at most three decimals and no trailing zeros (`3`, `0.912`).
+pub fn format_value(value: f64) -> String {
+    let text = format!("{value:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() || text == "-" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
     }
 }

@@ -718,6 +718,31 @@ impl DeploymentManager {
         self.inner.bus.subscribe()
     }
 
+    /// The outbox and alert state of the manager's store (see [`Outbox`](crate::Outbox)): what
+    /// a monitor must deliver at least once, and which alerts fire, kept across restarts.
+    #[must_use]
+    pub fn outbox(&self) -> crate::store::Outbox {
+        crate::store::Outbox::new(self.inner.store.clone())
+    }
+
+    /// Emits [`Event::Alert`]: a monitor's alert rule fired or resolved for `deployment`.
+    /// Only an event (nothing is stored or changed); the monitor keeps its alert state in
+    /// the [`outbox`](Self::outbox).
+    pub fn emit_alert(
+        &self,
+        deployment: &DeploymentId,
+        rule: &str,
+        state: crate::event::AlertState,
+        value: f64,
+    ) {
+        self.inner.bus.emit_with(|| Event::Alert {
+            deployment: deployment.clone(),
+            rule: rule.to_owned(),
+            state,
+            value,
+        });
+    }
+
     /// The event sink providers get; use it to drive a provider directly with the same bus
     /// (its status reports are applied like those of registered providers).
     #[must_use]

@@ -5,9 +5,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{AuditEntry, AuditQuery, DeploymentRecord, RevisionRecord, StateStore, StatusChange};
+use super::{
+    AlertRecord, AuditEntry, AuditQuery, DeploymentRecord, OutboxEntry, RevisionRecord, StateStore,
+    StatusChange,
+};
 use crate::error::{Error, Result};
 use crate::id::DeploymentId;
+use crate::time::Timestamp;
 
 #[derive(Default)]
 struct Inner {
@@ -15,6 +19,10 @@ struct Inner {
     /// Per deployment, ordered by revision (new revisions arrive last, so inserting is a push).
     revisions: HashMap<DeploymentId, Vec<RevisionRecord>>,
     audit: AuditLog,
+    /// By id, so iteration is oldest first.
+    outbox: std::collections::BTreeMap<u64, OutboxEntry>,
+    outbox_last_id: u64,
+    alerts: Vec<AlertRecord>,
 }
 
 impl Inner {
@@ -195,6 +203,53 @@ impl StateStore for MemoryStore {
                 .collect()
         })
     }
+
+    async fn outbox_put(&self, mut entry: OutboxEntry) -> Result<u64> {
+        let mut inner = self.lock()?;
+        inner.outbox_last_id += 1;
+        entry.id = inner.outbox_last_id;
+        inner.outbox.insert(entry.id, entry);
+        Ok(inner.outbox_last_id)
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        Ok(self.lock()?.outbox.values().take(limit).cloned().collect())
+    }
+
+    async fn outbox_ack(&self, id: u64) -> Result<()> {
+        self.lock()?.outbox.remove(&id);
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, id: u64, next_attempt_at: Timestamp, error: &str) -> Result<()> {
+        if let Some(entry) = self.lock()?.outbox.get_mut(&id) {
+            entry.attempts = entry.attempts.saturating_add(1);
+            entry.next_attempt_at = next_attempt_at;
+            entry.last_error = Some(error.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn save_alert(&self, alert: &AlertRecord) -> Result<()> {
+        let mut inner = self.lock()?;
+        inner
+            .alerts
+            .retain(|a| !(a.rule == alert.rule && a.deployment == alert.deployment));
+        inner.alerts.push(alert.clone());
+        inner.alerts.sort_by_key(|a| a.since);
+        Ok(())
+    }
+
+    async fn delete_alert(&self, rule: &str, deployment: &DeploymentId) -> Result<()> {
+        self.lock()?
+            .alerts
+            .retain(|a| !(a.rule == rule && &a.deployment == deployment));
+        Ok(())
+    }
+
+    async fn alerts(&self) -> Result<Vec<AlertRecord>> {
+        Ok(self.lock()?.alerts.clone())
+    }
 }
 
 #[cfg(test)]
@@ -254,5 +309,10 @@ mod tests {
     #[tokio::test]
     async fn conforms() {
         crate::store::tests::store_round_trip(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn outbox_conforms() {
+        crate::store::tests::outbox_round_trip(&MemoryStore::new()).await;
     }
 }

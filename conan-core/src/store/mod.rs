@@ -7,10 +7,14 @@
 //! - [`MemoryStore`]: in-process, the default when embedding.
 //! - `SqliteStore` (feature `sqlite`): one SQLite file in WAL mode; what the CLI uses.
 //!
+//! Besides deployments, a store keeps a notification outbox and the alert state of a
+//! monitor ([`Outbox`], see its module docs for the delivery model).
+//!
 //! A deployment record's `config` is always the config of its `revision`, so stores may keep
 //! configs only in the revision table.
 
 mod memory;
+mod outbox;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -20,6 +24,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use outbox::{AlertRecord, Outbox, OutboxEntry};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{RepairReport, SqliteStore};
 
@@ -349,6 +354,59 @@ pub trait StateStore: Send + Sync + 'static {
         self.save_deployment(change.record).await?;
         self.append_audit(change.audit.to_vec()).await
     }
+
+    /// Adds `entry` to the outbox (its `id` is ignored) and returns the id the store
+    /// assigned: increasing, never reused. Returns once the entry is as durable as the
+    /// store's other writes. The default (a store without an outbox) answers a permanent
+    /// [`Error::Store`](crate::Error::Store), as do the other outbox and alert methods.
+    async fn outbox_put(&self, entry: OutboxEntry) -> Result<u64> {
+        let _ = entry;
+        Err(no_outbox())
+    }
+
+    /// Up to `limit` outbox entries, oldest (lowest id) first, whether due or not.
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let _ = limit;
+        Err(no_outbox())
+    }
+
+    /// Deletes outbox entry `id` (delivered). An unknown id is not an error.
+    async fn outbox_ack(&self, id: u64) -> Result<()> {
+        let _ = id;
+        Err(no_outbox())
+    }
+
+    /// Records a failed delivery of entry `id`: `attempts` goes up by one, `next_attempt_at`
+    /// and `last_error` are replaced. An unknown id is not an error.
+    async fn outbox_retry(&self, id: u64, next_attempt_at: Timestamp, error: &str) -> Result<()> {
+        let _ = (id, next_attempt_at, error);
+        Err(no_outbox())
+    }
+
+    /// Inserts or replaces the firing alert of `alert.rule` for `alert.deployment`.
+    async fn save_alert(&self, alert: &AlertRecord) -> Result<()> {
+        let _ = alert;
+        Err(no_outbox())
+    }
+
+    /// Deletes the firing alert of `rule` for `deployment` (not an error when none).
+    async fn delete_alert(&self, rule: &str, deployment: &DeploymentId) -> Result<()> {
+        let _ = (rule, deployment);
+        Err(no_outbox())
+    }
+
+    /// Every firing alert, ordered by `since`.
+    async fn alerts(&self) -> Result<Vec<AlertRecord>> {
+        Err(no_outbox())
+    }
+}
+
+fn no_outbox() -> crate::Error {
+    crate::Error::store(
+        "this state store keeps no outbox or alert state",
+        false,
+        None,
+    )
 }
 
 /// What one status change writes (see [`StateStore::save_status_change`]).
@@ -391,6 +449,27 @@ impl<T: StateStore + ?Sized> StateStore for Arc<T> {
     }
     fn health(&self) -> StoreHealth {
         (**self).health()
+    }
+    async fn outbox_put(&self, entry: OutboxEntry) -> Result<u64> {
+        (**self).outbox_put(entry).await
+    }
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        (**self).outbox_pending(limit).await
+    }
+    async fn outbox_ack(&self, id: u64) -> Result<()> {
+        (**self).outbox_ack(id).await
+    }
+    async fn outbox_retry(&self, id: u64, next_attempt_at: Timestamp, error: &str) -> Result<()> {
+        (**self).outbox_retry(id, next_attempt_at, error).await
+    }
+    async fn save_alert(&self, alert: &AlertRecord) -> Result<()> {
+        (**self).save_alert(alert).await
+    }
+    async fn delete_alert(&self, rule: &str, deployment: &DeploymentId) -> Result<()> {
+        (**self).delete_alert(rule, deployment).await
+    }
+    async fn alerts(&self) -> Result<Vec<AlertRecord>> {
+        (**self).alerts().await
     }
 }
 

@@ -28,7 +28,8 @@
 //!
 //! # Layout
 //!
-//! Tables `deployments`, `revisions` and `audit`; timestamps are Unix microseconds (the
+//! Tables `deployments`, `revisions` and `audit`, and (schema version 2) `outbox` and
+//! `alerts` for [`Outbox`](super::Outbox); timestamps are Unix microseconds (the
 //! precision of [`Timestamp`](crate::time::Timestamp)), structured values are JSON text.
 //! Deployment rows do not hold a config: a record's config is that of its revision, read with
 //! a join, so save the revision before the deployment that points at it. The schema version
@@ -53,6 +54,7 @@
 //!   any panic of a call), and later writes land once space is back.
 
 mod backup;
+mod outbox;
 mod repair;
 mod rows;
 mod schema;
@@ -69,11 +71,12 @@ pub use self::repair::RepairReport;
 use self::rows::{AuditFilter, AuditRow, DeploymentRow, RevisionRow};
 use self::writer::Writer;
 use super::{
-    AuditEntry, AuditQuery, DamagedRecord, DeploymentRecord, RevisionRecord, StateRestore,
-    StateStore, StatusChange, StoreHealth,
+    AlertRecord, AuditEntry, AuditQuery, DamagedRecord, DeploymentRecord, OutboxEntry,
+    RevisionRecord, StateRestore, StateStore, StatusChange, StoreHealth,
 };
 use crate::error::Result;
 use crate::id::DeploymentId;
+use crate::time::Timestamp;
 
 /// A durable [`StateStore`] on one SQLite file in WAL mode.
 ///
@@ -337,6 +340,53 @@ impl StateStore for SqliteStore {
             .call(false, move |conn| rows::audit(conn, &filter))
             .await?;
         Ok(self.keep_decoded(rows, AuditRow::describe, AuditRow::decode))
+    }
+
+    async fn outbox_put(&self, entry: OutboxEntry) -> Result<u64> {
+        self.writer
+            .call(true, move |conn| outbox::put(conn, &entry))
+            .await
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.writer
+            .call(false, move |conn| outbox::pending(conn, limit))
+            .await
+    }
+
+    async fn outbox_ack(&self, id: u64) -> Result<()> {
+        self.writer
+            .call(true, move |conn| outbox::ack(conn, id))
+            .await
+    }
+
+    async fn outbox_retry(&self, id: u64, next_attempt_at: Timestamp, error: &str) -> Result<()> {
+        let error = error.to_owned();
+        self.writer
+            .call(true, move |conn| {
+                outbox::retry(conn, id, next_attempt_at, &error)
+            })
+            .await
+    }
+
+    async fn save_alert(&self, alert: &AlertRecord) -> Result<()> {
+        let alert = alert.clone();
+        self.writer
+            .call(true, move |conn| outbox::save_alert(conn, &alert))
+            .await
+    }
+
+    async fn delete_alert(&self, rule: &str, deployment: &DeploymentId) -> Result<()> {
+        let (rule, deployment) = (rule.to_owned(), deployment.as_str().to_owned());
+        self.writer
+            .call(true, move |conn| {
+                outbox::delete_alert(conn, &rule, &deployment)
+            })
+            .await
+    }
+
+    async fn alerts(&self) -> Result<Vec<AlertRecord>> {
+        self.writer.call(false, outbox::alerts).await
     }
 
     fn health(&self) -> StoreHealth {

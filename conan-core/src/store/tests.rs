@@ -217,3 +217,115 @@ impl StateStore for RequiredOnly {
 async fn default_methods_conform() {
     store_round_trip(&RequiredOnly(MemoryStore::new())).await;
 }
+
+/// What every store's outbox and alert state must do (run on a fresh store).
+pub(crate) async fn outbox_round_trip(store: &dyn StateStore) {
+    let micros = |n: i64| Timestamp::from_unix_micros(1_700_000_000_000_000 + n);
+    assert!(store.outbox_pending(10).await.unwrap().is_empty());
+    let mut first = OutboxEntry::new("ops", r#"{"n":1}"#);
+    first.created_at = micros(1);
+    first.next_attempt_at = micros(1);
+    first.id = 999; // ignored: the store assigns ids
+    let a = store.outbox_put(first.clone()).await.unwrap();
+    let b = store
+        .outbox_put(OutboxEntry::new("pager", r#"{"n":2}"#))
+        .await
+        .unwrap();
+    let c = store
+        .outbox_put(OutboxEntry::new("ops", r#"{"n":3}"#))
+        .await
+        .unwrap();
+    assert!(a < b && b < c, "ids increase: {a} {b} {c}");
+
+    let pending = store.outbox_pending(10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![a, b, c],
+        "oldest first"
+    );
+    assert_eq!(pending[0].destination, "ops");
+    assert_eq!(pending[0].payload, r#"{"n":1}"#);
+    assert_eq!(pending[0].attempts, 0);
+    assert_eq!(pending[0].created_at, micros(1));
+    assert_eq!(pending[0].last_error, None);
+    assert_eq!(store.outbox_pending(2).await.unwrap().len(), 2, "limit");
+
+    store
+        .outbox_retry(a, micros(5_000_000), "connection refused")
+        .await
+        .unwrap();
+    store
+        .outbox_retry(a, micros(9_000_000), "HTTP 503")
+        .await
+        .unwrap();
+    let retried = &store.outbox_pending(1).await.unwrap()[0];
+    assert_eq!(retried.id, a);
+    assert_eq!(retried.attempts, 2);
+    assert_eq!(retried.next_attempt_at, micros(9_000_000));
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
+
+    store.outbox_ack(b).await.unwrap();
+    store.outbox_ack(b).await.unwrap(); // twice: not an error
+    store.outbox_retry(b, micros(1), "gone").await.unwrap(); // unknown: not an error
+    assert_eq!(
+        store
+            .outbox_pending(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        vec![a, c]
+    );
+    // An id is never reused, even after the newest entry is acked.
+    store.outbox_ack(c).await.unwrap();
+    let d = store
+        .outbox_put(OutboxEntry::new("ops", "{}"))
+        .await
+        .unwrap();
+    assert!(d > c);
+
+    let dep = DeploymentId::new("dep-x");
+    assert!(store.alerts().await.unwrap().is_empty());
+    store
+        .save_alert(&AlertRecord::new("down", dep.clone(), "x", micros(20), 1.0))
+        .await
+        .unwrap();
+    store
+        .save_alert(&AlertRecord::new(
+            "memory",
+            dep.clone(),
+            "x",
+            micros(10),
+            0.5,
+        ))
+        .await
+        .unwrap();
+    // Same rule and deployment: replaced, not added.
+    store
+        .save_alert(&AlertRecord::new("down", dep.clone(), "x", micros(30), 2.5))
+        .await
+        .unwrap();
+    let alerts = store.alerts().await.unwrap();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0].rule, "memory", "ordered by since");
+    assert_eq!(alerts[1].value, 2.5);
+    assert_eq!(alerts[1].since, micros(30));
+    assert_eq!(alerts[1].name, "x");
+    store.delete_alert("down", &dep).await.unwrap();
+    store.delete_alert("down", &dep).await.unwrap();
+    let alerts = store.alerts().await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule, "memory");
+}
+
+#[tokio::test]
+async fn a_store_without_an_outbox_says_so() {
+    let store = RequiredOnly(MemoryStore::new());
+    let err = store
+        .outbox_put(OutboxEntry::new("ops", "{}"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("outbox"), "{err}");
+    assert!(!err.is_transient());
+}

@@ -7,7 +7,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema this code reads and writes, kept in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's lock before failing with a transient
 /// error.
@@ -30,7 +30,7 @@ const STATEMENT_CACHE: usize = 32;
 /// `revisions` is an ordinary rowid table because its rows (a whole config) are large, which
 /// `WITHOUT ROWID` handles poorly; `deployments` rows are small and keyed by id, so they live
 /// in the primary key's B-tree.
-const SCHEMA_V1: &str = "
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE deployments (
     id           TEXT PRIMARY KEY NOT NULL,
     name         TEXT NOT NULL,
@@ -61,6 +61,30 @@ CREATE TABLE audit (
     operation  INTEGER,
     action     TEXT NOT NULL       -- JSON AuditAction
 );
+";
+
+/// Version 2 adds the notification outbox and the firing alerts (see
+/// [`Outbox`](crate::store::Outbox)). The outbox is read oldest first by its `id`, so it
+/// needs no other index; both tables stay small (what is undelivered, what is firing).
+const SCHEMA_V2: &str = "
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination     TEXT NOT NULL,    -- a name, never a URL
+    payload         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL, -- unix micros
+    created_at      INTEGER NOT NULL, -- unix micros
+    last_error      TEXT
+);
+
+CREATE TABLE alerts (
+    rule       TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    since      INTEGER NOT NULL,      -- unix micros
+    value      REAL NOT NULL,
+    PRIMARY KEY (rule, deployment)
+) WITHOUT ROWID;
 ";
 
 /// Maps a rusqlite error: `SQLITE_BUSY` and `SQLITE_LOCKED` (another connection holds the
@@ -114,7 +138,9 @@ pub(super) fn prepare(mut conn: Connection, wal: bool) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Creates the schema in an empty database, accepts the current one, refuses a newer one.
+/// Creates the schema in an empty database, upgrades an older one step by step (each step
+/// only adds tables, so an older Conan reading an upgraded file is refused by the version
+/// check rather than confused), accepts the current one, refuses a newer one.
 /// Runs under the write lock so two processes opening a new file at once create it once.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn
@@ -124,12 +150,20 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|e| sql_error("reading the schema version", e))?;
     match version {
-        0 => {
-            tx.execute_batch(SCHEMA_V1)
-                .map_err(|e| sql_error("creating the schema", e))?;
+        0..SCHEMA_VERSION => {
+            if version < 1 {
+                tx.execute_batch(SCHEMA_V1)
+                    .map_err(|e| sql_error("creating the schema", e))?;
+            }
+            tx.execute_batch(SCHEMA_V2)
+                .map_err(|e| sql_error("creating the outbox and alert tables", e))?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(|e| sql_error("recording the schema version", e))?;
-            tracing::debug!(version = SCHEMA_VERSION, "sqlite store: created schema");
+            tracing::debug!(
+                from = version,
+                to = SCHEMA_VERSION,
+                "sqlite store: created or upgraded the schema"
+            );
         }
         SCHEMA_VERSION => {}
         newer => {

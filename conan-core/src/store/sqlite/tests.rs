@@ -10,7 +10,7 @@ use crate::id::{OperationId, Revision};
 use crate::provider::RuntimeInfo;
 use crate::status::{DeploymentStatus, StatusKind};
 use crate::store::tests::sample;
-use crate::store::{AuditAction, RevisionState};
+use crate::store::{AlertRecord, AuditAction, OutboxEntry, RevisionState};
 use crate::time::Timestamp;
 
 fn temp_db() -> (tempfile::TempDir, PathBuf) {
@@ -114,6 +114,89 @@ async fn conforms_in_memory() {
 async fn conforms_on_file() {
     let (_dir, path) = temp_db();
     crate::store::tests::store_round_trip(&SqliteStore::open(&path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn outbox_conforms_in_memory_and_on_file() {
+    crate::store::tests::outbox_round_trip(&SqliteStore::open_in_memory().unwrap()).await;
+    let (_dir, path) = temp_db();
+    crate::store::tests::outbox_round_trip(&SqliteStore::open(&path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_outbox_and_alerts_survive_a_reopen() {
+    let (_dir, path) = temp_db();
+    let first = SqliteStore::open(&path).unwrap();
+    let a = first
+        .outbox_put(OutboxEntry::new("ops", r#"{"state":"firing"}"#))
+        .await
+        .unwrap();
+    let b = first
+        .outbox_put(OutboxEntry::new("ops", r#"{"state":"resolved"}"#))
+        .await
+        .unwrap();
+    let next = Timestamp::from_unix_micros(1_800_000_000_000_000);
+    first
+        .outbox_retry(a, next, "connection refused")
+        .await
+        .unwrap();
+    let dep = DeploymentId::new("dep-web");
+    let since = Timestamp::from_unix_micros(1_700_000_000_000_000);
+    first
+        .save_alert(&AlertRecord::new("down", dep.clone(), "web", since, 3.0))
+        .await
+        .unwrap();
+    drop(first);
+
+    let second = SqliteStore::open(&path).unwrap();
+    let pending = second.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(pending[0].next_attempt_at, next);
+    assert_eq!(pending[0].last_error.as_deref(), Some("connection refused"));
+    assert_eq!(pending[1].payload, r#"{"state":"resolved"}"#);
+    assert_eq!(
+        second.alerts().await.unwrap(),
+        vec![AlertRecord::new("down", dep, "web", since, 3.0)]
+    );
+    // Ids continue after the reopened ones.
+    second.outbox_ack(b).await.unwrap();
+    let c = second
+        .outbox_put(OutboxEntry::new("ops", "{}"))
+        .await
+        .unwrap();
+    assert!(c > b);
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_and_keeps_its_deployments() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(super::schema::SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO audit (at, deployment, operation, action) VALUES (1, 'dep-a', NULL, '{}')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let id = store
+        .outbox_put(OutboxEntry::new("ops", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_pending(10).await.unwrap()[0].id, id);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let audit: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(audit, 1, "the upgrade keeps what version 1 held");
 }
 
 #[tokio::test]
