@@ -498,14 +498,14 @@ async fn audit(daemon: &Daemon, params: &Params) -> Response<Body> {
 /// What fires and what waits for delivery (`conan alerts`).
 async fn alerts(daemon: &Daemon) -> Response<Body> {
     let alerts = daemon.monitor.alerts();
-    match alerts.pending(100).await {
-        Ok(pending) => json(
-            StatusCode::OK,
-            &crate::api::AlertsView {
-                firing: alerts.firing(),
-                pending,
-            },
-        ),
+    let view = async {
+        Ok::<_, conan::Error>(crate::api::AlertsView {
+            firing: alerts.firing().await?,
+            pending: alerts.pending(100).await?,
+        })
+    };
+    match view.await {
+        Ok(view) => json(StatusCode::OK, &view),
         Err(e) => failure_response(daemon, &e, ""),
     }
 }

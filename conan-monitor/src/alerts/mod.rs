@@ -37,7 +37,7 @@ mod eval;
 mod http;
 mod rules;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use conan_core::store::{AlertRecord, AuditAction, AuditQuery, Outbox, OutboxEntry};
@@ -144,7 +144,6 @@ pub struct PendingNotification {
 pub struct Alerts {
     settings: AlertSettings,
     outbox: Outbox,
-    firing: Mutex<Vec<FiringAlert>>,
     /// Woken when the outbox got new entries.
     wake: Notify,
 }
@@ -154,7 +153,6 @@ impl Alerts {
         Self {
             settings: settings.alerts.clone(),
             outbox,
-            firing: Mutex::new(Vec::new()),
             wake: Notify::new(),
         }
     }
@@ -165,10 +163,25 @@ impl Alerts {
         &self.settings
     }
 
-    /// What fires now, oldest first.
-    #[must_use]
-    pub fn firing(&self) -> Vec<FiringAlert> {
-        self.lock().clone()
+    /// What fires now, oldest first, as the store has it (the store is the truth: right
+    /// after a restart it already lists what fired before).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn firing(&self) -> conan_core::Result<Vec<FiringAlert>> {
+        Ok(self
+            .outbox
+            .alerts()
+            .await?
+            .into_iter()
+            .map(|a| FiringAlert {
+                rule: a.rule,
+                deployment: a.name,
+                deployment_id: a.deployment,
+                since: a.since,
+                value: a.value,
+            })
+            .collect())
     }
 
     /// Up to `limit` notifications waiting in the outbox, oldest first.
@@ -198,24 +211,6 @@ impl Alerts {
             })
             .collect())
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FiringAlert>> {
-        self.firing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set_firing(&self, alert: FiringAlert) {
-        let mut firing = self.lock();
-        firing.retain(|a| !(a.rule == alert.rule && a.deployment_id == alert.deployment_id));
-        firing.push(alert);
-        firing.sort_by_key(|a| a.since);
-    }
-
-    fn clear_firing(&self, rule: &str, deployment: &DeploymentId) {
-        self.lock()
-            .retain(|a| !(a.rule == rule && &a.deployment_id == deployment));
-    }
 }
 
 impl Signals for Shared {
@@ -228,51 +223,51 @@ impl Signals for Shared {
     }
 }
 
-/// Evaluates the rules and delivers the outbox until the monitor shuts down. Does nothing
-/// (subscribes to nothing, ticks never) without rules and webhooks.
+/// Evaluates the rules and delivers the outbox until the monitor shuts down. Without rules
+/// it only resolves the alerts a previous configuration left firing; without rules and
+/// webhooks it subscribes to nothing and never ticks.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let alerts = &shared.alerts;
     let settings = &alerts.settings;
-    if settings.is_empty() {
-        return;
-    }
     let deliver = async {
         if !settings.webhooks.is_empty() {
             deliver::run(settings, &alerts.outbox, &alerts.wake).await;
         }
     };
-    let evaluate = async {
-        if !settings.rules.is_empty() {
-            evaluate(&shared).await;
-        }
-    };
-    tokio::join!(deliver, evaluate);
+    tokio::join!(deliver, evaluate(&shared));
 }
 
 async fn evaluate(shared: &Shared) {
     let alerts = &shared.alerts;
     let manager = &shared.manager;
+    let rules = !alerts.settings.rules.is_empty();
     // Subscribe first, so nothing that happens while the state is loaded is missed.
-    let mut events = manager.subscribe();
+    let mut events = rules.then(|| manager.subscribe());
     let mut eval = Evaluator::new(alerts.settings.rules.clone());
     let restored = loop {
         match alerts.outbox.alerts().await {
             Ok(restored) => break restored,
-            Err(e) => {
+            Err(e) if rules => {
                 tracing::warn!(error = %e, "alerts: cannot read the firing alerts; trying again");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
+            // No rules: nothing to do unless an earlier configuration left alerts firing.
+            Err(e) => {
+                tracing::debug!(error = %e, "alerts: cannot read the firing alerts");
+                return;
+            }
         }
     };
-    for alert in &restored {
-        alerts.set_firing(FiringAlert {
-            rule: alert.rule.clone(),
-            deployment: alert.name.clone(),
-            deployment_id: alert.deployment.clone(),
-            since: alert.since,
-            value: alert.value,
-        });
-    }
+    let Some(events) = events.as_mut() else {
+        // Rules were all deleted: what they left firing resolves, and that is all.
+        eval.restore(restored);
+        for t in eval.evaluate(&[], None, shared, Instant::now()) {
+            if let Err(e) = announce(shared, &t).await {
+                tracing::warn!(rule = %t.rule, deployment = %t.name, error = %e, "alerts: cannot resolve an alert of a deleted rule");
+            }
+        }
+        return;
+    };
     if !restored.is_empty() {
         tracing::info!(
             firing = restored.len(),
@@ -398,7 +393,7 @@ async fn seed_restarts(manager: &DeploymentManager, eval: &mut Evaluator, window
 }
 
 /// Writes a transition to the outbox (one entry per webhook) and the alert state, then
-/// tells everyone: the firing list, the event bus, the deliverer. The outbox goes first: a
+/// tells everyone: the event bus, the deliverer. The outbox goes first: a
 /// crash between the two writes can only cause a duplicate, never a lost notification.
 async fn announce(shared: &Shared, t: &Transition) -> conan_core::Result<()> {
     let alerts = &shared.alerts;
@@ -443,18 +438,10 @@ async fn announce(shared: &Shared, t: &Transition) -> conan_core::Result<()> {
                     t.value,
                 ))
                 .await?;
-            alerts.set_firing(FiringAlert {
-                rule: t.rule.clone(),
-                deployment: t.name.to_string(),
-                deployment_id: t.deployment.clone(),
-                since: t.since,
-                value: t.value,
-            });
             tracing::warn!(rule = %t.rule, deployment = %t.name, value = t.value, "alert firing");
         }
         AlertState::Resolved => {
             alerts.outbox.delete_alert(&t.rule, &t.deployment).await?;
-            alerts.clear_firing(&t.rule, &t.deployment);
             tracing::info!(rule = %t.rule, deployment = %t.name, value = t.value, "alert resolved");
         }
     }

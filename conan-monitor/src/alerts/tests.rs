@@ -292,7 +292,7 @@ async fn a_crashed_deployment_fires_down_after_for_and_resolves_once_started() {
         "fired {waited:?} after the failure (for = 5s, interval = 1s)"
     );
     assert!(value >= 0.0);
-    let firing = monitor.alerts().firing();
+    let firing = monitor.alerts().firing().await.unwrap();
     assert_eq!(firing.len(), 1);
     assert_eq!(
         (firing[0].rule.as_str(), firing[0].deployment.as_str()),
@@ -311,7 +311,7 @@ async fn a_crashed_deployment_fires_down_after_for_and_resolves_once_started() {
     let (_, state, _) = next_alert(&mut events, 10 * SEC).await.expect("resolves");
     assert_eq!(state, AlertState::Resolved);
     assert!(started.elapsed() >= 2 * SEC, "resolve_for = 2s");
-    assert!(monitor.alerts().firing().is_empty());
+    assert!(monitor.alerts().firing().await.unwrap().is_empty());
     assert!(store.alerts().await.unwrap().is_empty());
     monitor.shutdown().await;
 }
@@ -341,7 +341,7 @@ async fn a_restarted_monitor_neither_reannounces_a_firing_alert_nor_forgets_its_
     // Still down: not announced again.
     assert_eq!(next_alert(&mut events, 5 * SEC).await, None);
     assert_eq!(
-        second.alerts().firing().len(),
+        second.alerts().firing().await.unwrap().len(),
         1,
         "taken back from the store"
     );
@@ -578,7 +578,7 @@ async fn an_app_that_exits_on_its_own_is_down_and_a_deliberate_stop_is_not() {
         .unwrap();
     let (rule, state, _) = next_alert(&mut events, 10 * SEC).await.expect("fires");
     assert_eq!((rule.as_str(), state), ("down", AlertState::Firing));
-    let firing = monitor.alerts().firing();
+    let firing = monitor.alerts().firing().await.unwrap();
     assert_eq!(firing.len(), 1);
     assert_eq!(firing[0].deployment, "quits");
     monitor.shutdown().await;
@@ -597,10 +597,46 @@ async fn an_app_that_exits_on_its_own_is_down_and_a_deliberate_stop_is_not() {
     let names: Vec<String> = later
         .alerts()
         .firing()
+        .await
+        .unwrap()
         .into_iter()
         .filter(|a| a.rule == "down-again")
         .map(|a| a.deployment)
         .collect();
     assert_eq!(names, vec!["quits".to_owned()]);
     later.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_every_rule_resolves_what_they_left_firing() {
+    let provider = MemoryProvider::new();
+    let store = Arc::new(MemoryStore::new());
+    let manager = manager_with(provider.clone(), store.clone()).await;
+    let first = Monitor::builder(manager.clone())
+        .settings(settings_with(vec![down_rule(0, 0)], vec![]))
+        .build();
+    let mut events = manager.subscribe();
+    provider.crash_after_deploy(Some(SEC));
+    manager
+        .deploy(DeploymentConfig::builder("web").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_alert(&mut events, 5 * SEC).await.map(|a| a.1),
+        Some(AlertState::Firing)
+    );
+    first.shutdown().await;
+    let second = Monitor::builder(manager.clone())
+        .settings(MonitorSettings {
+            health: false,
+            ..MonitorSettings::default()
+        })
+        .build();
+    assert_eq!(
+        next_alert(&mut events, 5 * SEC).await.map(|a| a.1),
+        Some(AlertState::Resolved)
+    );
+    assert!(second.alerts().firing().await.unwrap().is_empty());
+    assert!(store.alerts().await.unwrap().is_empty());
+    second.shutdown().await;
 }
