@@ -380,4 +380,6 @@ async fn follow<S: DataSource>(source: S, id: String, tx: mpsc::Sender<Update>, 
 }
 
 #[cfg(test)]
+mod loop_tests;
+#[cfg(test)]
 mod tests;
