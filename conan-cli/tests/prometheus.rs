@@ -123,7 +123,30 @@ fn metrics_follow_deployments_through_their_states_and_pass_promtool() {
     let web = unique("prom-web");
     let api = unique("prom-api");
     let bad = unique("prom-bad");
-    let deployed = home.deploy_hello(&web);
+    // web is probed every second by the daemon's health monitor.
+    let projects = tempfile::tempdir().unwrap();
+    let root = projects.path().join(&web);
+    std::fs::create_dir_all(&root).unwrap();
+    for file in ["app.js", "package.json"] {
+        std::fs::copy(app("hello").join(file), root.join(file)).unwrap();
+    }
+    std::fs::write(
+        root.join("conan.toml"),
+        format!(
+            "name = \"{web}\"\n[health_check]\ntype = \"http\"\npath = \"/health\"\ninterval = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let deployed = home
+        .conan(&[
+            "deploy",
+            root.to_str().unwrap(),
+            "--env",
+            &home.tag_env(),
+            "--json",
+        ])
+        .ok()
+        .json();
     home.deploy_hello(&api);
     let crash = app("crash");
     home.conan(&[
@@ -177,6 +200,14 @@ fn metrics_follow_deployments_through_their_states_and_pass_promtool() {
         Some(3.0),
         "{text}"
     );
+
+    // The health monitor's probes of web are timed and counted.
+    let healthy = format!("conan_health_checks_total{{deployment=\"{web}\",result=\"healthy\"}}");
+    let timed = format!("conan_health_check_duration_seconds_count{{deployment=\"{web}\"}}");
+    let text = scrape_until(&addr, &promtool, "web probed twice", |t| {
+        value(t, &healthy).is_some_and(|n| n >= 2.0)
+    });
+    assert!(value(&text, &timed).is_some_and(|n| n >= 2.0), "{text}");
 
     // hello logs one line per request: the log follower counts them.
     let url = deployed["url"].as_str().expect("url").to_owned();
