@@ -37,7 +37,7 @@ mod render;
 pub(crate) use render::render;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -92,7 +92,6 @@ pub(crate) struct DeploymentInstruments {
     pub(crate) checks_healthy: Counter,
     pub(crate) checks_unhealthy: Counter,
     pub(crate) restarts: Counter,
-    consecutive_failures: AtomicU32,
     probed: AtomicBool,
 }
 
@@ -103,18 +102,15 @@ impl Default for DeploymentInstruments {
             checks_healthy: Counter::default(),
             checks_unhealthy: Counter::default(),
             restarts: Counter::default(),
-            consecutive_failures: AtomicU32::new(0),
             probed: AtomicBool::new(false),
         }
     }
 }
 
 impl DeploymentInstruments {
-    /// Failed probes in a row, `None` before the first probe.
-    pub(crate) fn failures_in_a_row(&self) -> Option<u32> {
-        self.probed
-            .load(Ordering::Relaxed)
-            .then(|| self.consecutive_failures.load(Ordering::Relaxed))
+    /// Whether a probe was recorded (the up/down verdict is the health monitor's).
+    pub(crate) fn probed(&self) -> bool {
+        self.probed.load(Ordering::Relaxed)
     }
 }
 
@@ -146,10 +142,8 @@ impl Instruments {
         d.probe_duration.observe(duration.as_secs_f64());
         if healthy {
             d.checks_healthy.inc();
-            d.consecutive_failures.store(0, Ordering::Relaxed);
         } else {
             d.checks_unhealthy.inc();
-            d.consecutive_failures.fetch_add(1, Ordering::Relaxed);
         }
         d.probed.store(true, Ordering::Relaxed);
     }

@@ -26,6 +26,7 @@ struct Row {
     latest: Option<Metrics>,
     instruments: Option<Arc<DeploymentInstruments>>,
     log_lines: Option<[u64; LEVELS.len()]>,
+    health: Option<conan_core::HealthStatus>,
 }
 
 impl Row {
@@ -33,20 +34,11 @@ impl Row {
         &self.record.name
     }
 
+    /// Running, and not unhealthy by the health monitor's verdict (its thresholds and start
+    /// period; a deployment without a check, or not probed yet, counts as up).
     fn up(&self) -> bool {
-        if self.record.status.kind() != StatusKind::Running {
-            return false;
-        }
-        let threshold = self
-            .record
-            .config
-            .health_check
-            .as_ref()
-            .map_or(1, |h| h.failure_threshold.max(1));
-        self.instruments
-            .as_ref()
-            .and_then(|i| i.failures_in_a_row())
-            .is_none_or(|failures| failures < threshold)
+        self.record.status.kind() == StatusKind::Running
+            && self.health != Some(conan_core::HealthStatus::Unhealthy)
     }
 }
 
@@ -84,6 +76,7 @@ impl Collector for Exposition {
                 latest: shared.history.latest(&record.id).map(|(_, m)| m),
                 instruments: shared.instruments.get(&record.name),
                 log_lines: shared.log_counters.lines_by_level(&record.id),
+                health: shared.health.status(&record.id),
                 record,
             })
             .collect();
@@ -166,7 +159,7 @@ impl Collector for Exposition {
             .iter()
             .filter_map(|r| {
                 let i = r.instruments.as_deref()?;
-                i.failures_in_a_row().map(|_| (r, i))
+                i.probed().then_some((r, i))
             })
             .collect();
         if !probed.is_empty() {

@@ -149,7 +149,7 @@ async fn the_status_is_a_state_set_with_one_series_at_one() {
 }
 
 #[tokio::test]
-async fn health_checks_are_counted_timed_and_turn_up_off_at_the_threshold() {
+async fn health_checks_are_counted_and_timed() {
     let (monitor, _provider) = monitor().await;
     let manager = monitor.manager().clone();
     manager.deploy(config("web")).await.unwrap();
@@ -190,10 +190,31 @@ async fn health_checks_are_counted_timed_and_turn_up_off_at_the_threshold() {
     )
     .unwrap();
     assert!((sum - 0.043).abs() < 1e-9, "{sum}");
-    instruments.health_check("web", false, Duration::from_millis(40));
-    assert_eq!(value(&monitor.render_prometheus(), up), Some(0.0));
-    instruments.health_check("web", true, Duration::from_millis(1));
+    monitor.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn up_follows_the_health_monitors_verdict() {
+    let provider = MemoryProvider::new();
+    let manager = DeploymentManager::builder()
+        .provider(provider.clone())
+        .build()
+        .await
+        .unwrap();
+    let monitor = Monitor::builder(manager.clone()).build();
+    manager.deploy(config("web")).await.unwrap();
+    let up = r#"conan_deployment_up{deployment="web",provider="memory"}"#;
     assert_eq!(value(&monitor.render_prometheus(), up), Some(1.0));
+    // Two failures in a row (the threshold) make it unhealthy: down until it passes again
+    // (the monitor's restart is 1 s of backoff away).
+    provider.set_unhealthy("web", Some("GET /health -> 500"));
+    let id = manager.get("web").unwrap().id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while monitor.health().status(&id) != Some(conan_core::HealthStatus::Unhealthy) {
+        assert!(tokio::time::Instant::now() < deadline, "never unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(value(&monitor.render_prometheus(), up), Some(0.0));
     monitor.shutdown().await;
 }
 

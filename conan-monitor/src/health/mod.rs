@@ -126,6 +126,13 @@ impl HealthBoard {
         Some(view)
     }
 
+    /// The latest verdict on `deployment`, if the monitor probed it (cheaper than
+    /// [`get`](Self::get): nothing is copied).
+    #[must_use]
+    pub fn status(&self, deployment: &DeploymentId) -> Option<conan_core::HealthStatus> {
+        self.state().views.get(deployment).map(|v| v.report.status)
+    }
+
     /// Restarts the monitor asked for on `deployment` since it started.
     #[must_use]
     pub fn monitor_restarts(&self, deployment: &DeploymentId) -> u32 {
