@@ -31,7 +31,10 @@ pub(crate) async fn collect(dep: &Deployment) -> Metrics {
         .map(Pid::from_u32)
         .collect();
     m.pids = Some(pids.len() as u64);
-    let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+    let kind = ProcessRefreshKind::nothing()
+        .with_cpu()
+        .with_memory()
+        .without_tasks();
     let first = {
         let mut guard = dep
             .sys
