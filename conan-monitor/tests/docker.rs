@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use conan_core::{
-    DeploymentConfig, DeploymentManager, Event, HealthCheck, HealthStatus, OperationKind,
-    RestartCause, RestartPolicy, StatusKind,
+    DeploymentConfig, DeploymentManager, Event, HealthCheck, HealthStatus, RestartCause,
+    RestartPolicy, StatusKind,
 };
 use conan_monitor::Monitor;
 use conan_provider_docker::{DockerOptions, DockerProvider};
@@ -124,10 +124,6 @@ async fn deploy(suffix: &str, check: HealthCheck) -> Setup {
         _scope: scope,
         _app: app,
     }
-}
-
-fn is_restart_done(e: &Event) -> bool {
-    matches!(e, Event::Finished { kind: OperationKind::Restart, outcome, .. } if outcome.is_success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,10 +72,6 @@ fn config(s: &Setup, name: &str, check: HealthCheck) -> DeploymentConfig {
     c
 }
 
-fn is_restart_done(e: &Event) -> bool {
-    matches!(e, Event::Finished { kind: OperationKind::Restart, outcome, .. } if outcome.is_success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_answering_500_is_restarted_within_interval_times_threshold_plus_a_second() {
     let s = setup(25000..=25099, true, MonitorSettings::default()).await;

@@ -10,7 +10,7 @@ use super::handle::HealAction;
 use super::lifecycle::stopped;
 use super::ops::Op;
 use super::reports::stale_origin;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{Event, ReportOrigin};
 use crate::status::{DeploymentStatus, StatusKind};
 use crate::store::DeploymentRecord;
@@ -33,22 +33,7 @@ impl Op<'_> {
         match action {
             HealAction::Restart => self.restart().await,
             HealAction::Fail(failure) => {
-                let provider = self.inner.provider(&record.provider)?;
-                self.transition(DeploymentStatus::Stopping, |_| {}).await?;
-                let known = Self::known(&record);
-                let deadline = self.inner.timeouts(provider.name()).stop(&record.config);
-                let stop = self
-                    .call(&provider, "stop", deadline, |ctx| {
-                        let (p, known) = (&provider, &known);
-                        async move { p.stop(&ctx, known).await }
-                    })
-                    .await;
-                if let Err(e) = stop
-                    && !matches!(e, Error::NotFound { .. })
-                {
-                    self.fail(&e, None).await?;
-                    return Err(e);
-                }
+                self.stop_instances(&record).await?;
                 let record = self
                     .transition(DeploymentStatus::failed(failure.reason.clone()), |r| {
                         r.last_failure = Some(Arc::new(failure.clone()));

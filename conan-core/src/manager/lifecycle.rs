@@ -241,9 +241,17 @@ impl Op<'_> {
     }
 
     pub(super) async fn stop_from(&mut self, record: DeploymentRecord) -> Result<DeploymentRecord> {
+        self.stop_instances(&record).await?;
+        self.transition(DeploymentStatus::Stopped, |r| r.runtime = stopped(r))
+            .await
+    }
+
+    /// Moves `record` to `Stopping` and has its provider stop it; a provider error fails the
+    /// deployment and is answered.
+    pub(super) async fn stop_instances(&mut self, record: &DeploymentRecord) -> Result<()> {
         let provider = self.inner.provider(&record.provider)?;
         self.transition(DeploymentStatus::Stopping, |_| {}).await?;
-        let known = Self::known(&record);
+        let known = Self::known(record);
         let deadline = self.inner.timeouts(provider.name()).stop(&record.config);
         match self
             .call(&provider, "stop", deadline, |ctx| {
@@ -253,10 +261,7 @@ impl Op<'_> {
             .await
         {
             // `NotFound` is tolerated from providers that answer it for "nothing to stop".
-            Ok(()) | Err(Error::NotFound { .. }) => {
-                self.transition(DeploymentStatus::Stopped, |r| r.runtime = stopped(r))
-                    .await
-            }
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => {
                 self.fail(&e, None).await?;
                 Err(e)

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use conan_core::{DeploymentManager, Event, EventEnvelope};
+use conan_core::{DeploymentManager, Event, EventEnvelope, OperationKind};
 use tokio::sync::broadcast;
 
 /// A Node app: `/health` answers 200, then 500 once `FAIL_AFTER_MS` passed since start (or
@@ -156,4 +156,9 @@ pub async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// Whether `e` is the successful end of a restart operation.
+pub fn is_restart_done(e: &Event) -> bool {
+    matches!(e, Event::Finished { kind: OperationKind::Restart, outcome, .. } if outcome.is_success())
 }
