@@ -56,7 +56,8 @@ pub(crate) struct Deployment {
     /// Serializes operations (deploy, update, stop, ...) on this deployment.
     pub op: tokio::sync::Mutex<()>,
     pub shared: Mutex<Shared>,
-    pub sys: Mutex<Option<sysinfo::System>>,
+    /// The last CPU reading of its tree (CPU use is a difference of two).
+    pub cpu: Mutex<crate::metrics::CpuBaseline>,
     /// Providers holding it (a fresh provider in the same process shares it).
     pub holders: AtomicUsize,
     /// Set by `remove`: providers still holding it treat it as gone.
@@ -115,7 +116,7 @@ impl Deployment {
                 restarts: 0,
                 last_failure: None,
             }),
-            sys: Mutex::new(None),
+            cpu: Mutex::new(crate::metrics::CpuBaseline::default()),
             holders: AtomicUsize::new(1),
             removed: AtomicBool::new(false),
             cleanups: Mutex::new(Vec::new()),

@@ -1,12 +1,70 @@
-//! Resource usage of an instance's whole process tree through sysinfo, refreshing only the
-//! tree's own pids (never every process on the machine).
+//! Resource usage of an instance's process tree, read straight from `/proc`: one
+//! `/proc/PID/stat` per process of the tree (CPU ticks, RSS), and the tree itself from its
+//! cgroup's member list (or the kernel's children lists without one). A sample of an idle
+//! one-process app costs a handful of small reads, never a scan of every process.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use conan_core::{Metrics, ObservedStatus};
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::deployment::Deployment;
+use crate::procfs;
+
+/// How long the first sample of an instance waits to measure CPU (a difference of two
+/// readings), like `top`'s first screen.
+const FIRST_CPU_WINDOW: Duration = Duration::from_millis(200);
+
+/// Clock ticks per second and the page size, asked of the kernel once.
+static UNITS: LazyLock<(f64, u64)> = LazyLock::new(|| {
+    use nix::unistd::{SysconfVar, sysconf};
+    let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    let page = sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096);
+    (ticks.max(1) as f64, page.max(1).unsigned_abs())
+});
+
+/// The previous reading of a deployment's tree: CPU ticks per process (by pid and start
+/// time, so a recycled pid starts afresh) and when it was taken.
+#[derive(Debug, Default)]
+pub(crate) struct CpuBaseline {
+    at: Option<Instant>,
+    ticks: HashMap<(u32, u64), u64>,
+}
+
+/// One reading of a tree: CPU ticks per process and total RSS in bytes.
+fn read(pids: &[u32]) -> (HashMap<(u32, u64), u64>, u64) {
+    let page = UNITS.1;
+    let mut ticks = HashMap::with_capacity(pids.len());
+    let mut rss = 0u64;
+    for &pid in pids {
+        if let Some(u) = procfs::usage(pid) {
+            ticks.insert((pid, u.start_time), u.cpu_ticks);
+            rss = rss.saturating_add(u.rss_pages.saturating_mul(page));
+        }
+    }
+    (ticks, rss)
+}
+
+/// Percent of one core used between `base` and `now` (`None` without a baseline): the
+/// processes present in both readings, plus the whole time of those that appeared in
+/// between (they started after the baseline).
+fn cpu_percent(base: &CpuBaseline, now: &HashMap<(u32, u64), u64>, now_at: Instant) -> Option<f64> {
+    let at = base.at?;
+    let secs = now_at.checked_duration_since(at)?.as_secs_f64();
+    if secs <= 0.0 {
+        return None;
+    }
+    let used: u64 = now
+        .iter()
+        .map(|(k, &t)| t.saturating_sub(base.ticks.get(k).copied().unwrap_or(0)))
+        .sum();
+    Some(used as f64 / UNITS.0 / secs * 100.0)
+}
 
 /// Current metrics of `dep`.
 pub(crate) async fn collect(dep: &Deployment) -> Metrics {
@@ -24,61 +82,67 @@ pub(crate) async fn collect(dep: &Deployment) -> Metrics {
     }
     m.port = inst.port;
     m.uptime = Some(inst.started_at().1.elapsed());
-    let pids: Vec<Pid> = inst
-        .tree()
-        .members()
-        .into_iter()
-        .map(Pid::from_u32)
-        .collect();
+    let tree = inst.tree();
+    let pids = tree.measured_members();
     m.pids = Some(pids.len() as u64);
-    let kind = ProcessRefreshKind::nothing()
-        .with_cpu()
-        .with_memory()
-        .without_tasks();
-    let first = {
-        let mut guard = dep
-            .sys
+    let (mut ticks, mut rss) = read(&pids);
+    let mut now = Instant::now();
+    let fresh = {
+        let base = dep
+            .cpu
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = guard.is_none();
-        if first {
-            match System::new() {
-                Ok(sys) => *guard = Some(sys),
-                Err(e) => {
-                    tracing::debug!(error = %e, "sysinfo is not available");
-                    return m;
-                }
-            }
-        }
-        if let Some(sys) = guard.as_mut() {
-            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
-        }
-        first
+        base.at.is_none()
     };
-    if first {
-        // CPU usage is a difference between two samples.
-        tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL).await;
+    if fresh {
+        // CPU usage is a difference between two readings: take a baseline first.
+        *dep.cpu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = CpuBaseline {
+            at: Some(now),
+            ticks,
+        };
+        tokio::time::sleep(FIRST_CPU_WINDOW).await;
+        (ticks, rss) = read(&pids);
+        now = Instant::now();
     }
-    let mut guard = dep
-        .sys
+    let mut base = dep
+        .cpu
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(sys) = guard.as_mut() else { return m };
-    if first {
-        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
-    }
-    let (mut cpu, mut mem) = (0f64, 0u64);
-    for pid in &pids {
-        if let Some(p) = sys.process(*pid) {
-            cpu += f64::from(p.cpu_usage());
-            mem += p.memory();
-        }
-    }
-    m.cpu_percent = Some(cpu);
-    m.memory_bytes = Some(mem);
-    drop(guard);
+    m.cpu_percent = cpu_percent(&base, &ticks, now).or(Some(0.0));
+    *base = CpuBaseline {
+        at: Some(now),
+        ticks,
+    };
+    drop(base);
+    m.memory_bytes = Some(rss);
     // Reported only when the kernel enforces it: a monitor enforces `resources.memory`
     // itself where it does not.
-    m.memory_limit_bytes = inst.tree().cgroup().and_then(|cg| cg.memory_limit());
+    m.memory_limit_bytes = tree.cgroup().and_then(|cg| cg.memory_limit());
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_the_tick_difference_over_the_wall_time() {
+        let t0 = Instant::now();
+        let base = CpuBaseline {
+            at: Some(t0),
+            ticks: HashMap::from([((10, 1), 100), ((11, 1), 50), ((12, 1), 7)]),
+        };
+        // pid 10 used 50 ticks, 11 none, 12 exited, 13 appeared (started after t0) with 25.
+        let now = HashMap::from([((10, 1), 150), ((11, 1), 50), ((13, 9), 25)]);
+        let ticks_per_sec = UNITS.0;
+        let pct = cpu_percent(&base, &now, t0 + Duration::from_secs(1)).unwrap();
+        assert!((pct - 75.0 / ticks_per_sec * 100.0).abs() < 1e-9, "{pct}");
+        // A recycled pid (new start time) counts from zero, never a negative difference.
+        let recycled = HashMap::from([((10, 2), 5)]);
+        let pct = cpu_percent(&base, &recycled, t0 + Duration::from_secs(1)).unwrap();
+        assert!((pct - 5.0 / ticks_per_sec * 100.0).abs() < 1e-9);
+        assert_eq!(cpu_percent(&CpuBaseline::default(), &now, t0), None);
+    }
 }

@@ -45,6 +45,46 @@ pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
     parse_stat(pid, &text)
 }
 
+/// What `/proc/PID/stat` says about a process's resource use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcUsage {
+    /// Start time in clock ticks after boot (with the pid, the process's identity).
+    pub start_time: u64,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size, in pages.
+    pub rss_pages: u64,
+}
+
+/// Parses the resource fields of `/proc/PID/stat`: utime and stime (fields 14 and 15),
+/// starttime (22) and rss (24), counted after the command name like [`parse_stat`].
+pub(crate) fn parse_usage(text: &str) -> Option<ProcUsage> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // Field 3 (the state) is the first after the name: field N is at index N - 3.
+    let mut nth = |skip: usize| -> Option<u64> { fields.nth(skip)?.parse().ok() };
+    let utime = nth(11)?;
+    let stime = nth(0)?;
+    let start_time = nth(6)?;
+    nth(0)?; // vsize
+    let rss_pages = nth(0)?;
+    Some(ProcUsage {
+        start_time,
+        cpu_ticks: utime.saturating_add(stime),
+        rss_pages,
+    })
+}
+
+/// The resource use of `pid`, if it is alive (one read of one file).
+pub(crate) fn usage(pid: u32) -> Option<ProcUsage> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = text[text.rfind(')')? + 1..].split_whitespace().next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    parse_usage(&text)
+}
+
 /// Whether `pid` is alive (not a zombie) and, when given, started at `start_time`.
 pub(crate) fn is_alive(pid: u32, start_time: Option<u64>) -> bool {
     stat(pid).is_some_and(|s| !s.is_dead() && start_time.is_none_or(|t| t == s.start_time))
@@ -222,6 +262,21 @@ mod tests {
         assert_eq!(
             (s.ppid, s.pgid, s.state, s.start_time),
             (1, 42, 'S', 123456)
+        );
+    }
+
+    #[test]
+    fn parses_usage_fields_after_the_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime cutime cstime priority nice threads itreal starttime vsize rss ...
+        let text = "7 (a) b) S 1 7 7 0 -1 0 0 0 0 0 150 25 9 9 20 0 1 0 98765 1000 321 0 0";
+        let u = parse_usage(text).unwrap();
+        assert_eq!((u.cpu_ticks, u.start_time, u.rss_pages), (175, 98765, 321));
+        let me = usage(std::process::id()).unwrap();
+        assert!(me.rss_pages > 0);
+        assert_eq!(
+            Some(me.start_time),
+            stat(std::process::id()).map(|s| s.start_time)
         );
     }
 

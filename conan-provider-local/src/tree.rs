@@ -110,6 +110,28 @@ impl TreeRef {
         members
     }
 
+    /// The live processes to measure, read cheaply: the cgroup's members when the
+    /// instance has one (nothing leaves it), else the leader and its descendants by the
+    /// kernel's children lists. Unlike [`members`](Self::members) it never reads every
+    /// process on the machine, so a sampler can call it often; a grandchild that left
+    /// the group and lost its parent is not measured without a cgroup (it is still
+    /// killed with the tree).
+    pub fn measured_members(&self) -> Vec<u32> {
+        if let Some(cg) = self.cgroup() {
+            return cg.procs();
+        }
+        let ours = |pid: u32| {
+            procfs::stat(pid).is_some_and(|s| !s.is_dead() && s.start_time >= self.since)
+        };
+        let Some(leader) = self.leader.filter(|&l| ours(l)) else {
+            return Vec::new();
+        };
+        let mut pids = procfs::descendants(leader);
+        pids.retain(|&p| ours(p));
+        pids.insert(0, leader);
+        pids
+    }
+
     /// Every live process of the tree.
     pub fn members(&self) -> Vec<u32> {
         self.member_stats(self.cgroup().as_ref())
