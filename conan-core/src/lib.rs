@@ -82,12 +82,13 @@ pub mod support;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
+pub mod traffic;
 
 pub use capability::{Capabilities, Capability};
 pub use config::{
-    ByteSize, ConfigProblem, DeploymentConfig, DeploymentConfigBuilder, HealthCheck,
-    HealthCheckKind, Resources, RestartMode, RestartPolicy, StopConfig, StopSignal, UpdatePolicy,
-    UpdateStrategy,
+    ByteSize, ConfigProblem, DeploymentConfig, DeploymentConfigBuilder, EndpointConfig,
+    HealthCheck, HealthCheckKind, Resources, RestartMode, RestartPolicy, StopConfig, StopSignal,
+    UpdatePolicy, UpdateStrategy,
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{

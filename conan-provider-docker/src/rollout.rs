@@ -325,6 +325,9 @@ impl DockerProvider {
         match strategy {
             UpdateStrategy::BlueGreen => {
                 let new = self.launch(ctx, spec, options, artifact, &replicas).await?;
+                // Behind an endpoint: route to the new containers, let the old ones drain.
+                ctx.cutover(&runtime(&self.settings.bind_address, &artifact.image, &new))
+                    .await;
                 ctx.events.progress(
                     &spec.id,
                     Phase::Switching,

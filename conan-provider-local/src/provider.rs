@@ -179,6 +179,8 @@ impl Provider for LocalProvider {
                 format!("revision {} ready", spec.revision),
             );
             let info = inner.serve(ctx, &dep, spec, new, Some((old, old_spec)));
+            // Behind an endpoint: route to the new instance, let the old one drain.
+            ctx.cutover(&info).await;
             ctx.events
                 .progress(&spec.id, Phase::Stopping, "stopping the previous revision");
             inner.retire(&dep).await;
@@ -231,6 +233,59 @@ impl Provider for LocalProvider {
         ctx.check_cancelled("start")?;
         inner.clear(&dep).await;
         inner.run_new(ctx, &dep, &known.spec).await
+    }
+
+    async fn replace(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+    ) -> Result<RuntimeInfo> {
+        let spec = &known.spec;
+        check_supported(ctx, spec, &self.inner.settings)?;
+        let side_by_side = || Error::NotSupported {
+            operation: format!(
+                "replacing '{}' side by side (a fixed port, or nothing running)",
+                spec.name()
+            ),
+            provider: NAME.to_owned(),
+        };
+        if spec.config.port.is_some() {
+            return Err(side_by_side());
+        }
+        let inner = &self.inner;
+        inner.remember(ctx);
+        let dep = inner
+            .find(known, ctx.events.clone(), None)
+            .await?
+            .ok_or_else(|| Error::deployment_not_found(spec.id.as_str()))?;
+        let _op = dep.op.lock().await;
+        dep.settle().await;
+        inner.retire(&dep).await;
+        ctx.check_cancelled("restart")?;
+        let (old, old_spec) = {
+            let shared = dep.lock();
+            let running = shared.observed.is_running();
+            (
+                shared.current.clone().filter(|i| running && alive(i)),
+                shared.spec.clone(),
+            )
+        };
+        let Some(old) = old else {
+            return Err(side_by_side());
+        };
+        // On failure the new instance is gone and the old one serves untouched.
+        let new = inner.launch(ctx, &dep, spec, PortChoice::Fresh).await?;
+        ctx.events.progress(
+            &spec.id,
+            Phase::Switching,
+            format!("a fresh instance of revision {} is ready", spec.revision),
+        );
+        let info = inner.serve(ctx, &dep, spec, new, Some((old, old_spec)));
+        ctx.cutover(&info).await;
+        ctx.events
+            .progress(&spec.id, Phase::Stopping, "stopping the replaced instance");
+        inner.retire(&dep).await;
+        Ok(info)
     }
 
     async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {

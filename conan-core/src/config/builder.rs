@@ -111,6 +111,18 @@ impl DeploymentConfigBuilder {
         self
     }
 
+    /// The endpoint stanza (see [`EndpointConfig`](super::EndpointConfig)).
+    pub fn endpoint(mut self, endpoint: super::EndpointConfig) -> Self {
+        self.config.endpoint = endpoint;
+        self
+    }
+
+    /// The endpoint's listening address (`127.0.0.1:8080`).
+    pub fn listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.endpoint.listen = Some(addr);
+        self
+    }
+
     /// The whole update policy.
     pub fn update(mut self, update: UpdatePolicy) -> Self {
         self.config.update = update;

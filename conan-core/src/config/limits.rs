@@ -30,3 +30,6 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(HOUR);
 pub const UPDATE_MIN_HEALTHY_TIME: Duration = Duration::from_secs(HOUR);
 /// `update.healthy_deadline`: at most 24 h.
 pub const UPDATE_HEALTHY_DEADLINE: Duration = Duration::from_secs(24 * HOUR);
+
+/// Most `endpoint.drain_timeout`.
+pub const ENDPOINT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);

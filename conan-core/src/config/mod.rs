@@ -27,6 +27,7 @@
 //! | `update.min_healthy_time` | 0 s | Kamal (the health check is the gate) |
 //! | `update.healthy_deadline` | 60 s | between Kamal's 30 s and Nomad's 5 min |
 //! | `update.auto_rollback` | true | a failed revision never replaces a serving one |
+//! | `endpoint.enabled` / `endpoint.drain_timeout` | true / 30 s | kamal-proxy: a stable proxy address, 30 s drain |
 //!
 //! # Maxima
 //!
@@ -48,6 +49,7 @@
 //! | `stop.timeout` | 1 h |
 //! | `update.min_healthy_time` | 1 h |
 //! | `update.healthy_deadline` | 24 h |
+//! | `endpoint.drain_timeout` | 1 h |
 
 mod builder;
 pub mod limits;
@@ -116,6 +118,10 @@ pub struct DeploymentConfig {
     /// How a new revision replaces the running one.
     #[serde(default)]
     pub update: UpdatePolicy,
+    /// The deployment's stable endpoint (a reverse proxy in front of its instances, when
+    /// the manager has a traffic layer: see [`crate::traffic`]).
+    #[serde(default, skip_serializing_if = "EndpointConfig::is_default")]
+    pub endpoint: EndpointConfig,
     /// Capabilities the chosen provider must have.
     #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
     pub requirements: Capabilities,
@@ -154,6 +160,7 @@ impl DeploymentConfig {
             resources: Resources::default(),
             replicas: 1,
             update: UpdatePolicy::default(),
+            endpoint: EndpointConfig::default(),
             requirements: Capabilities::none(),
             labels: BTreeMap::new(),
             provider_options: BTreeMap::new(),
@@ -587,6 +594,59 @@ impl Default for UpdatePolicy {
             min_healthy_time: Duration::ZERO,
             healthy_deadline: Self::default_healthy_deadline(),
             auto_rollback: true,
+        }
+    }
+}
+
+/// The `endpoint` stanza: the stable address clients use, in front of whichever instances
+/// serve (see [`crate::traffic`]).
+///
+/// ```toml
+/// [endpoint]
+/// listen = "127.0.0.1:8080"   # default: one assigned from the traffic layer's range, kept
+/// drain_timeout = "30s"       # in-flight requests of a replaced instance get this long
+/// # enabled = false           # no proxy: clients talk to the instance's own port
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Whether the deployment gets an endpoint (default true). With `false` clients reach
+    /// the instances on their own ports, which change on every blue-green update.
+    #[serde(default = "EndpointConfig::default_enabled")]
+    pub enabled: bool,
+    /// The address to listen on; when absent the traffic layer assigns one from its range
+    /// and the deployment keeps it for its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long requests in flight to a replaced (or stopped) instance may take before it
+    /// is stopped anyway (default 30 s, like kamal-proxy).
+    #[serde(
+        default = "EndpointConfig::default_drain_timeout",
+        with = "serde_duration"
+    )]
+    pub drain_timeout: Duration,
+}
+
+impl EndpointConfig {
+    fn default_enabled() -> bool {
+        true
+    }
+    fn default_drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    /// Whether every field has its default (then it is not serialized).
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            drain_timeout: Self::default_drain_timeout(),
         }
     }
 }

@@ -271,6 +271,32 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
         limits::UPDATE_HEALTHY_DEADLINE,
     );
 
+    p.at_most(
+        "endpoint.drain_timeout",
+        c.endpoint.drain_timeout,
+        limits::ENDPOINT_DRAIN_TIMEOUT,
+    );
+    if let Some(listen) = c.endpoint.listen {
+        if !c.endpoint.enabled {
+            p.push(
+                "endpoint.listen",
+                "is set but endpoint.enabled is false; remove one of them",
+            );
+        }
+        if listen.port() == 0 {
+            p.push("endpoint.listen", "needs a port (like 127.0.0.1:8080)");
+        }
+        if c.port == Some(listen.port()) {
+            p.push(
+                "endpoint.listen",
+                format!(
+                    "uses port {}, which is the app's own port; the endpoint needs a port of its own",
+                    listen.port()
+                ),
+            );
+        }
+    }
+
     for key in c.labels.keys() {
         let ok = !key.is_empty()
             && key.len() <= 253

@@ -29,6 +29,7 @@ pub struct DeploymentManagerBuilder {
     provider_timeouts: Vec<(String, CallTimeouts)>,
     shutdown_timeout: Duration,
     event_capacity: usize,
+    traffic: Option<Arc<crate::traffic::DynTraffic>>,
     /// The first registration error, reported by `build`.
     error: Option<Error>,
 }
@@ -55,6 +56,7 @@ impl DeploymentManagerBuilder {
             provider_timeouts: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             event_capacity: EventBus::DEFAULT_CAPACITY,
+            traffic: None,
             error: None,
         }
     }
@@ -131,6 +133,19 @@ impl DeploymentManagerBuilder {
         self
     }
 
+    /// The traffic layer that gives deployments a stable endpoint (a reverse proxy such as
+    /// `conan-proxy`); see [`crate::traffic`] for what the manager tells it and when. Default:
+    /// none (deployments are reached on their instances' own ports).
+    pub fn traffic(self, traffic: impl crate::traffic::Traffic) -> Self {
+        self.traffic_arc(Arc::new(traffic))
+    }
+
+    /// A shared traffic layer (see [`traffic`](Self::traffic)).
+    pub fn traffic_arc(mut self, traffic: Arc<crate::traffic::DynTraffic>) -> Self {
+        self.traffic = Some(traffic);
+        self
+    }
+
     /// Events buffered per subscriber before it lags (default 4096).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity;
@@ -190,6 +205,7 @@ impl DeploymentManagerBuilder {
             persist: persister.clone(),
             sink: EventSink::new(bus.clone(), Some(reports_tx)),
             bus,
+            traffic: self.traffic,
             retry: self.retry,
             timeouts: self.timeouts,
             provider_timeouts: self.provider_timeouts,

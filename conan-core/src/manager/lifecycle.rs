@@ -28,9 +28,20 @@ impl Op<'_> {
             state: RevisionState::Pending,
             created_at: record.created_at,
         };
+        // An endpoint that cannot be opened (its address is taken) fails the deploy before
+        // anything is started or stored.
+        let endpoint = match self.ensure_endpoint(&record, &record.config).await {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                self.inner.state().remove(&record.id);
+                return Err(e);
+            }
+        };
         // The Pending record is first persisted by this transition.
-        self.transition_with(DeploymentStatus::Deploying, Some(&revision), |_| {})
-            .await?;
+        self.transition_with(DeploymentStatus::Deploying, Some(&revision), |r| {
+            super::traffic::set_endpoint(r, endpoint);
+        })
+        .await?;
         let spec = DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone());
         let deadline = self.inner.timeouts(provider.name()).rollout(&spec.config);
         match self
@@ -112,17 +123,25 @@ impl Op<'_> {
             state: RevisionState::Pending,
             created_at: Timestamp::now(),
         };
-        self.transition_with(DeploymentStatus::Updating, Some(&revision), |_| {})
-            .await?;
+        let endpoint = self.ensure_endpoint(&record, &config).await?;
+        self.transition_with(DeploymentStatus::Updating, Some(&revision), |r| {
+            super::traffic::set_endpoint(r, endpoint);
+        })
+        .await?;
         let spec = DeploymentSpec::new(record.id.clone(), new_rev, config.clone());
         let known = Self::known(&record);
         let deadline = self.inner.timeouts(provider.name()).rollout(&config);
         let result = if from == StatusKind::Running {
-            self.call(&provider, "update", deadline, |ctx| {
-                let (p, spec, known) = (&provider, &spec, &known);
-                async move { p.update(&ctx, known, spec).await }
-            })
-            .await
+            // The provider switches the endpoint to the new revision once it passed its gate.
+            self.cutover = self.cutover_for(&config);
+            let result = self
+                .call(&provider, "update", deadline, |ctx| {
+                    let (p, spec, known) = (&provider, &spec, &known);
+                    async move { p.update(&ctx, known, spec).await }
+                })
+                .await;
+            self.cutover = None;
+            result
         } else {
             // Nothing serves (stopped, failed, never came up): the new revision is deployed
             // in place of whatever the provider still holds.
@@ -271,11 +290,21 @@ impl Op<'_> {
 
     pub(super) async fn restart(&mut self) -> Result<DeploymentRecord> {
         let (record, _) = self.snapshot()?;
-        let record = match record.status.kind() {
-            StatusKind::Running | StatusKind::Restarting => self.stop_from(record).await?,
-            _ => record,
-        };
-        self.start_from(record).await
+        // Behind an endpoint, fresh instances start beside the running ones first.
+        if let Some(result) = self.try_replace(&record).await {
+            return result;
+        }
+        self.holding = true;
+        let result = async {
+            let record = match record.status.kind() {
+                StatusKind::Running | StatusKind::Restarting => self.stop_from(record).await?,
+                _ => record,
+            };
+            self.start_from(record).await
+        }
+        .await;
+        self.holding = false;
+        result
     }
 
     pub(super) async fn remove(&mut self) -> Result<DeploymentRecord> {
@@ -358,6 +387,6 @@ pub(super) fn stopped(record: &DeploymentRecord) -> Option<Arc<RuntimeInfo>> {
     record
         .runtime
         .as_deref()
-        .filter(|r| !r.details.is_empty())
+        .filter(|r| !r.details.is_empty() || r.endpoint.is_some())
         .map(|r| Arc::new(r.stopped()))
 }

@@ -47,6 +47,7 @@ mod registry;
 mod reports;
 mod retry;
 mod scheduler;
+mod traffic;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -177,6 +178,8 @@ pub(crate) struct Inner {
     persist: Arc<persist::Persister>,
     bus: EventBus,
     sink: EventSink,
+    /// The stable endpoints in front of deployments (see [`crate::traffic`]).
+    traffic: Option<Arc<crate::traffic::DynTraffic>>,
     retry: RetryPolicy,
     timeouts: CallTimeouts,
     /// Per-provider overrides of `timeouts`.
@@ -712,6 +715,26 @@ impl DeploymentManager {
         }
     }
 
+    /// The traffic layer set with [`DeploymentManagerBuilder::traffic`], if any.
+    #[must_use]
+    pub fn traffic(&self) -> Option<Arc<crate::traffic::DynTraffic>> {
+        self.inner.traffic.clone()
+    }
+
+    /// The traffic layer's counters of deployment `target` (id or name): `None` without a
+    /// traffic layer or an open endpoint.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn traffic_stats(&self, target: &str) -> Result<Option<crate::traffic::TrafficStats>> {
+        let record = self.get(target)?;
+        Ok(self
+            .inner
+            .traffic
+            .as_ref()
+            .and_then(|t| t.stats(&record.id)))
+    }
+
     /// A subscription to events from now on (see [`crate::event`] for the guarantee).
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
@@ -857,3 +880,5 @@ mod report_tests;
 mod store_damage_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod traffic_tests;

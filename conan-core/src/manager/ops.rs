@@ -121,6 +121,12 @@ pub(super) struct Op<'a> {
     pub(super) deployment: DeploymentId,
     pub(super) cancel: CancellationToken,
     pub(super) attempts: u32,
+    /// Handed to provider calls in their context (see [`crate::traffic`]): set around
+    /// `update` and `replace` calls of deployments with an endpoint.
+    pub(super) cutover: Option<crate::traffic::Cutover>,
+    /// Set while a restart stops and starts: its `Stopped` in between holds requests
+    /// instead of refusing them.
+    pub(super) holding: bool,
 }
 
 impl Inner {
@@ -207,6 +213,8 @@ impl Inner {
             deployment: deployment.clone(),
             cancel: job.cancel.clone(),
             attempts: 0,
+            cutover: None,
+            holding: false,
         };
         let result = if job.cancel.is_cancelled() || self.cancelled_all.load(Ordering::Acquire) {
             Err(Error::Cancelled {
@@ -318,9 +326,11 @@ impl Op<'_> {
             if !(from == to.kind() && from.is_transitional()) {
                 crate::status::transition(from, to.kind())?;
             }
+            let endpoint = super::traffic::endpoint_of(&entry.record);
             entry.record.status = to;
             entry.record.updated_at = Timestamp::now();
             update(&mut entry.record);
+            super::traffic::keep_endpoint(&mut entry.record, endpoint);
             (entry.record.clone(), from)
         };
         let entry = AuditEntry::new(
@@ -339,6 +349,7 @@ impl Op<'_> {
             to: record.status.clone(),
             revision: record.revision,
         });
+        self.sync_traffic(&record).await;
         Ok(record)
     }
 
@@ -360,7 +371,8 @@ impl Op<'_> {
     {
         // The operation's own token: a call that times out fails its operation anyway.
         let token = self.cancel.clone();
-        let ctx = OperationContext::with_cancel(self.inner.sink.clone(), token.clone());
+        let ctx = OperationContext::with_cancel(self.inner.sink.clone(), token.clone())
+            .with_cutover(self.cutover.clone());
         let bus = self.inner.bus.clone();
         let deployment = self.deployment.clone();
         let op = self.id;

@@ -97,6 +97,7 @@ impl Op<'_> {
     /// record in line through legal transitions only (see the module docs).
     pub(super) async fn recover(&mut self) -> Result<DeploymentRecord> {
         let (record, _) = self.snapshot()?;
+        self.reopen_endpoint(&record).await;
         let provider = self.inner.provider(&record.provider)?;
         let known = Self::known(&record);
         let deadline = self.inner.timeouts(provider.name()).query;
@@ -127,10 +128,12 @@ impl Op<'_> {
                 status: record.status.clone(),
             });
         }
-        match changed {
-            Some(record) => Ok(record),
-            None => self.snapshot().map(|(r, _)| r),
-        }
+        let record = match changed {
+            Some(record) => record,
+            None => self.snapshot().map(|(r, _)| r)?,
+        };
+        self.sync_traffic(&record).await;
+        Ok(record)
     }
 
     /// Settles the revisions left `pending` by an interrupted rollout: the one the
@@ -337,11 +340,14 @@ impl Op<'_> {
                 .deployments
                 .get_mut(&self.deployment)
                 .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))?;
+            let endpoint = super::traffic::endpoint_of(&entry.record);
             update(&mut entry.record);
+            super::traffic::keep_endpoint(&mut entry.record, endpoint);
             entry.record.updated_at = crate::time::Timestamp::now();
             entry.record.clone()
         };
         self.inner.store.save_deployment(&record).await?;
+        self.sync_traffic(&record).await;
         Ok(record)
     }
 }

@@ -86,6 +86,9 @@ pub struct OperationContext {
     /// Where progress, probe results and restarts go. Supervisors that outlive the call
     /// keep a clone.
     pub events: EventSink,
+    /// Set by the manager when the deployment has a stable endpoint: see
+    /// [`cutover`](Self::cutover).
+    pub traffic: Option<crate::traffic::Cutover>,
 }
 
 impl OperationContext {
@@ -98,7 +101,28 @@ impl OperationContext {
     /// A context with the given sink and token.
     #[must_use]
     pub fn with_cancel(events: EventSink, cancel: CancellationToken) -> Self {
-        Self { cancel, events }
+        Self {
+            cancel,
+            events,
+            traffic: None,
+        }
+    }
+
+    /// The same context, with a traffic cutover (the manager sets it).
+    #[must_use]
+    pub fn with_cutover(mut self, cutover: Option<crate::traffic::Cutover>) -> Self {
+        self.traffic = cutover;
+        self
+    }
+
+    /// Switches the deployment's endpoint to the instances of `runtime` and waits until the
+    /// instances it no longer lists have drained (see [`crate::traffic`]). A provider calls
+    /// it in `update` and `replace` once the new instances passed their readiness gate and
+    /// before it stops the old ones. Does nothing (returns at once) without an endpoint.
+    pub async fn cutover(&self, runtime: &RuntimeInfo) {
+        if let Some(c) = &self.traffic {
+            c.run(runtime.clone()).await;
+        }
     }
 
     /// A context connected to nothing: for calling a provider directly, without a manager.
@@ -197,6 +221,28 @@ pub trait Provider: Send + Sync + 'static {
     /// As [`deploy`](Self::deploy); [`Error::NotFound`] when nothing of it is held (the
     /// manager then falls back to `deploy`).
     async fn start(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<RuntimeInfo>;
+
+    /// Replaces the running instances of `known` by fresh ones of the same revision without
+    /// a gap (a restart behind a stable endpoint, see [`crate::traffic`]): starts them beside
+    /// the old ones, waits for their readiness gate, calls
+    /// [`OperationContext::cutover`] with the new runtime, then stops the old ones. On
+    /// failure the old instances serve untouched. The default answers
+    /// [`Error::NotSupported`], and the manager then stops and starts.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] when the provider (or this deployment: a fixed port) cannot
+    /// run two instances side by side; otherwise as [`update`](Self::update).
+    async fn replace(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+    ) -> Result<RuntimeInfo> {
+        let _ = (ctx, known);
+        Err(Error::NotSupported {
+            operation: "replacing instances side by side".to_owned(),
+            provider: self.name().to_owned(),
+        })
+    }
 
     /// Stops every instance (the config's stop signal, then a kill after `stop.timeout`).
     /// What a later [`start`](Self::start) needs is kept.
@@ -321,6 +367,13 @@ macro_rules! forward_provider {
                 known: &KnownDeployment,
             ) -> Result<RuntimeInfo> {
                 (**self).start(ctx, known).await
+            }
+            async fn replace(
+                &self,
+                ctx: &OperationContext,
+                known: &KnownDeployment,
+            ) -> Result<RuntimeInfo> {
+                (**self).replace(ctx, known).await
             }
             async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {
                 (**self).stop(ctx, known).await

@@ -153,6 +153,12 @@ pub struct RuntimeInfo {
     /// Where the app answers (`http://127.0.0.1:41234`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The deployment's stable endpoint (the traffic layer's listening address), set by the
+    /// manager, never by a provider: it is kept across every runtime a provider answers,
+    /// for the deployment's life. `None` without a traffic layer or with
+    /// `endpoint.enabled = false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<std::net::SocketAddr>,
     /// Provider-specific details (image id, remote service id, ...): whatever the provider
     /// needs to find the deployment again after a restart. Never secrets: it is stored
     /// and shown by `conan status --json`.
@@ -188,6 +194,13 @@ impl RuntimeInfo {
         self
     }
 
+    /// The same, with the stable endpoint (see [`RuntimeInfo::endpoint`]).
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Option<std::net::SocketAddr>) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
     /// The same, with a detail set.
     #[must_use]
     pub fn with_detail(
@@ -211,6 +224,7 @@ impl RuntimeInfo {
         Self {
             instances: Vec::new(),
             url: None,
+            endpoint: self.endpoint,
             details: self.details.clone(),
         }
     }

@@ -358,6 +358,15 @@ impl<P: Provider> Provider for FaultyProvider<P> {
             .await
     }
 
+    async fn replace(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+    ) -> Result<RuntimeInfo> {
+        self.run(Call::Start, Some(ctx), self.inner.replace(ctx, known))
+            .await
+    }
+
     async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {
         self.run(Call::Stop, Some(ctx), self.inner.stop(ctx, known))
             .await
