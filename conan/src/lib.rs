@@ -10,8 +10,9 @@
 //! | `docker` | `docker`: containers on a Docker daemon |
 //! | `sqlite` | [`store::SqliteStore`](conan_core::store): durable state in SQLite |
 //! | `monitor` | `monitor`: health checks that restart, metrics history, Prometheus, alerts |
+//! | `proxy` | `proxy`: the reverse proxy that gives deployments a stable endpoint |
 //! | `testing` | `testing`: `MemoryProvider` and the provider conformance suite |
-//! | `full` | `local`, `docker`, `sqlite` and `monitor` |
+//! | `full` | `local`, `docker`, `sqlite`, `monitor` and `proxy` |
 //!
 //! ```no_run
 //! use conan::prelude::*;
@@ -50,6 +51,13 @@ pub mod docker {
 #[cfg(feature = "monitor")]
 pub mod monitor {
     pub use conan_monitor::*;
+}
+
+/// The reverse proxy (feature `proxy`): set it as the manager's traffic layer
+/// ([`DeploymentManagerBuilder::traffic`]) and every deployment gets a stable endpoint.
+#[cfg(feature = "proxy")]
+pub mod proxy {
+    pub use conan_proxy::*;
 }
 
 /// `use conan::prelude::*;`: what an embedder and a provider author need.

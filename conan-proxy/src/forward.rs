@@ -1,0 +1,355 @@
+//! The request path: maintenance and pause, picking a backend, forwarding with streamed
+//! bodies through the shared connection pool, one retry on a failed connect, upgrades.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+
+use crate::Shared;
+use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::retry::{AttemptFailure, may_retry};
+use crate::site::{InFlight, RouteSet, Site, read_lock};
+
+/// A request body as sent to a backend: the client's, streamed, or none (a retry).
+pub(crate) enum RequestBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Client(b) => Pin::new(b).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Client(b) => b.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Client(b) => b.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A response body as sent to the client: the backend's, streamed, counting as in flight
+/// until its end; or one the proxy made.
+pub enum ResponseBody {
+    /// Streamed from a backend.
+    Backend {
+        /// The backend's body.
+        body: Incoming,
+        /// Released at the end of the body.
+        guard: Option<InFlightGuard>,
+    },
+    /// Made by the proxy.
+    Own(Option<Bytes>),
+}
+
+/// Keeps a request counted in flight (opaque).
+pub struct InFlightGuard(#[allow(dead_code)] pub(crate) InFlight);
+
+impl ResponseBody {
+    fn own(text: impl Into<Bytes>) -> Self {
+        Self::Own(Some(text.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Backend { body, guard } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+                    guard.take();
+                }
+                polled
+            }
+            Self::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Backend { body, .. } => body.is_end_stream(),
+            Self::Own(b) => b.is_none(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Backend { body, .. } => body.size_hint(),
+            Self::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// What a client connection remembers.
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    /// The site's epoch when the connection opened.
+    pub(crate) epoch: u64,
+}
+
+pub(crate) fn proxy_answer(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::own(text));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert("x-conan-proxy", HeaderValue::from_static("1"));
+    res
+}
+
+/// Handles one client request.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    site: Arc<Site>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let mut res = serve(&shared, &site, &conn, req).await;
+    if site.epoch.load(Ordering::Acquire) > conn.epoch {
+        // The backends this connection may have been used with drained: end it gracefully.
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(res)
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    site: &Arc<Site>,
+    conn: &Conn,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    if site.in_maintenance.load(Ordering::Acquire)
+        && let Some(body) = read_lock(&site.maintenance).clone()
+    {
+        let mut res = Response::new(ResponseBody::Own(Some(body.clone())));
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let html = body.first() == Some(&b'<');
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(if html {
+                "text/html; charset=utf-8"
+            } else {
+                "text/plain; charset=utf-8"
+            }),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        res.headers_mut()
+            .insert("x-conan-proxy", HeaderValue::from_static("maintenance"));
+        return res;
+    }
+    let routes = match wait_for_routes(shared, site).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(first) = site.pick(&routes, None) else {
+        return proxy_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("conan-proxy: no instance of '{}' is serving\n", site.name),
+        );
+    };
+    if is_upgrade(req.headers()) {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        return crate::upgrade::forward(shared, site, conn, req, client_upgrade, first, start)
+            .await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let has_body = !body.is_end_stream();
+    let host = parts.headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers, false);
+    set_forwarded(&mut parts.headers, conn.peer.ip(), host.as_ref());
+    parts.version = hyper::Version::HTTP_11;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    // Kept only when a retry is possible at all (another instance, an idempotent
+    // bodiless request).
+    let others = routes.backends.len().saturating_sub(1);
+    let spare = may_retry(&parts.method, has_body, AttemptFailure::Connect, 1, others)
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let mut body = Some(RequestBody::Client(body));
+    let mut head = Some(parts);
+    let mut live = first;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let guard = InFlight::new(live.clone());
+        let Some(parts) = head.take() else {
+            return proxy_answer(StatusCode::INTERNAL_SERVER_ERROR, String::new());
+        };
+        let mut out = Request::from_parts(parts, body.take().unwrap_or(RequestBody::Empty));
+        *out.uri_mut() = backend_uri(live.backend.addr, &path);
+        let sent =
+            tokio::time::timeout(shared.settings.header_timeout, shared.client.request(out)).await;
+        let failure = match sent {
+            Ok(Ok(res)) => {
+                let (mut head, incoming) = res.into_parts();
+                strip_hop_by_hop(&mut head.headers, false);
+                live.counters
+                    .answered(head.status.as_u16(), start.elapsed(), false);
+                return Response::from_parts(
+                    head,
+                    ResponseBody::Backend {
+                        body: incoming,
+                        guard: Some(InFlightGuard(guard)),
+                    },
+                );
+            }
+            Ok(Err(e)) if e.is_connect() => (AttemptFailure::Connect, error_text(&e)),
+            Ok(Err(e)) => (AttemptFailure::AfterSend, error_text(&e)),
+            Err(_) => (AttemptFailure::Timeout, String::new()),
+        };
+        drop(guard);
+        if let Some((method, headers)) = &spare
+            && may_retry(method, false, failure.0, attempts, others)
+            && let Some(next) = site.pick(&routes, Some(&live))
+        {
+            tracing::debug!(deployment = %site.id, from = %live.backend.addr, to = %next.backend.addr, error = %failure.1, "connect failed; retrying on another instance");
+            live.counters.retried();
+            let mut again = Request::new(());
+            *again.method_mut() = method.clone();
+            *again.headers_mut() = headers.clone();
+            head = Some(again.into_parts().0);
+            live = next;
+            continue;
+        }
+        let (status, text) = match failure.0 {
+            AttemptFailure::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "conan-proxy: instance {} of '{}' ({}) sent no response within {}\n",
+                    live.backend.instance,
+                    site.name,
+                    live.backend.addr,
+                    conan_core::time::format_duration(shared.settings.header_timeout)
+                ),
+            ),
+            AttemptFailure::Connect => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "conan-proxy: cannot connect to instance {} of '{}' ({}): {}\n",
+                    live.backend.instance, site.name, live.backend.addr, failure.1
+                ),
+            ),
+            AttemptFailure::AfterSend => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "conan-proxy: instance {} of '{}' ({}) failed before answering: {}\n",
+                    live.backend.instance, site.name, live.backend.addr, failure.1
+                ),
+            ),
+        };
+        tracing::warn!(deployment = %site.id, backend = %live.backend.addr, %status, error = %failure.1, "proxy error");
+        live.counters
+            .answered(status.as_u16(), start.elapsed(), true);
+        return proxy_answer(status, text);
+    }
+}
+
+pub(crate) fn backend_uri(addr: SocketAddr, path: &str) -> Uri {
+    format!("http://{addr}{path}")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The error and its causes on one line.
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Waits while the site is paused, or has no backend but expects one (`hold`), up to the
+/// pause's or the hold timeout. Answers the routes to use, or the response to give.
+async fn wait_for_routes(
+    shared: &Shared,
+    site: &Site,
+) -> Result<Arc<RouteSet>, Response<ResponseBody>> {
+    let routes = site.routes();
+    if !site.is_paused.load(Ordering::Acquire) && (!routes.backends.is_empty() || !routes.hold) {
+        return Ok(routes);
+    }
+    let mut rx = site.changed.subscribe();
+    let started = tokio::time::Instant::now();
+    loop {
+        let paused = *read_lock(&site.paused);
+        let routes = site.routes();
+        let limit = match paused {
+            Some(p) => p.timeout,
+            None if routes.backends.is_empty() && routes.hold => shared.settings.hold_timeout,
+            None => return Ok(routes),
+        };
+        let deadline = started + limit;
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            let why = if paused.is_some() {
+                "is paused"
+            } else {
+                "has no instance ready"
+            };
+            return Err(proxy_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "conan-proxy: '{}' {why}; gave up after {}\n",
+                    site.name,
+                    conan_core::time::format_duration(limit)
+                ),
+            ));
+        }
+        if site.close.is_cancelled() {
+            return Err(proxy_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("conan-proxy: '{}' is closing\n", site.name),
+            ));
+        }
+    }
+}
+
+pub(crate) fn io<T>(t: T) -> TokioIo<T> {
+    TokioIo::new(t)
+}
