@@ -30,6 +30,8 @@ use crate::state::PersistedDeployment;
 pub(crate) const DETAIL_STATE_DIR: &str = "state_dir";
 /// `RuntimeInfo::details` key: the serving instance as persisted (key, pid, start time).
 pub(crate) const DETAIL_INSTANCE: &str = "instance";
+/// `RuntimeInfo::details` key: every serving instance as persisted, when more than one.
+pub(crate) const DETAIL_REPLICAS: &str = "replicas";
 
 /// What changes as the deployment lives.
 #[derive(Debug)]
@@ -37,7 +39,10 @@ pub(crate) struct Shared {
     pub spec: DeploymentSpec,
     /// What the provider last observed.
     pub observed: ObservedStatus,
-    pub current: Option<Arc<Instance>>,
+    /// The serving instances, one per replica (empty when nothing serves). During a
+    /// rolling update they may be of two revisions; `spec` stays the old one until the
+    /// update completes.
+    pub serving: Vec<Arc<Instance>>,
     /// Instances being replaced (the old revision of a blue-green switch): kept here
     /// until their stop completed, so an abandoned call never leaves one running.
     pub retiring: Vec<(Arc<Instance>, DeploymentSpec)>,
@@ -110,7 +115,7 @@ impl Deployment {
             shared: Mutex::new(Shared {
                 spec,
                 observed: ObservedStatus::Stopped,
-                current: None,
+                serving: Vec::new(),
                 retiring: Vec::new(),
                 health: HealthReport::new(HealthStatus::Unknown),
                 restarts: 0,
@@ -128,8 +133,9 @@ impl Deployment {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn current(&self) -> Option<Arc<Instance>> {
-        self.lock().current.clone()
+    /// The serving instances.
+    pub fn serving(&self) -> Vec<Arc<Instance>> {
+        self.lock().serving.clone()
     }
 
     pub fn observed(&self) -> ObservedStatus {
@@ -154,18 +160,37 @@ impl Deployment {
     pub fn runtime(&self, host: &str) -> RuntimeInfo {
         let shared = self.lock();
         let mut info = RuntimeInfo::default();
-        if let Some(inst) = &shared.current {
+        for inst in shared
+            .serving
+            .iter()
+            .filter(|i| !i.down.load(Ordering::Acquire))
+        {
             info = info.with_instance(
                 InstanceInfo::new(inst.pid.load(Ordering::Acquire).to_string(), inst.revision)
                     .with_port(inst.port)
                     .with_started_at(Some(inst.started_at().0)),
             );
+        }
+        if let Some(inst) = shared
+            .serving
+            .iter()
+            .find(|i| !i.down.load(Ordering::Acquire))
+            .or(shared.serving.first())
+        {
             if let Some(p) = inst.port {
                 info = info.with_url(format!("http://{host}:{p}"));
             }
             if let Ok(v) = serde_json::to_value(inst.persisted()) {
                 info = info.with_detail(DETAIL_INSTANCE, v);
             }
+        }
+        if shared.serving.len() > 1 {
+            let all: Vec<_> = shared
+                .serving
+                .iter()
+                .filter_map(|i| serde_json::to_value(i.persisted()).ok())
+                .collect();
+            info = info.with_detail(DETAIL_REPLICAS, all);
         }
         drop(shared);
         info.with_detail(DETAIL_STATE_DIR, self.dir.display().to_string())
@@ -188,7 +213,12 @@ impl Deployment {
         let state = PersistedDeployment {
             id: self.id.as_str().to_owned(),
             revision: shared.spec.revision.0,
-            instance: shared.current.as_ref().map(|i| i.persisted()),
+            instance: shared.serving.first().map(|i| i.persisted()),
+            replicas: if shared.serving.len() > 1 {
+                shared.serving.iter().map(|i| i.persisted()).collect()
+            } else {
+                Vec::new()
+            },
             stopped: matches!(
                 shared.observed,
                 ObservedStatus::Stopped | ObservedStatus::Exited { .. }

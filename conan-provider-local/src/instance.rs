@@ -99,6 +99,9 @@ pub(crate) struct Instance {
     pub port_held: AtomicBool,
     /// Set once it passed its readiness gate (recorded in its `instance.json`).
     pub ready: AtomicBool,
+    /// Set while one replica of several is out of service (crashed, restarting, not ready
+    /// again yet): the runtime leaves it out, so no traffic goes to it.
+    pub down: AtomicBool,
 }
 
 /// What a new [`Instance`] is made of.
@@ -132,6 +135,7 @@ impl Instance {
             cancel: CancellationToken::new(),
             ports: n.ports,
             ready: false.into(),
+            down: false.into(),
         }
     }
 

@@ -209,7 +209,7 @@ impl Drop for LocalProvider {
             }
             let shared = dep.lock();
             let retiring = shared.retiring.iter().map(|(i, _)| i);
-            for inst in shared.current.iter().chain(retiring) {
+            for inst in shared.serving.iter().chain(retiring) {
                 inst.capture.detach();
                 if let Some(h) = inst
                     .supervisor

@@ -66,24 +66,39 @@ fn cpu_percent(base: &CpuBaseline, now: &HashMap<(u32, u64), u64>, now_at: Insta
     Some(used as f64 / UNITS.0 / secs * 100.0)
 }
 
-/// Current metrics of `dep`.
+/// Current metrics of `dep`: with several replicas, CPU, memory and processes are the
+/// sums over the replicas in service, port and uptime those of the first.
 pub(crate) async fn collect(dep: &Deployment) -> Metrics {
-    let (inst, restarts) = {
+    let (insts, restarts) = {
         let shared = dep.lock();
         // Waiting to restart: nothing runs, so nothing is measured (not "0 B").
         let waiting = matches!(shared.observed, ObservedStatus::Restarting { .. });
-        (shared.current.clone().filter(|_| !waiting), shared.restarts)
+        let insts: Vec<_> = if waiting {
+            Vec::new()
+        } else {
+            shared
+                .serving
+                .iter()
+                .filter(|i| {
+                    i.pid.load(Ordering::Acquire) != 0
+                        && !i.stopping.load(Ordering::Acquire)
+                        && !i.down.load(Ordering::Acquire)
+                })
+                .cloned()
+                .collect()
+        };
+        (insts, shared.restarts)
     };
     let mut m = Metrics::new();
     m.restarts = restarts;
-    let Some(inst) = inst else { return m };
-    if inst.pid.load(Ordering::Acquire) == 0 || inst.stopping.load(Ordering::Acquire) {
-        return m;
-    }
+    let Some(inst) = insts.first() else { return m };
     m.port = inst.port;
     m.uptime = Some(inst.started_at().1.elapsed());
     let tree = inst.tree();
-    let pids = tree.measured_members();
+    let pids: Vec<u32> = insts
+        .iter()
+        .flat_map(|i| i.tree().measured_members())
+        .collect();
     m.pids = Some(pids.len() as u64);
     let (mut ticks, mut rss) = read(&pids);
     let mut now = Instant::now();

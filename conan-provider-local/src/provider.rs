@@ -8,6 +8,7 @@
 mod adoption;
 mod discovery;
 mod reconcile;
+mod rolling;
 mod serving;
 
 pub(crate) use reconcile::Markers;
@@ -19,28 +20,18 @@ use conan_core::{
     Phase, Provider, RecoveredDeployment, Result, RuntimeInfo, UpdateStrategy,
 };
 
-use self::serving::alive;
+use self::serving::{alive, replicas_of};
 use crate::LocalProvider;
 use crate::lifecycle::{Inner, PortChoice};
 
 const NAME: &str = "local";
 
-/// Rejects what this provider cannot do (more than one replica) and says which resource
-/// limits are enforced (by a cgroup) and which are not.
+/// Says which resource limits are enforced (by a cgroup) and which are not.
 fn check_supported(
     ctx: &OperationContext,
     spec: &DeploymentSpec,
     settings: &crate::LocalSettings,
 ) -> Result<()> {
-    if spec.config.replicas > 1 {
-        return Err(Error::NotSupported {
-            operation: format!(
-                "{} replicas (one instance per deployment)",
-                spec.config.replicas
-            ),
-            provider: NAME.into(),
-        });
-    }
     if let Some(notice) =
         crate::cgroup::containment(settings.cgroups).limits_notice(&spec.config.resources)
     {
@@ -154,37 +145,49 @@ impl Provider for LocalProvider {
         let (old, old_spec) = {
             let shared = dep.lock();
             let running = shared.observed.is_running();
-            (
-                shared.current.clone().filter(|i| running && alive(i)),
-                shared.spec.clone(),
-            )
+            let old: Vec<_> = shared
+                .serving
+                .iter()
+                .filter(|i| running && alive(i))
+                .cloned()
+                .collect();
+            (old, shared.spec.clone())
         };
-        let Some(old) = old else {
+        if old.is_empty() {
             inner.clear(&dep).await;
             return inner.run_new(ctx, &dep, spec).await;
-        };
-        let keeps_port = spec.config.port.is_some() && spec.config.port == old.port;
-        let blue_green = spec.config.update.strategy != UpdateStrategy::Recreate && !keeps_port;
-        if blue_green {
-            let choice = if spec.config.port.is_some() {
-                PortChoice::FromConfig
-            } else {
-                PortChoice::Fresh
-            };
-            // On failure the new instance is gone and the old one serves untouched.
-            let new = inner.launch(ctx, &dep, spec, choice).await?;
-            ctx.events.progress(
-                &spec.id,
-                Phase::Switching,
-                format!("revision {} ready", spec.revision),
-            );
-            let info = inner.serve(ctx, &dep, spec, new, Some((old, old_spec)));
-            // Behind an endpoint: route to the new instance, let the old one drain.
-            ctx.cutover(&info).await;
-            ctx.events
-                .progress(&spec.id, Phase::Stopping, "stopping the previous revision");
-            inner.retire(&dep).await;
-            return Ok(info);
+        }
+        let keeps_port =
+            spec.config.port.is_some() && old.iter().any(|o| spec.config.port == o.port);
+        match spec.config.update.strategy {
+            UpdateStrategy::Rolling if !keeps_port => {
+                return inner.rolling(ctx, &dep, spec, &old_spec, old).await;
+            }
+            UpdateStrategy::BlueGreen | UpdateStrategy::Rolling if !keeps_port => {
+                let choice = if spec.config.port.is_some() {
+                    PortChoice::FromConfig
+                } else {
+                    PortChoice::Fresh
+                };
+                // On failure the new instances are gone and the old ones serve untouched.
+                let new = inner
+                    .launch_many(ctx, &dep, spec, replicas_of(spec), choice)
+                    .await?;
+                ctx.events.progress(
+                    &spec.id,
+                    Phase::Switching,
+                    format!("revision {} ready", spec.revision),
+                );
+                let replaced = old.into_iter().map(|o| (o, old_spec.clone())).collect();
+                let info = inner.serve(ctx, &dep, spec, new, replaced);
+                // Behind an endpoint: route to the new instances, let the old ones drain.
+                ctx.cutover(&info).await;
+                ctx.events
+                    .progress(&spec.id, Phase::Stopping, "stopping the previous revision");
+                inner.retire(&dep).await;
+                return Ok(info);
+            }
+            _ => {}
         }
         ctx.events.progress(
             &spec.id,
@@ -225,7 +228,9 @@ impl Provider for LocalProvider {
         inner.retire(&dep).await;
         let runs = {
             let shared = dep.lock();
-            shared.observed.is_running() && shared.current.as_ref().is_some_and(|i| alive(i))
+            shared.observed.is_running()
+                && !shared.serving.is_empty()
+                && shared.serving.iter().all(|i| alive(i))
         };
         if runs {
             return Ok(dep.runtime(&inner.settings.host));
@@ -265,22 +270,32 @@ impl Provider for LocalProvider {
         let (old, old_spec) = {
             let shared = dep.lock();
             let running = shared.observed.is_running();
-            (
-                shared.current.clone().filter(|i| running && alive(i)),
-                shared.spec.clone(),
-            )
+            let old: Vec<_> = shared
+                .serving
+                .iter()
+                .filter(|i| running && alive(i))
+                .cloned()
+                .collect();
+            (old, shared.spec.clone())
         };
-        let Some(old) = old else {
+        if old.is_empty() {
             return Err(side_by_side());
-        };
+        }
+        if old.len() > 1 {
+            // Several replicas: replaced one step at a time, like a rolling update.
+            return inner.rolling(ctx, &dep, spec, &old_spec, old).await;
+        }
         // On failure the new instance is gone and the old one serves untouched.
-        let new = inner.launch(ctx, &dep, spec, PortChoice::Fresh).await?;
+        let new = inner
+            .launch_many(ctx, &dep, spec, 1, PortChoice::Fresh)
+            .await?;
         ctx.events.progress(
             &spec.id,
             Phase::Switching,
             format!("a fresh instance of revision {} is ready", spec.revision),
         );
-        let info = inner.serve(ctx, &dep, spec, new, Some((old, old_spec)));
+        let replaced = old.into_iter().map(|o| (o, old_spec.clone())).collect();
+        let info = inner.serve(ctx, &dep, spec, new, replaced);
         ctx.cutover(&info).await;
         ctx.events
             .progress(&spec.id, Phase::Stopping, "stopping the replaced instance");
@@ -300,7 +315,7 @@ impl Provider for LocalProvider {
         dep.settle().await;
         let busy = {
             let s = dep.lock();
-            s.current.is_some() || !s.retiring.is_empty()
+            !s.serving.is_empty() || !s.retiring.is_empty()
         };
         if busy {
             ctx.events.progress(known.id(), Phase::Stopping, "stopping");
@@ -363,7 +378,7 @@ impl Provider for LocalProvider {
             .find(known, inner.last_sink(), None)
             .await?
             .ok_or_else(|| Error::deployment_not_found(known.id().as_str()))?;
-        if let Some(inst) = dep.current() {
+        for inst in dep.serving() {
             inst.capture.poll();
         }
         Ok(dep.logs.query(query))

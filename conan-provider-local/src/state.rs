@@ -48,14 +48,29 @@ pub(crate) struct PersistedInstance {
 pub(crate) struct PersistedDeployment {
     pub id: String,
     pub revision: u64,
-    /// The serving instance; `None` when stopped or failed.
+    /// The serving instance (the first replica); `None` when stopped or failed.
     pub instance: Option<PersistedInstance>,
+    /// Every serving instance, when more than one replica serves (the first is
+    /// `instance`). Absent in files written before replicas existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<PersistedInstance>,
     /// Set when it was stopped on purpose.
     #[serde(default)]
     pub stopped: bool,
     /// Why it failed, when the provider last saw it fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+}
+
+impl PersistedDeployment {
+    /// Every serving instance it names.
+    pub fn serving(&self) -> Vec<PersistedInstance> {
+        if self.replicas.is_empty() {
+            self.instance.iter().cloned().collect()
+        } else {
+            self.replicas.clone()
+        }
+    }
 }
 
 /// Where a launch got to.

@@ -162,9 +162,98 @@ impl Supervisor {
     fn runtime_if_serving(&self) -> Option<RuntimeInfo> {
         let serving = self
             .dep
-            .current()
-            .is_some_and(|c| Arc::ptr_eq(&c, &self.inst));
+            .serving()
+            .iter()
+            .any(|c| Arc::ptr_eq(c, &self.inst));
         serving.then(|| self.dep.runtime(&self.inner.settings.host))
+    }
+
+    /// Whether another replica of the deployment is in service: then a crash of this one
+    /// is this replica's business alone (the deployment keeps running on the others).
+    fn others_serve(&self) -> bool {
+        self.spec.config.replicas > 1
+            && self.dep.lock().serving.iter().any(|o| {
+                !Arc::ptr_eq(o, &self.inst)
+                    && !o.down.load(Ordering::Acquire)
+                    && !o.stopping.load(Ordering::Acquire)
+            })
+    }
+
+    /// Tells the manager the serving set changed (this replica left or rejoined it). The
+    /// origin names no instance: the report is guarded by the revision alone, since the
+    /// replica's old pid may already be off the record.
+    fn report_pool(&self) {
+        self.dep.persist();
+        if let Some(runtime) = self.runtime_if_serving() {
+            self.sink.runtime_changed(
+                &self.dep.id,
+                ReportOrigin::new(self.inst.revision, String::new()),
+                runtime,
+            );
+        }
+    }
+
+    /// Takes this replica out of the serving set for good (it gave up or exited), the
+    /// others serving on.
+    fn leave(&self, why: &str) {
+        tracing::warn!(deployment = %self.dep.id, instance = %self.inst.key, why, "a replica leaves the serving set");
+        self.dep.logs.system(format!(
+            "[conan] replica on port {} {why}; the other replicas keep serving",
+            self.inst
+                .port
+                .map_or_else(|| "-".to_owned(), |p| p.to_string())
+        ));
+        self.inst.down.store(true, Ordering::Release);
+        self.report_pool();
+        {
+            let mut shared = self.dep.lock();
+            shared.serving.retain(|o| !Arc::ptr_eq(o, &self.inst));
+        }
+        self.dep.persist();
+        self.inst.capture.finish();
+        crate::logs::remove_instance_dir(&self.inst.dir);
+        self.inst.release_port();
+    }
+
+    /// Waits for a restarted replica to pass its readiness probe again before it rejoins
+    /// the serving set (at most `update.healthy_deadline`; it rejoins then anyway, and
+    /// the monitor judges it). A crash meanwhile ends the wait.
+    async fn ready_again(&self, proc: &mut Proc) -> Option<conan_core::ExitStatus> {
+        let config = &self.spec.config;
+        let probe = crate::probe::Probe::for_check(
+            config.health_check.as_ref(),
+            &self.inner.settings.host,
+            self.inst.port,
+            &self.source,
+        );
+        let deadline = after(config.update.healthy_deadline);
+        if matches!(probe, crate::probe::Probe::Alive) {
+            tokio::select! {
+                exit = proc.wait() => return Some(exit),
+                () = sleep_until(after(config.restart.min_uptime).min(deadline)) => return None,
+                () = self.inst.cancel.cancelled() => return None,
+            }
+        }
+        let limit = config
+            .health_check
+            .as_ref()
+            .map_or(Duration::from_secs(1), |h| h.timeout);
+        let mut n = 0;
+        while Instant::now() < deadline {
+            tokio::select! {
+                exit = proc.wait() => return Some(exit),
+                r = probe.run(limit) => if r.healthy { return None },
+                () = self.inst.cancel.cancelled() => return None,
+            }
+            let wake = after(crate::probe::readiness_delay(n, limit)).min(deadline);
+            n += 1;
+            tokio::select! {
+                exit = proc.wait() => return Some(exit),
+                () = sleep_until(wake) => {}
+                () = self.inst.cancel.cancelled() => return None,
+            }
+        }
+        None
     }
 
     async fn run(self, mut proc: Proc) {
@@ -172,10 +261,20 @@ impl Supervisor {
         let config = Arc::clone(&self.spec.config);
         let mut tracker = RestartTracker::new(config.restart.clone());
         self.dep.lock().health = after_gate(config.health_check.is_some());
+        let mut pending_exit = None;
         loop {
-            let exit = proc.wait().await;
+            let exit = match pending_exit.take() {
+                Some(e) => e,
+                None => proc.wait().await,
+            };
             if self.stopping() {
                 return;
+            }
+            // Out of the pool at once: no new request goes to a dead replica.
+            let replica = self.others_serve();
+            if replica {
+                self.inst.down.store(true, Ordering::Release);
+                self.report_pool();
             }
             // The instance as the manager holds it (before a restart changes its pid).
             let reported = origin_of(&self.inst);
@@ -191,6 +290,57 @@ impl Supervisor {
                 conan_core::time::format_duration(uptime)
             ));
             match tracker.on_exit(origin.elapsed(), uptime, exit, fastrand::f64()) {
+                RestartDecision::Restart { delay, attempt } if replica => {
+                    tracing::info!(deployment = %self.dep.id, instance = %self.inst.key, attempt, %exit, ?delay, "restarting a replica");
+                    self.dep.lock().restarts += 1;
+                    self.sink.restarted(&self.dep.id, attempt, exit, delay);
+                    self.dep.logs.system(format!(
+                        "[conan] replica restart {attempt} in {}",
+                        conan_core::time::format_duration(delay)
+                    ));
+                    tokio::select! {
+                        () = sleep_until(after(delay)) => {}
+                        () = self.inst.cancel.cancelled() => return,
+                    }
+                    if self.stopping() {
+                        return;
+                    }
+                    match self.inst.spawn(
+                        &self.inner.settings,
+                        &self.launch,
+                        &self.spec,
+                        &self.source,
+                    ) {
+                        Ok(p) => {
+                            proc = p;
+                            self.dep.persist();
+                            if let Some(exit) = self.ready_again(&mut proc).await {
+                                pending_exit = Some(exit);
+                                continue;
+                            }
+                            if self.stopping() {
+                                return;
+                            }
+                            self.inst.down.store(false, Ordering::Release);
+                            self.report_pool();
+                        }
+                        Err(e) => {
+                            self.leave(&format!("could not be restarted: {e}"));
+                            return;
+                        }
+                    }
+                }
+                RestartDecision::Stay if replica => {
+                    self.leave(&format!("exited ({exit}) and is not restarted"));
+                    return;
+                }
+                RestartDecision::GiveUp { restarts } if replica => {
+                    self.leave(&format!(
+                        "crash loop: {restarts} restarts within {}, gave up",
+                        conan_core::time::format_duration(config.restart.window)
+                    ));
+                    return;
+                }
                 RestartDecision::Restart { delay, attempt } => {
                     tracing::info!(deployment = %self.dep.id, attempt, %exit, ?delay, "restarting");
                     {

@@ -82,13 +82,3 @@ async fn cancelling_a_deploy_leaves_nothing_and_says_cancelled() {
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
     assert!(marked(s.id.as_str()).is_empty());
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_than_one_replica_is_not_supported() {
-    let (p, _dir) = provider(PORTS);
-    let mut c = config(&unique("many"), "hello");
-    c.replicas = 2;
-    let (ctx, _rx) = ctx();
-    let e = p.deploy(&ctx, &spec(c), None).await.unwrap_err();
-    assert!(matches!(e, Error::NotSupported { .. }), "{e}");
-}

@@ -24,6 +24,7 @@
 //! | `stop.signal` / `stop.timeout` | `SIGTERM` / 5 s | Nomad `kill_timeout` 5 s |
 //! | `update.strategy` | `blue-green` | Kamal: new beside old, health-gated switch |
 //! | `update.max_parallel` | 1 | Nomad `max_parallel` |
+//! | `update.max_surge` / `max_unavailable` | 1 / 0 | Kubernetes' are 25 % / 25 %; 1 / 0 never drops capacity (zero downtime) |
 //! | `update.min_healthy_time` | 0 s | Kamal (the health check is the gate) |
 //! | `update.healthy_deadline` | 60 s | between Kamal's 30 s and Nomad's 5 min |
 //! | `update.auto_rollback` | true | a failed revision never replaces a serving one |
@@ -530,7 +531,9 @@ impl Resources {
 pub enum UpdateStrategy {
     /// Stop the old revision, then start the new one (brief downtime).
     Recreate,
-    /// Replace replicas `max_parallel` at a time, each batch health-gated.
+    /// Replace replicas a few at a time, each new one health-gated before an old one is
+    /// stopped: at most `update.max_surge` above and `update.max_unavailable` below
+    /// `replicas` at any moment (local provider; Docker replaces `max_parallel` at a time).
     Rolling,
     /// Start the new revision beside the old, switch when healthy, then stop the old.
     #[default]
@@ -559,6 +562,15 @@ pub struct UpdatePolicy {
     /// Replicas replaced at once by `rolling` (default 1).
     #[serde(default = "UpdatePolicy::default_max_parallel")]
     pub max_parallel: u32,
+    /// `rolling`: how many instances may run above `replicas` during the update
+    /// (default 1: a new replica starts before an old one stops).
+    #[serde(default = "UpdatePolicy::default_max_surge")]
+    pub max_surge: u32,
+    /// `rolling`: how many of `replicas` may be out of service during the update
+    /// (default 0: capacity never drops). `max_surge` and `max_unavailable` cannot both
+    /// be 0.
+    #[serde(default)]
+    pub max_unavailable: u32,
     /// Time a new instance must stay healthy before it counts (default 0 s).
     #[serde(default, with = "serde_duration")]
     pub min_healthy_time: Duration,
@@ -578,6 +590,9 @@ impl UpdatePolicy {
     fn default_max_parallel() -> u32 {
         1
     }
+    fn default_max_surge() -> u32 {
+        1
+    }
     fn default_healthy_deadline() -> Duration {
         Duration::from_secs(60)
     }
@@ -591,6 +606,8 @@ impl Default for UpdatePolicy {
         Self {
             strategy: UpdateStrategy::BlueGreen,
             max_parallel: Self::default_max_parallel(),
+            max_surge: Self::default_max_surge(),
+            max_unavailable: 0,
             min_healthy_time: Duration::ZERO,
             healthy_deadline: Self::default_healthy_deadline(),
             auto_rollback: true,

@@ -258,6 +258,21 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
     }
 
     p.at_least_one("replicas", c.replicas);
+    if c.port.is_some() && c.replicas > 1 {
+        p.push(
+            "port",
+            format!(
+                "a fixed port allows only one replica (replicas = {}); remove `port` and each replica gets its own PORT",
+                c.replicas
+            ),
+        );
+    }
+    if c.update.max_surge == 0 && c.update.max_unavailable == 0 {
+        p.push(
+            "update.max_surge",
+            "max_surge and max_unavailable cannot both be 0 (a rolling update could not start or stop anything)",
+        );
+    }
 
     p.at_least_one("update.max_parallel", c.update.max_parallel);
     p.at_most(

@@ -12,7 +12,7 @@ use conan_core::{
 };
 
 use super::reconcile;
-use crate::deployment::{self, DETAIL_INSTANCE, DETAIL_STATE_DIR, Deployment};
+use crate::deployment::{self, DETAIL_INSTANCE, DETAIL_REPLICAS, DETAIL_STATE_DIR, Deployment};
 use crate::instance::{Instance, NewInstance, Proc};
 use crate::lifecycle::{Inner, provider_err};
 use crate::logs::{Capture, LogStore, LogStoreSettings};
@@ -175,29 +175,34 @@ impl Inner {
     ) -> Result<Arc<Deployment>> {
         let id = known.id().as_str().to_owned();
         let found = reconcile::scan(&dir, &id, snapshot);
-        let serving = saved.as_ref().and_then(|s| s.instance.as_ref());
-        let mut choice = reconcile::choose(serving, &found, known.revision().0);
-        if damaged.is_some() && choice.by_readiness && choice.candidates > 1 {
+        let serving = saved
+            .as_ref()
+            .map(PersistedDeployment::serving)
+            .unwrap_or_default();
+        let wanted = known.spec.config.replicas.max(1) as usize;
+        let mut choice = reconcile::choose(
+            &serving,
+            saved.as_ref().map(|s| s.revision),
+            &found,
+            known.revision().0,
+            wanted,
+        );
+        if damaged.is_some() && wanted == 1 && choice.by_readiness && choice.candidates > 1 {
             // Without a state file, several ready instances leave no way to tell which
             // one served: none is adopted.
-            choice.adopt = None;
+            choice.adopt.clear();
         }
-        let revision = match (&choice.adopt, &saved) {
+        let revision = match (choice.adopt.first(), &saved) {
             (Some(a), _) => a.revision,
             (None, Some(s)) => s.revision,
             (None, None) => known.revision().0,
         };
         let spec = spec_of(known, &dir, revision);
         let dep = self.open_deployment(&spec, dir)?;
-        let keep = choice.adopt.as_ref().map(|a| a.key.as_str());
+        let keep: Vec<&str> = choice.adopt.iter().map(|a| a.key.as_str()).collect();
+        let serving_keys: Vec<&str> = serving.iter().map(|s| s.key.as_str()).collect();
         let killed = self
-            .settle_instances(
-                &id,
-                &found,
-                keep,
-                serving.map(|s| s.key.as_str()),
-                Some(&dep.logs),
-            )
+            .settle_instances(&id, &found, &keep, &serving_keys, Some(&dep.logs))
             .await;
         for what in &killed {
             dep.logs.system(format!(
@@ -210,7 +215,7 @@ impl Inner {
                 killed.join("; ")
             )
         });
-        let Some(pi) = choice.adopt else {
+        if choice.adopt.is_empty() {
             let reason = match (&damaged, &saved, interrupted) {
                 (Some(why), _, more) => Some(format!(
                     "state file damaged: {why}{}",
@@ -218,7 +223,7 @@ impl Inner {
                 )),
                 (None, _, Some(more)) => Some(more),
                 (None, Some(s), None) if s.stopped => None,
-                (None, Some(s), None) => match &s.instance {
+                (None, Some(s), None) => match s.serving().first() {
                     Some(pi) => {
                         return self.adopt_gone(dep, pi).await;
                     }
@@ -244,6 +249,86 @@ impl Inner {
             dep.persist();
             return Ok(dep);
         };
+        let source = Inner::source_of(&spec);
+        let launch = match command::resolve(&spec.config, &source, &self.settings.node_path) {
+            Ok(l) => l,
+            Err(e) => {
+                // They cannot be restarted, so they are not supervised: nothing may stay.
+                for pi in &choice.adopt {
+                    let inst = self.adopted_instance(&dep, &id, pi)?;
+                    inst.tree().kill_all().await;
+                    inst.capture.finish();
+                    inst.release_port();
+                }
+                return Err(e);
+            }
+        };
+        let mut adopted = Vec::with_capacity(choice.adopt.len());
+        for pi in &choice.adopt {
+            adopted.push((self.adopted_instance(&dep, &id, pi)?, pi));
+        }
+        for (_, pi) in &adopted {
+            dep.logs.system(format!(
+                "[conan] adopted pid {} after a manager restart",
+                pi.pid
+            ));
+        }
+        if choice.by_readiness || damaged.is_some() {
+            let why = damaged
+                .as_ref()
+                .map_or_else(String::new, |w| format!("state file damaged: {w}; "));
+            let which: Vec<String> = adopted
+                .iter()
+                .map(|(_, pi)| format!("{} (revision {}, pid {})", pi.key, pi.revision, pi.pid))
+                .collect();
+            let note = format!(
+                "{why}adopted instance {}, the live one(s) that passed the readiness gate",
+                which.join(", ")
+            );
+            dep.logs.system(format!("[conan] {note}"));
+            if damaged.is_some() {
+                dep.lock().last_failure = Some(FailureReport::new(note));
+            }
+        }
+        {
+            let mut shared = dep.lock();
+            shared.serving = adopted.iter().map(|(i, _)| Arc::clone(i)).collect();
+            shared.observed = ObservedStatus::Running;
+        }
+        for (inst, _) in &adopted {
+            inst.save_record();
+        }
+        self.insert(&dep);
+        for (inst, pi) in adopted {
+            supervisor::start(
+                Arc::clone(self),
+                Arc::clone(&dep),
+                inst,
+                Proc::Adopted {
+                    pid: pi.pid,
+                    start_time: pi.start_time,
+                },
+                launch.clone(),
+                spec.clone(),
+                source.clone(),
+                sink.clone(),
+            );
+        }
+        dep.persist();
+        let missing = wanted.saturating_sub(dep.lock().serving.len());
+        if missing > 0 && spec.config.replicas as usize == wanted {
+            self.refill(&dep, &spec, missing, sink);
+        }
+        Ok(dep)
+    }
+
+    /// An instance for the adopted process `pi` (its port reserved again).
+    fn adopted_instance(
+        &self,
+        dep: &Deployment,
+        id: &str,
+        pi: &PersistedInstance,
+    ) -> Result<Arc<Instance>> {
         let inst_dir = dep.dir.join("instances").join(&pi.key);
         std::fs::create_dir_all(&inst_dir)
             .map_err(|e| provider_err(format!("cannot create {}", inst_dir.display()), e))?;
@@ -255,7 +340,7 @@ impl Inner {
                 revision: Revision(pi.revision),
                 port: pi.port,
                 dir: inst_dir,
-                deployment: id.clone(),
+                deployment: id.to_owned(),
                 capture,
                 ports: Arc::clone(&self.ports),
             },
@@ -266,56 +351,56 @@ impl Inner {
         if let Some(p) = pi.port {
             self.ports.adopt(p);
         }
-        let source = Inner::source_of(&spec);
-        let launch = match command::resolve(&spec.config, &source, &self.settings.node_path) {
-            Ok(l) => l,
-            Err(e) => {
-                // It cannot be restarted, so it is not supervised: nothing of it may stay.
-                inst.tree().kill_all().await;
-                inst.capture.finish();
-                inst.release_port();
-                return Err(e);
-            }
-        };
+        Ok(inst)
+    }
+
+    /// Starts `missing` replicas of `spec` again after an adoption found fewer alive than
+    /// configured (they died while no manager ran), in the background under the
+    /// deployment's operation lock; each joins the serving set once ready, and the manager
+    /// learns the new runtime through `sink`.
+    fn refill(
+        self: &Arc<Self>,
+        dep: &Arc<Deployment>,
+        spec: &DeploymentSpec,
+        missing: usize,
+        sink: EventSink,
+    ) {
+        let (inner, dep, spec) = (Arc::clone(self), Arc::clone(dep), spec.clone());
         dep.logs.system(format!(
-            "[conan] adopted pid {} after a manager restart",
-            pi.pid
+            "[conan] {missing} replica(s) died while no manager was running; starting them again"
         ));
-        if choice.by_readiness || damaged.is_some() {
-            let why = damaged
-                .as_ref()
-                .map_or_else(String::new, |w| format!("state file damaged: {w}; "));
-            let note = format!(
-                "{why}adopted instance {} (revision {}, pid {}), the only live one that passed its readiness gate",
-                pi.key, pi.revision, pi.pid
-            );
-            dep.logs.system(format!("[conan] {note}"));
-            if damaged.is_some() {
-                dep.lock().last_failure = Some(FailureReport::new(note));
+        tokio::spawn(async move {
+            let _op = dep.op.lock().await;
+            if dep.removed.load(Ordering::Acquire)
+                || !dep.observed().is_running()
+                || dep.lock().spec != spec
+            {
+                return;
             }
-        }
-        {
-            let mut shared = dep.lock();
-            shared.current = Some(Arc::clone(&inst));
-            shared.observed = ObservedStatus::Running;
-        }
-        inst.save_record();
-        self.insert(&dep);
-        supervisor::start(
-            Arc::clone(self),
-            Arc::clone(&dep),
-            inst,
-            Proc::Adopted {
-                pid: pi.pid,
-                start_time: pi.start_time,
-            },
-            launch,
-            spec,
-            source,
-            sink,
-        );
-        dep.persist();
-        Ok(dep)
+            let ctx = conan_core::OperationContext::new(sink.clone());
+            match inner
+                .launch_many(
+                    &ctx,
+                    &dep,
+                    &spec,
+                    missing,
+                    crate::lifecycle::PortChoice::Fresh,
+                )
+                .await
+            {
+                Ok(insts) => {
+                    let origin = conan_core::ReportOrigin::new(spec.revision, String::new());
+                    dep.lock().serving.extend(insts);
+                    dep.persist();
+                    sink.runtime_changed(&dep.id, origin, dep.runtime(&inner.settings.host));
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = %dep.id, error = %e, "cannot start the missing replicas again");
+                    dep.logs
+                        .system(format!("[conan] the missing replicas did not start: {e}"));
+                }
+            }
+        });
     }
 
     /// The serving instance `pi` is gone (or its pid belongs to someone else now): never
@@ -394,10 +479,15 @@ fn from_details(known: &KnownDeployment) -> Option<PersistedDeployment> {
     if !procfs::is_alive(inst.pid, Some(inst.start_time)) {
         return None;
     }
+    let replicas: Vec<PersistedInstance> = known
+        .detail(DETAIL_REPLICAS)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
     Some(PersistedDeployment {
         id: known.id().as_str().to_owned(),
         revision: inst.revision,
         instance: Some(inst),
+        replicas,
         stopped: known.runtime.instances.is_empty(),
         failed: None,
     })

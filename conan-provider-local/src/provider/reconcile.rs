@@ -26,7 +26,13 @@
 //!    its last output is captured into the deployment's log and its directory is
 //!    deleted. The port lock it held died with the manager that took it.
 //!
-//! So afterwards exactly one instance of the deployment runs (the adopted one) or none.
+//! With several replicas, rules 1 and 2 adopt up to `replicas` instances of one revision
+//! (the one `state.json` records: a rolling update interrupted half-way keeps the old
+//! revision, and its new instances are killed by rule 3); replicas missing after that are
+//! started again once the deployment is adopted.
+//!
+//! So afterwards at most `replicas` instances of one revision run (the adopted ones), or
+//! none.
 //! `stop` and `remove` [sweep](Inner::sweep) the same way, so no process of any instance
 //! outlives them.
 
@@ -174,22 +180,33 @@ pub(super) fn scan(dir: &Path, id: &str, snapshot: Option<&Markers>) -> Vec<Scan
     found
 }
 
-/// Which instance to adopt (rules 1 and 2 of the module docs), as a serving instance
-/// record; `ambiguous` counts the candidates of rule 2 when there were several.
+/// Which instances to adopt (rules 1 and 2 of the module docs), as serving instance
+/// records; `candidates` counts the candidates of rule 2.
 #[derive(Debug, Default)]
 pub(super) struct Choice {
-    pub adopt: Option<PersistedInstance>,
-    /// Adopted by rule 2 (a launch that passed its gate), not as the serving one.
+    pub adopt: Vec<PersistedInstance>,
+    /// Some were adopted by rule 2 (a launch that passed its gate), not as serving ones.
     pub by_readiness: bool,
     pub candidates: usize,
 }
 
+/// `serving` is what `state.json` names (of revision `saved_revision`), `wanted` the
+/// number of replicas. With several replicas, only serving instances of the deployment's
+/// recorded revision are adopted (a rolling update interrupted half-way keeps the old
+/// revision; its new instances go), and ready instances of that revision fill up to
+/// `wanted`.
 pub(super) fn choose(
-    serving: Option<&PersistedInstance>,
+    serving: &[PersistedInstance],
+    saved_revision: Option<u64>,
     found: &[Scanned],
     expected_revision: u64,
+    wanted: usize,
 ) -> Choice {
-    if let Some(s) = serving {
+    let mut adopt: Vec<PersistedInstance> = Vec::new();
+    for s in serving {
+        if serving.len() > 1 && saved_revision.is_some_and(|r| r != s.revision) {
+            continue;
+        }
         let own = found
             .iter()
             .find(|f| f.key == s.key)
@@ -198,62 +215,79 @@ pub(super) fn choose(
             procfs::is_alive(s.pid, Some(s.start_time)).then_some((s.pid, s.start_time))
         });
         if let Some((pid, start_time)) = process {
-            let mut adopt = s.clone();
+            let mut a = s.clone();
             if (pid, start_time) != (s.pid, s.start_time) {
-                adopt.pid = pid;
-                adopt.start_time = start_time;
-                adopt.started_at_micros = found
+                a.pid = pid;
+                a.start_time = start_time;
+                a.started_at_micros = found
                     .iter()
                     .find(|f| f.key == s.key)
                     .and_then(Scanned::readable)
                     .map_or(s.started_at_micros, |r| r.started_at_micros);
             }
-            return Choice {
-                adopt: Some(adopt),
-                by_readiness: false,
-                candidates: 1,
-            };
+            adopt.push(a);
         }
     }
-    let ready: Vec<(&InstanceRecord, (u32, u64))> = found
+    if adopt.len() >= wanted.max(1) {
+        adopt.truncate(wanted.max(1));
+        return Choice {
+            candidates: adopt.len(),
+            adopt,
+            by_readiness: false,
+        };
+    }
+    let revision = adopt.first().map_or(expected_revision, |a| a.revision);
+    let mut ready: Vec<(&InstanceRecord, (u32, u64))> = found
         .iter()
         .filter_map(|f| {
             let r = f.readable()?;
             let leader = f.leader()?;
-            (r.phase == InstancePhase::Ready && r.revision == expected_revision && r.key == f.key)
-                .then_some((r, leader))
+            (r.phase == InstancePhase::Ready
+                && r.revision == revision
+                && r.key == f.key
+                && !adopt.iter().any(|a| a.key == r.key))
+            .then_some((r, leader))
         })
         .collect();
-    let newest = ready.iter().max_by_key(|(r, _)| r.started_at_micros);
+    let candidates = ready.len();
+    ready.sort_by_key(|(r, _)| std::cmp::Reverse(r.started_at_micros));
+    let room = wanted.max(1) - adopt.len();
+    let by_readiness = room > 0 && !ready.is_empty();
+    adopt.extend(
+        ready
+            .into_iter()
+            .take(room)
+            .map(|(r, (pid, start_time))| PersistedInstance {
+                key: r.key.clone(),
+                pid,
+                start_time,
+                port: r.port,
+                revision: r.revision,
+                started_at_micros: r.started_at_micros,
+            }),
+    );
     Choice {
-        adopt: newest.map(|(r, (pid, start_time))| PersistedInstance {
-            key: r.key.clone(),
-            pid: *pid,
-            start_time: *start_time,
-            port: r.port,
-            revision: r.revision,
-            started_at_micros: r.started_at_micros,
-        }),
-        by_readiness: newest.is_some(),
-        candidates: ready.len(),
+        adopt,
+        by_readiness,
+        candidates,
     }
 }
 
 impl Inner {
-    /// Kills everything alive of `found` except the instance `keep`, and reclaims the
+    /// Kills everything alive of `found` except the instances `keep`, and reclaims the
     /// directories of the instances that are neither kept nor `serving` (their last output
     /// captured into `logs` first). Returns what was killed, described for the log.
     pub(super) async fn settle_instances(
         &self,
         id: &str,
         found: &[Scanned],
-        keep: Option<&str>,
-        serving: Option<&str>,
+        keep: &[&str],
+        serving: &[&str],
         logs: Option<&Arc<LogStore>>,
     ) -> Vec<String> {
         let mut killed = Vec::new();
         for f in found {
-            if Some(f.key.as_str()) == keep {
+            if keep.contains(&f.key.as_str()) {
                 continue;
             }
             if f.alive(id) {
@@ -265,7 +299,7 @@ impl Inner {
                 // Nothing runs in it: this only removes the empty cgroup.
                 f.tree(id).kill_all().await;
             }
-            if Some(f.key.as_str()) != serving {
+            if !serving.contains(&f.key.as_str()) {
                 reclaim_instance_dir(&f.dir, logs);
             }
         }
