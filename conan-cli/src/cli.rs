@@ -42,6 +42,8 @@ pub enum StrategyArg {
     BlueGreen,
     /// Replace replicas a few at a time.
     Rolling,
+    /// Route a growing share to the new revision, promoted or rolled back by its numbers.
+    Canary,
 }
 
 impl From<StrategyArg> for conan::UpdateStrategy {
@@ -50,6 +52,7 @@ impl From<StrategyArg> for conan::UpdateStrategy {
             StrategyArg::Recreate => conan::UpdateStrategy::Recreate,
             StrategyArg::BlueGreen => conan::UpdateStrategy::BlueGreen,
             StrategyArg::Rolling => conan::UpdateStrategy::Rolling,
+            StrategyArg::Canary => conan::UpdateStrategy::Canary,
         }
     }
 }
@@ -87,6 +90,9 @@ pub enum Command {
         /// An HTTP path that answers 2xx when the app is healthy (e.g. /health).
         #[arg(long = "health", value_name = "PATH")]
         health: Option<String>,
+        /// How many instances to run, each on its own port (default 1).
+        #[arg(long, value_name = "N")]
+        replicas: Option<u32>,
         #[command(flatten)]
         json: JsonFlag,
     },

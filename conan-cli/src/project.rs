@@ -29,6 +29,8 @@ pub struct Overrides {
     pub start_command: Option<String>,
     /// `--health PATH`.
     pub health_path: Option<String>,
+    /// `--replicas N`.
+    pub replicas: Option<u32>,
 }
 
 /// A project directory, made absolute.
@@ -122,6 +124,9 @@ pub fn apply(config: &mut DeploymentConfig, overrides: &Overrides) {
     }
     if let Some(port) = overrides.port {
         config.port = Some(port);
+    }
+    if let Some(n) = overrides.replicas {
+        config.replicas = n;
     }
     for (k, v) in &overrides.env {
         config.env.insert(k.clone(), v.clone());

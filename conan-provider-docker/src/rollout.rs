@@ -323,6 +323,10 @@ impl DockerProvider {
         let old_ids: Vec<String> = old.iter().map(|i| i.id.clone()).collect();
         let rollback = spec.config.update.auto_rollback;
         match strategy {
+            UpdateStrategy::Canary => Err(Error::NotSupported {
+                operation: "canary updates (the local provider runs them)".into(),
+                provider: PROVIDER_NAME.into(),
+            }),
             UpdateStrategy::BlueGreen => {
                 let new = self.launch(ctx, spec, options, artifact, &replicas).await?;
                 // Behind an endpoint: route to the new containers, let the old ones drain.

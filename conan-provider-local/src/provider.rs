@@ -26,12 +26,24 @@ use crate::lifecycle::{Inner, PortChoice};
 
 const NAME: &str = "local";
 
-/// Says which resource limits are enforced (by a cgroup) and which are not.
+/// Rejects a fixed port for several replicas (they would all bind it; the manager refuses
+/// it before this, for callers that use the provider directly) and says which resource
+/// limits are enforced (by a cgroup) and which are not.
 fn check_supported(
     ctx: &OperationContext,
     spec: &DeploymentSpec,
     settings: &crate::LocalSettings,
 ) -> Result<()> {
+    if let (Some(port), n @ 2..) = (spec.config.port, spec.config.replicas) {
+        return Err(Error::InvalidConfig {
+            problems: vec![conan_core::ConfigProblem::new(
+                "port",
+                format!(
+                    "a fixed port ({port}) allows only one replica (replicas = {n}): remove `port` and each replica gets its own PORT"
+                ),
+            )],
+        });
+    }
     if let Some(notice) =
         crate::cgroup::containment(settings.cgroups).limits_notice(&spec.config.resources)
     {
@@ -86,6 +98,8 @@ impl Provider for LocalProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with(Capability::BlueGreen)
+            .with(Capability::RollingUpdate)
+            .with(Capability::Replicas)
             .with(Capability::HealthChecks)
             .with(Capability::Metrics)
             .with(Capability::LogFollow)
@@ -160,6 +174,13 @@ impl Provider for LocalProvider {
         let keeps_port =
             spec.config.port.is_some() && old.iter().any(|o| spec.config.port == o.port);
         match spec.config.update.strategy {
+            UpdateStrategy::Canary => {
+                return Err(Error::NotSupported {
+                    operation: "canary updates without a traffic layer in front of the deployment"
+                        .into(),
+                    provider: NAME.into(),
+                });
+            }
             UpdateStrategy::Rolling if !keeps_port => {
                 return inner.rolling(ctx, &dep, spec, &old_spec, old).await;
             }
@@ -400,6 +421,46 @@ impl Provider for LocalProvider {
             .await?
             .ok_or_else(|| Error::deployment_not_found(known.id().as_str()))?;
         Ok(dep.lock().health.clone())
+    }
+
+    /// With several replicas, the deployment is healthy while any replica in service
+    /// passes `check` (each replica's own liveness is its supervisor's: a failing one
+    /// leaves the serving set and is restarted alone, see [`crate::supervisor`]), so the
+    /// monitor restarts the whole deployment only when none passes.
+    async fn probe(
+        &self,
+        known: &KnownDeployment,
+        check: &conan_core::HealthCheck,
+    ) -> Result<conan_core::probe::ProbeOutcome> {
+        if known.spec.config.replicas <= 1 {
+            return Ok(conan_core::probe::probe_runtime(known, check).await);
+        }
+        let inner = &self.inner;
+        let dep = inner
+            .find(known, inner.last_sink(), None)
+            .await?
+            .ok_or_else(|| Error::deployment_not_found(known.id().as_str()))?;
+        let ports: Vec<u16> = dep
+            .serving()
+            .iter()
+            .filter(|i| !i.down.load(std::sync::atomic::Ordering::Acquire))
+            .filter_map(|i| i.port)
+            .collect();
+        let mut last = None;
+        for port in ports {
+            let one = KnownDeployment::new(
+                known.spec.clone(),
+                RuntimeInfo::new().with_url(format!("http://{}:{port}", inner.settings.host)),
+            );
+            let outcome = conan_core::probe::probe_runtime(&one, check).await;
+            if outcome.healthy {
+                return Ok(outcome);
+            }
+            last = Some(outcome);
+        }
+        Ok(last.unwrap_or_else(|| {
+            conan_core::probe::ProbeOutcome::unhealthy("no replica is in service")
+        }))
     }
 
     async fn recover(

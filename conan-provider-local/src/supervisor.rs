@@ -215,6 +215,87 @@ impl Supervisor {
         self.inst.release_port();
     }
 
+    /// Waits for the process to end. A replica of several with a health check is also
+    /// probed here every `interval`: after `failure_threshold` failures in a row it leaves
+    /// the serving set (no traffic, while the others serve), after `success_threshold`
+    /// passes it rejoins, and when it is still failing after twice `failure_threshold`
+    /// probes it is killed, so the crash path restarts it (alone, with backoff).
+    /// Failures within `start_period` of its start do not count.
+    async fn wait_watching(&self, proc: &mut Proc) -> conan_core::ExitStatus {
+        let config = &self.spec.config;
+        let Some(check) = config.health_check.as_ref().filter(|_| config.replicas > 1) else {
+            return proc.wait().await;
+        };
+        let probe = crate::probe::Probe::for_check(
+            Some(check),
+            &self.inner.settings.host,
+            self.inst.port,
+            &self.source,
+        );
+        if matches!(probe, crate::probe::Probe::Alive) {
+            return proc.wait().await;
+        }
+        let (mut fails, mut passes) = (0u32, 0u32);
+        let mut out = false;
+        loop {
+            tokio::select! {
+                exit = proc.wait() => return exit,
+                () = sleep_until(after(check.interval)) => {}
+            }
+            if self.stopping() {
+                return proc.wait().await;
+            }
+            let outcome = tokio::select! {
+                exit = proc.wait() => return exit,
+                r = probe.run(check.timeout) => r,
+            };
+            if outcome.healthy {
+                fails = 0;
+                passes += 1;
+                if out && passes >= check.success_threshold {
+                    out = false;
+                    self.dep.logs.system(format!(
+                        "[conan] replica on port {} passes its health check again; back in service",
+                        self.port_text()
+                    ));
+                    self.inst.down.store(false, Ordering::Release);
+                    self.report_pool();
+                }
+                continue;
+            }
+            passes = 0;
+            if self.inst.started_at().1.elapsed() < check.start_period {
+                continue;
+            }
+            fails += 1;
+            if fails == check.failure_threshold && !out && self.others_serve() {
+                out = true;
+                self.dep.logs.system(format!(
+                    "[conan] replica on port {} failed {fails} health checks ({}); out of service while the others serve",
+                    self.port_text(),
+                    outcome.detail
+                ));
+                tracing::warn!(deployment = %self.dep.id, instance = %self.inst.key, detail = %outcome.detail, "a replica is out of service");
+                self.inst.down.store(true, Ordering::Release);
+                self.report_pool();
+            }
+            if out && fails >= check.failure_threshold.saturating_mul(2) {
+                self.dep.logs.system(format!(
+                    "[conan] replica on port {} still unhealthy; restarting it",
+                    self.port_text()
+                ));
+                self.inst.tree().kill_all().await;
+                return proc.wait().await;
+            }
+        }
+    }
+
+    fn port_text(&self) -> String {
+        self.inst
+            .port
+            .map_or_else(|| "-".to_owned(), |p| p.to_string())
+    }
+
     /// Waits for a restarted replica to pass its readiness probe again before it rejoins
     /// the serving set (at most `update.healthy_deadline`; it rejoins then anyway, and
     /// the monitor judges it). A crash meanwhile ends the wait.
@@ -265,7 +346,7 @@ impl Supervisor {
         loop {
             let exit = match pending_exit.take() {
                 Some(e) => e,
-                None => proc.wait().await,
+                None => self.wait_watching(&mut proc).await,
             };
             if self.stopping() {
                 return;

@@ -79,6 +79,15 @@ fn scenario_specs(scenario: &str, id: &str, name: &str) -> (DeploymentSpec, Depl
             old.stop.timeout = Duration::from_secs(30);
             (old, crash_config(name, "slow-start", 10))
         }
+        // Three replicas replaced one at a time; each new one warms up for 2 s.
+        "rolling" => {
+            let mut old = crash_config(name, "slow-start", 10);
+            old.replicas = 3;
+            old.update.strategy = UpdateStrategy::Rolling;
+            let mut new = old.clone();
+            new.env.insert("SLOW_START_MS", "2000");
+            (old, new)
+        }
         _ => (
             crash_config(name, "slow-start", 10),
             crash_config(name, "slow-start", 4000),
@@ -568,4 +577,60 @@ async fn measure_recovery_of_many_deployments() {
     for k in &knowns {
         fresh.remove(&ctx, k).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_killed_half_way_through_a_rolling_update_keeps_three_replicas_of_the_old_revision()
+{
+    let state = tempfile::tempdir().unwrap();
+    let id = format!("dep-crash-rolling-{}", fastrand::u32(..));
+    let name = unique("crash-rolling");
+    let _g = Guard(vec![id.clone()]);
+    let (mut child, mut out) = start_manager(state.path(), &id, &name, "rolling");
+    let runtime = ready_runtime(&mut out);
+    assert_eq!(runtime.instances.len(), 3);
+    // The first new replica is ready (an old one stopped for it) and the second warms up.
+    let two_new = wait_until(Duration::from_secs(20), || {
+        instances_of(&id)
+            .keys()
+            .filter(|k| k.starts_with("r2-"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(two_new, "{:?}", instances_of(&id));
+    sigkill(&mut child);
+
+    let p = fresh_provider(state.path());
+    let (first, _) = scenario_specs("rolling", &id, &name);
+    let known = KnownDeployment::new(first, runtime);
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = OperationContext::new(EventSink::new(conan_core::EventBus::new(64), Some(tx)));
+    let found = p.recover(&ctx, std::slice::from_ref(&known)).await.unwrap();
+    assert_eq!(found[0].status, ObservedStatus::Running, "{found:?}");
+    assert_eq!(found[0].revision, Revision(1));
+    assert_eq!(
+        found[0].runtime.instances.len(),
+        2,
+        "the two old replicas left: {found:?}"
+    );
+    // The third replica of revision 1 is started again; nothing of revision 2 is left.
+    let full = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let r = reports.recv().await.unwrap();
+            if let Some(rt) = r.runtime
+                && rt.instances.len() == 3
+            {
+                return rt;
+            }
+        }
+    })
+    .await
+    .expect("three replicas again");
+    assert!(full.instances.iter().all(|i| i.revision == Revision(1)));
+    let running = instances_of(&id);
+    assert_eq!(running.len(), 3, "{running:?}");
+    assert!(running.keys().all(|k| k.starts_with("r1-")), "{running:?}");
+    let known = KnownDeployment::new(known.spec.clone(), full);
+    assert_stop_and_remove_clean(&p, &known, state.path()).await;
 }

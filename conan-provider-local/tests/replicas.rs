@@ -266,3 +266,45 @@ async fn a_rolling_update_replaces_replicas_one_at_a_time_and_a_failing_one_roll
     p.remove(&ctx, &known(&s2)).await.unwrap();
     assert!(marked(s1.id.as_str()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_replica_leaves_the_serving_set_and_is_restarted_alone() {
+    let (p, _dir) = provider(PORTS);
+    let mut c = replicas(&unique("rep-sick"), 3);
+    c.health_check = Some(
+        HealthCheck::http("/health")
+            .interval(Duration::from_millis(200))
+            .failure_threshold(2),
+    );
+    let check = c.health_check.clone().unwrap();
+    let s = spec(c);
+    let _g = Guard::new(&[&s.id]);
+    let (ctx, mut reports, _) = reporting();
+    let info = p.deploy(&ctx, &s, None).await.unwrap();
+    let pids = pids_of(&info);
+    let sick = info.instances[0].clone();
+    let sick_port = sick.port.unwrap();
+    // The app answers 503 on /health from now on; its process stays up.
+    assert_eq!(get(sick_port, "/toggle-health").await, Some(200));
+    let without = runtime_where(&mut reports, |rt| rt.instances.len() == 2).await;
+    assert!(!ports_of(&without).contains(&sick_port), "{without:?}");
+    // The deployment as a whole stays healthy: the others pass.
+    let k = KnownDeployment::new(s.clone(), info.clone());
+    assert!(p.probe(&k, &check).await.unwrap().healthy);
+    // Still failing: killed and restarted alone, then back once its new process passes.
+    let back = runtime_where(&mut reports, |rt| rt.instances.len() == 3).await;
+    let now = pids_of(&back);
+    assert!(
+        !now.contains(&sick.id.parse().unwrap()),
+        "a new process: {back:?}"
+    );
+    assert_eq!(
+        now.intersection(&pids).count(),
+        2,
+        "the healthy replicas untouched"
+    );
+    assert_eq!(get(sick_port, "/health").await, Some(200));
+    assert_eq!(p.status(&known(&s)).await.unwrap(), ObservedStatus::Running);
+    p.remove(&ctx, &known(&s)).await.unwrap();
+    assert!(marked(s.id.as_str()).is_empty());
+}

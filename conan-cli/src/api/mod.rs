@@ -65,6 +65,12 @@ pub struct DeploymentView {
     /// When the serving instance started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    /// The configured number of replicas.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Every instance in service (one per replica), each with its own port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceView>,
     /// The application directory.
     pub source: PathBuf,
     /// Names of the env variables (never their values).
@@ -76,6 +82,25 @@ pub struct DeploymentView {
     /// The last failure bundle, if it ever failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<FailureReport>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One instance of a deployment (a replica).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// Provider-specific id: a pid for the local provider, a container id for Docker.
+    pub id: String,
+    /// The port it serves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The revision it runs.
+    pub revision: u64,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
 }
 
 impl DeploymentView {
@@ -114,6 +139,20 @@ impl DeploymentView {
             pid,
             container,
             started_at: first.and_then(|i| i.started_at),
+            replicas: record.config.replicas,
+            instances: runtime
+                .map(|r| {
+                    r.instances
+                        .iter()
+                        .map(|i| InstanceView {
+                            id: i.id.clone(),
+                            port: i.port,
+                            revision: i.revision.0,
+                            started_at: i.started_at,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             source: record.config.source.clone(),
             env: record.config.env.keys().map(str::to_owned).collect(),
             created_at: record.created_at,

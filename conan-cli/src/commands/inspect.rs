@@ -41,6 +41,10 @@ pub async fn list(home: &Home, json: bool) -> CliResult {
             .filter(|_| v.restart.is_none())
             .map(|p| p.to_string())
             .or_else(|| v.container.as_ref().map(|c| c.chars().take(12).collect()))
+            .map(|first| match v.instances.len() {
+                n if n > 1 => format!("{first} (+{} replicas)", n - 1),
+                _ => first,
+            })
             .unwrap_or_else(|| "-".to_owned());
         let uptime = match (v.status.as_str(), v.started_at) {
             ("running" | "updating", Some(t)) => short_duration(t.elapsed()),

@@ -59,6 +59,7 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
             env,
             start,
             health,
+            replicas,
             json,
         } => {
             let overrides = Overrides {
@@ -68,6 +69,7 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
                 env: parse_env(&env)?,
                 start_command: start,
                 health_path: health,
+                replicas,
             };
             operate::deploy(home, path.as_deref(), &overrides, json.json).await
         }

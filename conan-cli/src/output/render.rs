@@ -205,6 +205,19 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     } else if let Some(port) = view.port {
         rows.push(("port", port.to_string()));
     }
+    if view.replicas > 1 || view.instances.len() > 1 {
+        rows.push((
+            "replicas",
+            format!("{} of {} in service", view.instances.len(), view.replicas),
+        ));
+        for i in &view.instances {
+            let port = i.port.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            rows.push((
+                "instance",
+                format!("{}  port {port}  revision {}", i.id, i.revision),
+            ));
+        }
+    }
     if let Some(m) = status.and_then(|s| s.metrics.as_ref()) {
         rows.push(("restarts", m.restarts.to_string()));
         // While it waits to restart nothing runs: no cpu, memory or uptime to speak of.

@@ -33,3 +33,5 @@ pub const UPDATE_HEALTHY_DEADLINE: Duration = Duration::from_secs(24 * HOUR);
 
 /// Most `endpoint.drain_timeout`.
 pub const ENDPOINT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `update.canary.steps[].duration`.
+pub const CANARY_STEP: Duration = Duration::from_secs(HOUR);

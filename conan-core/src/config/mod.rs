@@ -53,6 +53,7 @@
 //! | `endpoint.drain_timeout` | 1 h |
 
 mod builder;
+mod canary;
 pub mod limits;
 mod units;
 mod validate;
@@ -65,6 +66,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use builder::DeploymentConfigBuilder;
+pub use canary::{CanaryPlan, CanaryStep};
 pub use units::{ByteSize, StopSignal};
 pub use validate::ConfigProblem;
 
@@ -538,6 +540,10 @@ pub enum UpdateStrategy {
     /// Start the new revision beside the old, switch when healthy, then stop the old.
     #[default]
     BlueGreen,
+    /// Start the new revision beside the old and route a growing share of the requests to
+    /// it (`update.canary`), judged from the proxy's counters against the old revision:
+    /// promoted, or rolled back. Needs the proxy in front of the deployment.
+    Canary,
 }
 
 impl UpdateStrategy {
@@ -548,12 +554,13 @@ impl UpdateStrategy {
             UpdateStrategy::Recreate => "recreate",
             UpdateStrategy::Rolling => "rolling",
             UpdateStrategy::BlueGreen => "blue-green",
+            UpdateStrategy::Canary => "canary",
         }
     }
 }
 
 /// The update stanza (after Nomad's `update` block).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
     /// Strategy (default `blue-green`).
@@ -584,6 +591,9 @@ pub struct UpdatePolicy {
     /// Keep (or go back to) the previous revision when the new one fails (default true).
     #[serde(default = "UpdatePolicy::default_auto_rollback")]
     pub auto_rollback: bool,
+    /// The plan of a `canary` update (steps, thresholds); defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryPlan>,
 }
 
 impl UpdatePolicy {
@@ -611,6 +621,7 @@ impl Default for UpdatePolicy {
             min_healthy_time: Duration::ZERO,
             healthy_deadline: Self::default_healthy_deadline(),
             auto_rollback: true,
+            canary: None,
         }
     }
 }

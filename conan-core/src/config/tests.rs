@@ -354,3 +354,46 @@ fn each_maximum_is_inclusive() {
         );
     }
 }
+
+#[test]
+fn a_rolling_update_that_cannot_move_and_a_bad_canary_plan_are_errors_with_paths() {
+    let parsed = DeploymentConfig::from_toml_str(
+        "name = \"web\"\nreplicas = 3\n[update]\nstrategy = \"canary\"\nmax_surge = 0\nmax_unavailable = 0\n[update.canary]\nmax_error_ratio_increase = 2.0\nmin_requests = 0\n[[update.canary.steps]]\nshare = 50\nduration = \"10s\"\n[[update.canary.steps]]\nshare = 20\nduration = \"0s\"\n[[update.canary.steps]]\nshare = 100\nduration = \"5s\"\n",
+    );
+    let Err(Error::InvalidConfig { problems }) = parsed else {
+        panic!("{parsed:?}")
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "update.max_surge",
+        "update.canary.max_error_ratio_increase",
+        "update.canary.min_requests",
+        "update.canary.steps[1].share",
+        "update.canary.steps[1].duration",
+        "update.canary.steps[2].share",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+    let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.contains(
+            &"update.canary.steps[1].share: shares must grow from step to step (20 after 50)"
+                .to_owned()
+        ),
+        "{shown:?}"
+    );
+    // The defaults: surge 1, unavailable 0; a canary plan of 10 % then 50 %, 30 s each.
+    let ok = DeploymentConfig::from_toml_str(
+        "name = \"web\"\n[update]\nstrategy = \"canary\"\n[update.canary]\n",
+    )
+    .unwrap();
+    assert_eq!((ok.update.max_surge, ok.update.max_unavailable), (1, 0));
+    let plan = ok.update.canary.unwrap();
+    assert_eq!(
+        plan.steps.iter().map(|s| s.share).collect::<Vec<_>>(),
+        vec![10, 50]
+    );
+}

@@ -258,14 +258,10 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
     }
 
     p.at_least_one("replicas", c.replicas);
-    if c.port.is_some() && c.replicas > 1 {
-        p.push(
-            "port",
-            format!(
-                "a fixed port allows only one replica (replicas = {}); remove `port` and each replica gets its own PORT",
-                c.replicas
-            ),
-        );
+    if let Some(plan) = &c.update.canary {
+        for (path, message) in plan.problems() {
+            p.push(path, message);
+        }
     }
     if c.update.max_surge == 0 && c.update.max_unavailable == 0 {
         p.push(

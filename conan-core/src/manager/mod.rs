@@ -265,7 +265,9 @@ impl Inner {
             (ops::JobKind::Deploy(config), _) => {
                 // Everything that allocates happens before taking the lock.
                 let registry = self.registry();
-                let provider = registry.shared_name(registry.resolve(config)?.name());
+                let chosen = registry.resolve(config)?;
+                check_fit(&*chosen, config)?;
+                let provider = registry.shared_name(chosen.name());
                 let id = DeploymentId::generate();
                 let now = Timestamp::now();
                 let record = DeploymentRecord {
@@ -295,6 +297,9 @@ impl Inner {
                 let entry = state.deployments.get(&id);
                 if let (ops::JobKind::Update(config), Some(entry)) = (&kind, entry) {
                     check_update(&entry.record, config)?;
+                    if let Some(p) = self.registry().get(&entry.provider) {
+                        check_fit(&**p, config)?;
+                    }
                 }
                 (id, entry.map(|e| e.provider.clone()))
             }
@@ -370,6 +375,30 @@ impl Inner {
             self.idle.notify_waiters();
         }
     }
+}
+
+/// What `config` asks that its provider cannot give, found before anything is stored: a
+/// fixed `port` for several replicas where instances share the host's network (they would
+/// all bind the same port).
+fn check_fit(provider: &crate::provider::DynProvider, config: &DeploymentConfig) -> Result<()> {
+    if config.replicas > 1
+        && let Some(port) = config.port
+        && provider
+            .capabilities()
+            .contains(crate::capability::Capability::LocalNetwork)
+    {
+        return Err(Error::InvalidConfig {
+            problems: vec![ConfigProblem::new(
+                "port",
+                format!(
+                    "a fixed port ({port}) allows only one replica on provider '{}' (replicas = {}): remove `port` and each replica gets its own PORT",
+                    provider.name(),
+                    config.replicas
+                ),
+            )],
+        });
+    }
+    Ok(())
 }
 
 fn check_update(current: &DeploymentRecord, config: &DeploymentConfig) -> Result<()> {
