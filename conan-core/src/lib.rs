@@ -86,9 +86,9 @@ pub mod traffic;
 
 pub use capability::{Capabilities, Capability};
 pub use config::{
-    ByteSize, ConfigProblem, DeploymentConfig, DeploymentConfigBuilder, EndpointConfig,
-    HealthCheck, HealthCheckKind, Resources, RestartMode, RestartPolicy, StopConfig, StopSignal,
-    UpdatePolicy, UpdateStrategy,
+    ByteSize, CanaryPlan, CanaryStep, ConfigProblem, DeploymentConfig, DeploymentConfigBuilder,
+    EndpointConfig, HealthCheck, HealthCheckKind, Resources, RestartMode, RestartPolicy,
+    StopConfig, StopSignal, UpdatePolicy, UpdateStrategy,
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{

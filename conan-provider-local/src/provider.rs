@@ -6,6 +6,7 @@
 //! back to `<state_dir>/deployments/<id>`) records, adopted by pid and start time.
 
 mod adoption;
+mod canary;
 mod discovery;
 mod reconcile;
 mod rolling;
@@ -174,12 +175,8 @@ impl Provider for LocalProvider {
         let keeps_port =
             spec.config.port.is_some() && old.iter().any(|o| spec.config.port == o.port);
         match spec.config.update.strategy {
-            UpdateStrategy::Canary => {
-                return Err(Error::NotSupported {
-                    operation: "canary updates without a traffic layer in front of the deployment"
-                        .into(),
-                    provider: NAME.into(),
-                });
+            UpdateStrategy::Canary if !keeps_port => {
+                return inner.canary(ctx, &dep, spec, &old_spec, old).await;
             }
             UpdateStrategy::Rolling if !keeps_port => {
                 return inner.rolling(ctx, &dep, spec, &old_spec, old).await;

@@ -92,11 +92,22 @@ impl CallTimeouts {
             .replicas
             .div_ceil(config.update.max_parallel.max(1))
             .max(1);
+        let canary = match config.update.strategy {
+            crate::config::UpdateStrategy::Canary => config
+                .update
+                .canary
+                .clone()
+                .unwrap_or_default()
+                .longest()
+                .saturating_add(config.endpoint.drain_timeout),
+            _ => Duration::ZERO,
+        };
         config
             .update
             .healthy_deadline
             .saturating_mul(batches)
             .saturating_add(self.build_allowance)
+            .saturating_add(canary)
     }
 
     /// Deadline of a `stop` or `remove` of `config`.

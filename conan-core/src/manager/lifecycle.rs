@@ -134,6 +134,7 @@ impl Op<'_> {
         let result = if from == StatusKind::Running {
             // The provider switches the endpoint to the new revision once it passed its gate.
             self.cutover = self.cutover_for(&config);
+            self.canary = self.canary_for(&config);
             let result = self
                 .call(&provider, "update", deadline, |ctx| {
                     let (p, spec, known) = (&provider, &spec, &known);
@@ -141,6 +142,7 @@ impl Op<'_> {
                 })
                 .await;
             self.cutover = None;
+            self.canary = None;
             result
         } else {
             // Nothing serves (stopped, failed, never came up): the new revision is deployed

@@ -36,6 +36,7 @@
 //! operations like everything else.
 
 mod builder;
+mod canary;
 mod deadline;
 mod handle;
 mod heal;

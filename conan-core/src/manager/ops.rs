@@ -124,6 +124,8 @@ pub(super) struct Op<'a> {
     /// Handed to provider calls in their context (see [`crate::traffic`]): set around
     /// `update` and `replace` calls of deployments with an endpoint.
     pub(super) cutover: Option<crate::traffic::Cutover>,
+    /// Handed to a `canary` update's provider call (see [`super::canary`]).
+    pub(super) canary: Option<crate::support::canary::CanaryGate>,
     /// Set while a restart stops and starts: its `Stopped` in between holds requests
     /// instead of refusing them.
     pub(super) holding: bool,
@@ -214,6 +216,7 @@ impl Inner {
             cancel: job.cancel.clone(),
             attempts: 0,
             cutover: None,
+            canary: None,
             holding: false,
         };
         let result = if job.cancel.is_cancelled() || self.cancelled_all.load(Ordering::Acquire) {
@@ -372,7 +375,8 @@ impl Op<'_> {
         // The operation's own token: a call that times out fails its operation anyway.
         let token = self.cancel.clone();
         let ctx = OperationContext::with_cancel(self.inner.sink.clone(), token.clone())
-            .with_cutover(self.cutover.clone());
+            .with_cutover(self.cutover.clone())
+            .with_canary(self.canary.clone());
         let bus = self.inner.bus.clone();
         let deployment = self.deployment.clone();
         let op = self.id;

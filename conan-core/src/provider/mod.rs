@@ -89,6 +89,9 @@ pub struct OperationContext {
     /// Set by the manager when the deployment has a stable endpoint: see
     /// [`cutover`](Self::cutover).
     pub traffic: Option<crate::traffic::Cutover>,
+    /// Set by the manager for a `canary` update behind a traffic layer: see
+    /// [`canary`](Self::canary).
+    pub canary: Option<crate::support::canary::CanaryGate>,
 }
 
 impl OperationContext {
@@ -105,6 +108,27 @@ impl OperationContext {
             cancel,
             events,
             traffic: None,
+            canary: None,
+        }
+    }
+
+    /// The same context, with the manager's canary gate.
+    #[must_use]
+    pub fn with_canary(mut self, gate: Option<crate::support::canary::CanaryGate>) -> Self {
+        self.canary = gate;
+        self
+    }
+
+    /// Runs a canary between the instances of `request` (both past their readiness gate)
+    /// through the manager's traffic layer and answers its verdict; `None` when the
+    /// deployment has no traffic layer in front of it (a canary cannot split requests then).
+    pub async fn canary(
+        &self,
+        request: crate::support::canary::CanaryRequest,
+    ) -> Option<crate::support::canary::CanaryOutcome> {
+        match &self.canary {
+            Some(gate) => Some(gate.run(request).await),
+            None => None,
         }
     }
 

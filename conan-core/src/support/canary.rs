@@ -265,6 +265,70 @@ pub async fn run(
     }
 }
 
+/// What a provider asks of the manager's canary: the instances of both revisions (each
+/// already past its readiness gate) and the plan.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CanaryRequest {
+    /// The old revision's instances (serving now).
+    pub old: crate::provider::RuntimeInfo,
+    /// The new revision's instances.
+    pub new: crate::provider::RuntimeInfo,
+    /// The plan (`update.canary`, or its defaults).
+    pub plan: CanaryPlan,
+}
+
+impl CanaryRequest {
+    /// A request for `plan` between `old` and `new`.
+    #[must_use]
+    pub fn new(
+        old: crate::provider::RuntimeInfo,
+        new: crate::provider::RuntimeInfo,
+        plan: CanaryPlan,
+    ) -> Self {
+        Self { old, new, plan }
+    }
+}
+
+/// The manager's canary, handed to a provider's `update` in its
+/// [`OperationContext`](crate::OperationContext) when the deployment runs behind a traffic
+/// layer: it routes each step's share through the traffic layer, judges the counters
+/// ([`run`]), reports each step as a progress event, and answers the outcome. The
+/// provider then promotes (a [`cutover`](crate::OperationContext::cutover) to the new
+/// instances, the old ones stopped) or rolls back (the new ones stopped).
+#[derive(Clone)]
+pub struct CanaryGate {
+    run: std::sync::Arc<
+        dyn Fn(CanaryRequest) -> futures::future::BoxFuture<'static, CanaryOutcome> + Send + Sync,
+    >,
+}
+
+impl fmt::Debug for CanaryGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CanaryGate")
+    }
+}
+
+impl CanaryGate {
+    /// A gate that runs `judge` for each request.
+    #[must_use]
+    pub fn new(
+        judge: impl Fn(CanaryRequest) -> futures::future::BoxFuture<'static, CanaryOutcome>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Self {
+            run: std::sync::Arc::new(judge),
+        }
+    }
+
+    /// Runs the canary of `request` to its verdict.
+    pub async fn run(&self, request: CanaryRequest) -> CanaryOutcome {
+        (self.run)(request).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -75,7 +75,7 @@ impl Inner {
             if step.stop_first > 0 {
                 let down: Vec<_> = old_left.drain(..step.stop_first).collect();
                 stopped_old += down.len();
-                self.take_out(dep, old_spec, down).await;
+                self.take_out(ctx, dep, old_spec, down).await;
             }
             ctx.events.progress(
                 &spec.id,
@@ -105,6 +105,8 @@ impl Inner {
                 shared.serving.extend(batch.iter().cloned());
             }
             dep.persist();
+            // Behind an endpoint the new replicas get requests from now on.
+            ctx.cutover(&dep.runtime(&self.settings.host)).await;
             fresh.extend(batch);
             // Back to `wanted` in service: the oldest old instances go.
             let excess = (old_left.len() + fresh.len()).saturating_sub(wanted);
@@ -112,14 +114,14 @@ impl Inner {
             if excess > 0 {
                 let down: Vec<_> = old_left.drain(..excess).collect();
                 stopped_old += down.len();
-                self.take_out(dep, old_spec, down).await;
+                self.take_out(ctx, dep, old_spec, down).await;
             }
         }
         // Any old instance still serving (fewer replicas wanted than before) goes too.
         if !old_left.is_empty() {
             let rest = std::mem::take(&mut old_left);
             stopped_old += rest.len();
-            self.take_out(dep, old_spec, rest).await;
+            self.take_out(ctx, dep, old_spec, rest).await;
         }
         tracing::debug!(deployment = %spec.id, stopped_old, "rolling update done");
         ctx.events.progress(
@@ -132,8 +134,15 @@ impl Inner {
         Ok(info)
     }
 
-    /// Takes `insts` out of the serving set and stops them.
-    async fn take_out(&self, dep: &Deployment, spec: &DeploymentSpec, insts: Vec<Arc<Instance>>) {
+    /// Takes `insts` out of the serving set, lets their requests drain behind an endpoint
+    /// (the [`cutover`](OperationContext::cutover) without them), and stops them.
+    pub(super) async fn take_out(
+        &self,
+        ctx: &OperationContext,
+        dep: &Deployment,
+        spec: &DeploymentSpec,
+        insts: Vec<Arc<Instance>>,
+    ) {
         {
             let mut shared = dep.lock();
             shared
@@ -144,6 +153,7 @@ impl Inner {
                 .extend(insts.iter().map(|i| (Arc::clone(i), spec.clone())));
         }
         dep.persist();
+        ctx.cutover(&dep.runtime(&self.settings.host)).await;
         self.retire(dep).await;
     }
 
@@ -179,6 +189,7 @@ impl Inner {
                 Ok(back) => {
                     dep.lock().serving.extend(back);
                     dep.persist();
+                    ctx.cutover(&dep.runtime(&self.settings.host)).await;
                 }
                 Err(e) => {
                     tracing::warn!(deployment = %old_spec.id, error = %e, "the previous revision did not come back; the new instances keep serving");
@@ -187,7 +198,7 @@ impl Inner {
             }
         }
         if !fresh.is_empty() {
-            self.take_out(dep, spec, fresh).await;
+            self.take_out(ctx, dep, spec, fresh).await;
         }
     }
 }
