@@ -201,6 +201,9 @@ pub enum Command {
     /// memory with their recent history, uptime, URL, and the selected one's logs;
     /// restart, stop or start it from there (`?` lists the keys, `q` quits).
     Monit,
+    /// Serve the agent tools (deploy, monitor, update, stop, list, logs, remove) over the
+    /// Model Context Protocol on stdin/stdout, for an MCP client such as an AI assistant.
+    Mcp,
     /// List the alerts that fire now and the notifications waiting for delivery.
     Alerts {
         #[command(flatten)]
@@ -305,7 +308,7 @@ impl Command {
                 action: Some(DaemonAction::Status { json } | DaemonAction::Repair { json }),
                 ..
             } => json.json,
-            Command::Init { .. } | Command::Monit | Command::Daemon { .. } => false,
+            Command::Init { .. } | Command::Monit | Command::Mcp | Command::Daemon { .. } => false,
         }
     }
 }

@@ -28,7 +28,13 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 #[derive(Clone, Debug)]
 pub struct Client {
     socket: PathBuf,
+    /// Sent as [`REQUESTED_BY`] with every request: the daemon records it in the audit
+    /// entry of each operation it causes.
+    requested_by: Option<String>,
 }
+
+/// The request header that names who asks (`mcp:claude-desktop 1.2`).
+pub const REQUESTED_BY: &str = "x-conan-requested-by";
 
 /// Whether a connect error means "no daemon there" (rather than a real problem).
 fn nobody_home(e: &std::io::Error) -> bool {
@@ -46,6 +52,7 @@ impl Client {
     pub async fn connect(home: &Home) -> CliResult<Self> {
         let client = Self {
             socket: home.socket(),
+            requested_by: None,
         };
         match UnixStream::connect(&client.socket).await {
             Ok(_) => return Ok(client),
@@ -80,7 +87,17 @@ impl Client {
     pub fn existing(home: &Home) -> Self {
         Self {
             socket: home.socket(),
+            requested_by: None,
         }
+    }
+
+    /// The same client, naming who asks in every request (header [`REQUESTED_BY`]; a
+    /// header cannot carry control characters, so they are dropped).
+    #[must_use]
+    pub fn requested_by(mut self, who: &str) -> Self {
+        let clean: String = who.chars().filter(|c| !c.is_control()).take(200).collect();
+        self.requested_by = Some(clean);
+        self
     }
 
     /// Whether a daemon answers on the socket.
@@ -118,11 +135,19 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", crate::api::PREFIX))
             .header(hyper::header::HOST, "conan")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(who) = self
+            .requested_by
+            .as_deref()
+            .and_then(|w| hyper::header::HeaderValue::from_str(w).ok())
+        {
+            request = request.header(REQUESTED_BY, who);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| CliError::failed(format!("cannot build a request: {e}")))?;
         sender.send_request(request).await.map_err(broken)

@@ -99,8 +99,8 @@ pub use failure::{ExitStatus, FailureReport, ProbeRecord};
 pub use id::{DeploymentId, OperationId, Revision};
 pub use log::{LogLevel, LogLine, LogQuery, LogStream, OutputStream};
 pub use manager::{
-    DeploymentManager, DeploymentManagerBuilder, HealAction, OperationHandle, Priority,
-    ProviderRegistry, QueueStats, Request, RetryPolicy, SubmitOptions,
+    DeploymentManager, DeploymentManagerBuilder, HealAction, OperationCanceller, OperationHandle,
+    Priority, ProviderRegistry, QueueStats, Request, RetryPolicy, SubmitOptions,
 };
 pub use provider::{
     DeploymentSpec, DynProvider, HealthReport, HealthStatus, InstanceInfo, KnownDeployment,

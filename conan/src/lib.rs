@@ -12,7 +12,8 @@
 //! | `monitor` | `monitor`: health checks that restart, metrics history, Prometheus, alerts |
 //! | `proxy` | `proxy`: the reverse proxy that gives deployments a stable endpoint |
 //! | `testing` | `testing`: `MemoryProvider` and the provider conformance suite |
-//! | `full` | `local`, `docker`, `sqlite`, `monitor` and `proxy` |
+//! | `tools` | `tools`: the seven agent tools (deploy, monitor, update, stop, list, logs, remove) with JSON Schemas |
+//! | `full` | `local`, `docker`, `sqlite`, `monitor`, `proxy` and `tools` |
 //!
 //! ```no_run
 //! use conan::prelude::*;
@@ -58,6 +59,13 @@ pub mod monitor {
 #[cfg(feature = "proxy")]
 pub mod proxy {
     pub use conan_proxy::*;
+}
+
+/// The agent tools as typed functions with JSON Schemas (feature `tools`; `conan mcp` serves
+/// them over MCP).
+#[cfg(feature = "tools")]
+pub mod tools {
+    pub use conan_tools::*;
 }
 
 /// `use conan::prelude::*;`: what an embedder and a provider author need.

@@ -72,6 +72,7 @@ fn audit_line(entry: &AuditEntry, name: &str, style: Style) -> String {
             revision,
             attempts,
             outcome,
+            requested_by,
         } => {
             let rev = revision
                 .map(|r| format!(" revision {}", r.0))
@@ -88,7 +89,11 @@ fn audit_line(entry: &AuditEntry, name: &str, style: Style) -> String {
                 }
                 conan::Outcome::Cancelled => "cancelled".to_owned(),
             };
-            format!("{kind}{rev} {result}{tries}")
+            let by = requested_by
+                .as_ref()
+                .map(|who| format!(" (by {who})"))
+                .unwrap_or_default();
+            format!("{kind}{rev} {result}{tries}{by}")
         }
         AuditAction::Restart {
             revision,

@@ -5,6 +5,7 @@ mod daemon;
 mod events;
 mod inspect;
 mod logs;
+mod mcp;
 mod metrics;
 mod monit;
 mod operate;
@@ -78,6 +79,7 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
         Command::History { name, json } => inspect::history(home, &name, json.json).await,
         Command::Logs(args) => logs::run(home, &args).await,
         Command::Monit => monit::run(home).await,
+        Command::Mcp => mcp::run(home).await,
         Command::Metrics {
             name,
             since,

@@ -22,6 +22,17 @@ use crate::api::{
 };
 use conan::monitor::logs::LogSelector;
 
+/// Who asks for an operation and how it wants the answer.
+struct Asker {
+    /// The [`REQUESTED_BY`](crate::client::REQUESTED_BY) header: goes into the audit entry.
+    requested_by: Option<String>,
+    /// `cancel_on_close=1` (with `progress=1`): a client that closes the stream cancels
+    /// the operation (what `conan mcp` asks, so an agent's cancellation reaches it).
+    cancel_on_close: bool,
+    /// `progress=1`: an NDJSON stream of events, then the result.
+    progress: bool,
+}
+
 /// Query parameters of one request.
 struct Params(Vec<(String, String)>);
 
@@ -63,6 +74,15 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         return not_found();
     };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let asker = Asker {
+        requested_by: parts
+            .headers
+            .get(crate::client::REQUESTED_BY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        cancel_on_close: params.flag("cancel_on_close"),
+        progress: params.flag("progress"),
+    };
     tracing::debug!(method = %parts.method, path = parts.uri.path(), "request");
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["daemon"]) => json(StatusCode::OK, &daemon.info()),
@@ -80,11 +100,13 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
                 .collect();
             json(StatusCode::OK, &views)
         }
-        (&Method::POST, ["deployments"]) => deploy(&daemon, body, &params).await,
+        (&Method::POST, ["deployments"]) => deploy(&daemon, body, &asker).await,
         (&Method::GET, ["deployments", target]) => status(&daemon, target).await,
-        (&Method::DELETE, ["deployments", target]) => remove(&daemon, target, &params).await,
+        (&Method::DELETE, ["deployments", target]) => {
+            remove(&daemon, target, &params, &asker).await
+        }
         (&Method::POST, ["deployments", target, action]) => {
-            action_route(&daemon, target, action, body, &params).await
+            action_route(&daemon, target, action, body, &asker).await
         }
         (&Method::GET, ["deployments", target, "history"]) => history(&daemon, target).await,
         (&Method::GET, ["deployments", target, "logs"]) => logs(&daemon, target, &params).await,
@@ -144,7 +166,7 @@ fn failure_response(daemon: &Daemon, e: &conan::Error, target: &str) -> Response
     error(status, &api)
 }
 
-async fn deploy(daemon: &Arc<Daemon>, body: Incoming, params: &Params) -> Response<Body> {
+async fn deploy(daemon: &Arc<Daemon>, body: Incoming, asker: &Asker) -> Response<Body> {
     let bytes = match read_bytes(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -170,7 +192,7 @@ async fn deploy(daemon: &Arc<Daemon>, body: Incoming, params: &Params) -> Respon
             .with_hint(docker_hint()),
         );
     }
-    operation(daemon, Request::Deploy(config), params.flag("progress")).await
+    operation(daemon, Request::Deploy(config), asker).await
 }
 
 async fn action_route(
@@ -178,7 +200,7 @@ async fn action_route(
     target: &str,
     action: &str,
     body: Incoming,
-    params: &Params,
+    asker: &Asker,
 ) -> Response<Body> {
     let target = (*target).to_owned();
     let request = match action {
@@ -207,7 +229,7 @@ async fn action_route(
         }
         _ => return not_found(),
     };
-    operation(daemon, request, params.flag("progress")).await
+    operation(daemon, request, asker).await
 }
 
 /// The config an update rolls out: the body's config (else the current one), with the
@@ -242,7 +264,12 @@ fn updated_config(
     Ok(config)
 }
 
-async fn remove(daemon: &Arc<Daemon>, target: &str, params: &Params) -> Response<Body> {
+async fn remove(
+    daemon: &Arc<Daemon>,
+    target: &str,
+    params: &Params,
+    asker: &Asker,
+) -> Response<Body> {
     let record = match daemon.manager.get(target) {
         Ok(r) => r,
         Err(e) => return failure_response(daemon, &e, target),
@@ -267,23 +294,26 @@ async fn remove(daemon: &Arc<Daemon>, target: &str, params: &Params) -> Response
     let request = Request::Remove {
         target: target.to_owned(),
     };
-    operation(daemon, request, params.flag("progress")).await
+    operation(daemon, request, asker).await
 }
 
 /// Runs an operation; with `progress`, streams the deployment's events as NDJSON
-/// ([`ProgressLine`]) and ends with its result. A client that goes away does not cancel it.
-async fn operation(daemon: &Arc<Daemon>, request: Request, progress: bool) -> Response<Body> {
+/// ([`ProgressLine`]) and ends with its result. A client that goes away does not cancel it,
+/// unless it asked `cancel_on_close`.
+async fn operation(daemon: &Arc<Daemon>, request: Request, asker: &Asker) -> Response<Body> {
     let target = match &request {
         Request::Deploy(c) => c.name.clone(),
         other => other.target().unwrap_or_default().to_owned(),
     };
     let mut events = daemon.manager.subscribe();
-    let handle = match daemon.manager.submit(request, SubmitOptions::default()) {
+    let mut options = SubmitOptions::default();
+    options.requested_by.clone_from(&asker.requested_by);
+    let handle = match daemon.manager.submit(request, options) {
         Ok(h) => h,
         Err(e) => return failure_response(daemon, &e, &target),
     };
     let id = handle.deployment().clone();
-    if !progress {
+    if !asker.progress {
         return match handle.wait().await {
             Ok(record) => json(StatusCode::OK, &DeploymentView::from_record(&record)),
             Err(e) => failure_response(daemon, &e, id.as_str()),
@@ -291,13 +321,21 @@ async fn operation(daemon: &Arc<Daemon>, request: Request, progress: bool) -> Re
     }
     let (tx, response) = ndjson_stream();
     let daemon = Arc::clone(daemon);
+    let cancel_on_close = asker.cancel_on_close;
     tokio::spawn(async move {
+        let canceller = handle.canceller();
         let wait = handle.wait();
         tokio::pin!(wait);
         let mut listening = true;
+        let mut watching = cancel_on_close;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut wait => break outcome,
+                () = tx.closed(), if watching => {
+                    tracing::info!(deployment = %id, "the client went away: cancelling its operation");
+                    canceller.cancel();
+                    watching = false;
+                }
                 event = events.recv(), if listening => match event {
                     Ok(env) if env.event.deployment() == &id => {
                         // The client may be gone; the operation goes on regardless.

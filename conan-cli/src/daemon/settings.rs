@@ -16,6 +16,9 @@
 //! name = "down"
 //! when = "down"
 //! for = "30s"
+//!
+//! [mcp]                             # `conan mcp`, the agent tools
+//! allowed_roots = ["/srv/apps"]     # a projectPath must lie under one (any when empty)
 //! ```
 
 use std::net::SocketAddr;
@@ -34,6 +37,16 @@ pub struct DaemonSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// The monitor's settings.
     pub monitor: MonitorSettings,
+    /// The agent tools' settings (`conan mcp`).
+    pub mcp: McpSettings,
+}
+
+/// `[mcp]`: what `conan mcp` lets an agent do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSettings {
+    /// When not empty, `projectPath` must lie under one of these directories.
+    pub allowed_roots: Vec<std::path::PathBuf>,
 }
 
 impl DaemonSettings {

@@ -156,6 +156,12 @@ impl Home {
         self.dir.path()
     }
 
+    /// The env variables every `conan` run of this home gets (`CONAN_PORT_RANGE`, ...), for
+    /// a process that starts `conan` itself (an MCP client).
+    pub fn envs(&self) -> &[(String, String)] {
+        &self.envs
+    }
+
     /// Remember a Docker deployment so the guard removes its containers.
     pub fn track_docker(&self, name: &str) {
         self.docker_names

@@ -118,17 +118,31 @@ impl Request {
 }
 
 /// Options of one submission.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubmitOptions {
     /// Queue priority when providers are saturated.
     pub priority: Priority,
+    /// Who asks (an MCP client, a user): recorded in the operation's audit entry
+    /// ([`AuditAction::Operation`](crate::store::AuditAction)`::requested_by`).
+    pub requested_by: Option<String>,
 }
 
 impl SubmitOptions {
     /// Options with a priority.
     #[must_use]
     pub fn priority(priority: Priority) -> Self {
-        Self { priority }
+        Self {
+            priority,
+            requested_by: None,
+        }
+    }
+
+    /// The same options, naming who asks.
+    #[must_use]
+    pub fn requested_by(mut self, who: impl Into<String>) -> Self {
+        self.requested_by = Some(who.into());
+        self
     }
 }
 
@@ -141,6 +155,25 @@ pub struct OperationHandle {
     pub(super) cancel: CancellationToken,
     pub(super) rx: oneshot::Receiver<Result<DeploymentRecord>>,
     pub(super) manager: Weak<Inner>,
+}
+
+/// Cancels one operation ([`OperationHandle::canceller`]); cancelling a finished operation
+/// does nothing.
+#[derive(Clone, Debug)]
+pub struct OperationCanceller {
+    id: OperationId,
+    cancel: CancellationToken,
+    manager: Weak<Inner>,
+}
+
+impl OperationCanceller {
+    /// Cancels the operation: see [`OperationHandle::cancel`].
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+        if let Some(inner) = self.manager.upgrade() {
+            inner.cancel_queued(self.id);
+        }
+    }
 }
 
 impl OperationHandle {
@@ -166,9 +199,17 @@ impl OperationHandle {
     /// [`Error::Cancelled`]; a running one sees its context's token cancelled, stops retrying,
     /// and the provider cleans up what it started.
     pub fn cancel(&self) {
-        self.cancel.cancel();
-        if let Some(inner) = self.manager.upgrade() {
-            inner.cancel_queued(self.id);
+        self.canceller().cancel();
+    }
+
+    /// Something that cancels this operation later, from elsewhere (as [`cancel`](Self::cancel)
+    /// does), while [`wait`](Self::wait) holds the handle.
+    #[must_use]
+    pub fn canceller(&self) -> OperationCanceller {
+        OperationCanceller {
+            id: self.id,
+            cancel: self.cancel.clone(),
+            manager: self.manager.clone(),
         }
     }
 

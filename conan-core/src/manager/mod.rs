@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::DeploymentManagerBuilder;
 pub use deadline::CallTimeouts;
-pub use handle::{HealAction, OperationHandle, Request, SubmitOptions};
+pub use handle::{HealAction, OperationCanceller, OperationHandle, Request, SubmitOptions};
 pub use persist::UnsavedState;
 pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
@@ -321,6 +321,7 @@ impl Inner {
             kind,
             cancel: cancel.clone(),
             reply: Some(tx),
+            requested_by: opts.requested_by,
         };
         let mut started = Vec::new();
         self.scheduler().submit(

@@ -80,6 +80,8 @@ pub(crate) struct Job {
     pub kind: JobKind,
     pub cancel: CancellationToken,
     pub reply: Option<oneshot::Sender<Result<DeploymentRecord>>>,
+    /// Who asked ([`SubmitOptions::requested_by`](super::SubmitOptions)), for the audit entry.
+    pub requested_by: Option<String>,
 }
 
 /// Holds a job's scheduler slot; [`SlotGuard::release`] gives it back and learns which
@@ -261,6 +263,7 @@ impl Inner {
                     revision,
                     attempts: ctx.attempts.max(1),
                     outcome: outcome.clone(),
+                    requested_by: job.requested_by.take(),
                 },
             );
             self.persist_audit(&deployment, entry).await;

@@ -123,6 +123,10 @@ pub enum AuditAction {
         attempts: u32,
         /// How it ended.
         outcome: Outcome,
+        /// Who asked for it, when the caller said (`mcp:claude-desktop 1.2`: an agent
+        /// through `conan mcp`); see [`SubmitOptions::requested_by`](crate::SubmitOptions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_by: Option<String>,
     },
     /// The provider's supervisor restarts a crashed instance (recorded when the restart is
     /// decided, before its backoff delay).

@@ -90,6 +90,7 @@ pub(crate) async fn store_round_trip(store: &dyn StateStore) {
                     revision: Some(Revision(1)),
                     attempts: 2,
                     outcome: Outcome::Succeeded,
+                    requested_by: None,
                 },
             ),
         ])

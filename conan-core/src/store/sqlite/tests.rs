@@ -73,6 +73,8 @@ async fn fill(
                     revision: Some(Revision(2)),
                     attempts: 1,
                     outcome: Outcome::Succeeded,
+                    // Who asked survives the round trip (the action is stored as JSON).
+                    requested_by: Some("mcp:test-client 1.0".to_owned()),
                 },
             ),
         ];
