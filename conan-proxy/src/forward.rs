@@ -239,7 +239,7 @@ async fn serve(
             && may_retry(method, false, failure.0, attempts, others)
             && let Some(next) = site.pick(&routes, Some(&live))
         {
-            tracing::debug!(deployment = %site.id, from = %live.backend.addr, to = %next.backend.addr, error = %failure.1, "connect failed; retrying on another instance");
+            tracing::debug!(deployment = %site.id, from = %live.backend.addr, to = %next.backend.addr, error = %failure.1, "the instance failed before answering; retrying on another instance");
             live.counters.retried();
             let mut again = Request::new(());
             *again.method_mut() = method.clone();

@@ -1,15 +1,18 @@
 //! When a failed request is sent again to another instance.
 //!
 //! Once, and only when all of these hold:
-//! - the failure happened while **connecting** (nothing of the request reached an app);
+//! - the failure happened while **connecting** (nothing of the request reached an app),
+//!   or the connection **failed before any response byte** came back (the instance died
+//!   with the request in flight: a replica killed with SIGKILL, a crash);
 //! - the method is **idempotent** (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT,
-//!   DELETE), so even a request that did reach an app would be safe to repeat;
+//!   DELETE), so even a request that did reach an app is safe to repeat (§9.2.2 allows a
+//!   client, and so a proxy, to retry it automatically);
 //! - the request has **no body** (a streamed body is consumed by the first attempt and is
 //!   never buffered to be replayed);
 //! - another serving instance exists.
 //!
-//! Everything else (a reset after the request was written, a timeout waiting for the
-//! response, a POST) is answered 502 or 504 at once.
+//! Everything else (a timeout waiting for the response, a POST, a request with a body) is
+//! answered 502 or 504 at once.
 
 use hyper::Method;
 
@@ -42,7 +45,7 @@ pub fn may_retry(
     attempts: u32,
     other_instances: usize,
 ) -> bool {
-    failure == AttemptFailure::Connect
+    matches!(failure, AttemptFailure::Connect | AttemptFailure::AfterSend)
         && attempts == 1
         && other_instances > 0
         && !has_body
@@ -73,7 +76,11 @@ mod tests {
             "not idempotent"
         );
         assert!(
-            !may_retry(&Method::GET, false, AfterSend, 1, 1),
+            may_retry(&Method::GET, false, AfterSend, 1, 1),
+            "an idempotent request whose instance died before answering"
+        );
+        assert!(
+            !may_retry(&Method::POST, false, AfterSend, 1, 1),
             "may have reached the app"
         );
         assert!(

@@ -1,5 +1,5 @@
 // A revisioned HTTP service for canary and load tests: every answer the app itself sends
-// carries `x-app: <REVISION>` (so a test can tell the app's own 5xx from a proxy's),
+// carries `x-app: canary` and `x-rev: <REVISION>` (so a test can tell the app's own 5xx from a proxy's),
 // `FAIL_RATIO` (0..1) of the requests to anything but /health answer 500, `DELAY_MS`
 // delays every answer. Quiet (no per-request log lines), so load tests stay cheap.
 const http = require('http');
@@ -11,7 +11,7 @@ const delay = Number(process.env.DELAY_MS || 0);
 const server = http.createServer((req, res) => {
   const answer = () => {
     const fail = req.url !== '/health' && Math.random() < failRatio;
-    res.writeHead(fail ? 500 : 200, { 'content-type': 'text/plain', 'x-app': revision });
+    res.writeHead(fail ? 500 : 200, { 'content-type': 'text/plain', 'x-app': 'canary', 'x-rev': revision });
     res.end(fail ? 'failing on purpose\n' : `revision ${revision} pid ${process.pid}\n`);
   };
   if (delay > 0) setTimeout(answer, delay); else answer();
