@@ -69,7 +69,7 @@ fn cpu_percent(base: &CpuBaseline, now: &HashMap<(u32, u64), u64>, now_at: Insta
 /// Current metrics of `dep`: with several replicas, CPU, memory and processes are the
 /// sums over the replicas in service, port and uptime those of the first.
 pub(crate) async fn collect(dep: &Deployment) -> Metrics {
-    let (insts, restarts) = {
+    let (insts, restarts, limited) = {
         let shared = dep.lock();
         // Waiting to restart: nothing runs, so nothing is measured (not "0 B").
         let waiting = matches!(shared.observed, ObservedStatus::Restarting { .. });
@@ -87,17 +87,29 @@ pub(crate) async fn collect(dep: &Deployment) -> Metrics {
                 .cloned()
                 .collect()
         };
-        (insts, shared.restarts)
+        (
+            insts,
+            shared.restarts,
+            shared.spec.config.resources.memory.is_some(),
+        )
     };
     let mut m = Metrics::new();
     m.restarts = restarts;
     let Some(inst) = insts.first() else { return m };
     m.port = inst.port;
     m.uptime = Some(inst.started_at().1.elapsed());
-    let tree = inst.tree();
-    let pids: Vec<u32> = insts
+    // Each replica's cgroup is looked up once.
+    let trees: Vec<_> = insts
         .iter()
-        .flat_map(|i| i.tree().measured_members())
+        .map(|i| {
+            let tree = i.tree();
+            let cgroup = tree.cgroup();
+            (tree, cgroup)
+        })
+        .collect();
+    let pids: Vec<u32> = trees
+        .iter()
+        .flat_map(|(tree, cgroup)| tree.measured_members(cgroup.as_ref()))
         .collect();
     m.pids = Some(pids.len() as u64);
     let (mut ticks, mut rss) = read(&pids);
@@ -133,8 +145,12 @@ pub(crate) async fn collect(dep: &Deployment) -> Metrics {
     drop(base);
     m.memory_bytes = Some(rss);
     // Reported only when the kernel enforces it: a monitor enforces `resources.memory`
-    // itself where it does not.
-    m.memory_limit_bytes = tree.cgroup().and_then(|cg| cg.memory_limit());
+    // itself where it does not. Without `resources.memory` no limit was written.
+    if limited {
+        m.memory_limit_bytes = trees
+            .first()
+            .and_then(|(_, cgroup)| cgroup.as_ref()?.memory_limit());
+    }
     m
 }
 

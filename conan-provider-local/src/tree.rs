@@ -116,9 +116,11 @@ impl TreeRef {
     /// process on the machine, so a sampler can call it often; a grandchild that left
     /// the group and lost its parent is not measured without a cgroup (it is still
     /// killed with the tree).
-    pub fn measured_members(&self) -> Vec<u32> {
-        if let Some(cg) = self.cgroup() {
-            return cg.procs();
+    /// `cgroup` is the instance's [`cgroup`](Self::cgroup), looked up once by the caller;
+    /// its members are listed as the kernel has them (some may be exiting).
+    pub fn measured_members(&self, cgroup: Option<&InstanceCgroup>) -> Vec<u32> {
+        if let Some(cg) = cgroup {
+            return cg.listed_procs();
         }
         let ours = |pid: u32| {
             procfs::stat(pid).is_some_and(|s| !s.is_dead() && s.start_time >= self.since)

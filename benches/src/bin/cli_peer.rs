@@ -8,6 +8,8 @@
 //! 2. the daemon's resident memory with N (50) idle deployments running;
 //! 3. the daemon's CPU use over 30 s with those deployments idle: the monitor probes each
 //!    one's `GET /health` every 10 s and samples its metrics every 10 s (the defaults);
+//!    Beside it, the floor: this process sending the same probes from one thread and
+//!    doing nothing else;
 //! 4. how soon the monitor has restarted an app that turns unhealthy (a check every 1 s,
 //!    threshold 3: the bound is interval × threshold + 1 s = 4 s), until a new instance runs.
 //!
@@ -95,6 +97,33 @@ fn cpu_percent(pid: u32, secs: u64) -> f64 {
     (after.saturating_sub(before)) as f64 / clock_ticks_per_sec() / secs as f64 * 100.0
 }
 
+/// The floor under the monitor's idle cost: this process probes the same `ports` with
+/// `GET /health` (a new connection each, as the monitor does: Node closes idle keep-alive
+/// connections after 5 s) every 10 s, spread evenly, doing nothing else for `secs`. Returns
+/// its own CPU use in percent of one core; the kernel charges the loopback TCP work of both
+/// ends of each probe to the prober, as it does for the daemon.
+fn bare_prober_cpu(ports: &[u16], secs: u64) -> f64 {
+    let me = std::process::id();
+    let before = cpu_ticks(me);
+    let start = Instant::now();
+    let gap = Duration::from_secs(10) / u32::try_from(ports.len().max(1)).unwrap_or(1);
+    let mut next = start;
+    'outer: loop {
+        for &port in ports {
+            if start.elapsed() >= Duration::from_secs(secs) {
+                break 'outer;
+            }
+            let _ = healthy(port);
+            next += gap;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    cpu_ticks(me).saturating_sub(before) as f64 / clock_ticks_per_sec() / wall * 100.0
+}
+
 fn bare_ready(runs: u64) -> Duration {
     let mut times = Vec::new();
     for _ in 0..runs {
@@ -170,6 +199,18 @@ fn listed(conan: &Conan, name: &str) -> Option<(u64, String)> {
     let d = list.as_array()?.iter().find(|d| d["name"] == name)?;
     (d["status"] == "running").then_some(())?;
     Some((d["pid"].as_u64()?, d["url"].as_str()?.to_owned()))
+}
+
+/// The app ports (not a proxy's) of every running deployment in `conan ls --json`.
+fn app_ports(conan: &Conan) -> Vec<u16> {
+    let out = conan.run(&["ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["status"] == "running")
+        .filter_map(|d| u16::try_from(d["port"].as_u64()?).ok())
+        .collect()
 }
 
 /// Deploys hello with a check every second (threshold 3), flips its health check to 503
@@ -530,6 +571,12 @@ fn main() {
         "  conan daemon: RSS {:.1} MiB with {apps} apps ({:.1} MiB with none), CPU over {cpu_secs} s {cpu:.2} % of a core",
         rss as f64 / 1024.0,
         empty_rss as f64 / 1024.0
+    );
+    let ports = app_ports(&conan);
+    let floor = bare_prober_cpu(&ports, cpu_secs);
+    println!(
+        "  bare prober (the floor: the same {} GET /health probes every 10 s from one thread, nothing else): CPU {floor:.2} % of a core",
+        ports.len()
     );
     for i in 0..apps {
         conan.ok(&["rm", "--force", &format!("idle-{i}")]);

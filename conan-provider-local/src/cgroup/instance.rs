@@ -159,13 +159,16 @@ impl InstanceCgroup {
 
     /// The live processes in the cgroup.
     pub fn procs(&self) -> Vec<u32> {
+        let mut pids = self.listed_procs();
+        pids.retain(|&p| procfs::is_alive(p, None));
+        pids
+    }
+
+    /// The pids `cgroup.procs` lists (a zombie not yet reaped may be among them): one read
+    /// of one file, for a caller that reads each process anyway.
+    pub fn listed_procs(&self) -> Vec<u32> {
         fs::read_to_string(self.primary.join("cgroup.procs"))
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .filter(|&p| procfs::is_alive(p, None))
-                    .collect()
-            })
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }
 

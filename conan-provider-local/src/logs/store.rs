@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use conan_core::{LogLevel, LogLine, LogQuery, LogStream, OutputStream, Timestamp};
 use tokio::sync::broadcast;
@@ -32,9 +32,10 @@ pub(crate) struct LogStoreSettings {
 const HEADER: char = '\u{1e}';
 
 /// Lines a slow follower may lag behind before it misses some (then it gets one notice per
-/// gap). The slots are allocated when the first follower comes, about 90 bytes each, and the
-/// monitor follows every running deployment (its log counters): 1,024 keeps that at ~90 KiB
-/// a deployment (16,384 cost 1.5 MiB each, 75 MiB with 50 idle apps).
+/// gap). The slots are allocated when the first follower comes, and the monitor follows
+/// every running deployment (its log counters): a slot holds an `Arc` (about 32 bytes), so
+/// 1,024 cost 32 KiB a deployment (16,384 whole lines cost 1.5 MiB each, 75 MiB with 50
+/// idle apps; 1,024 whole lines 100 KiB).
 const LIVE_CAPACITY: usize = 1024;
 
 /// Lines captured together: one timestamp, one stream; `text` holds each message followed
@@ -221,7 +222,7 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Re
 pub(crate) struct LogStore {
     inner: Mutex<Inner>,
     /// The live feed, created by the first `follow` (its slots are allocated up front).
-    tx: OnceLock<broadcast::Sender<LogLine>>,
+    tx: OnceLock<broadcast::Sender<Arc<LogLine>>>,
     dir: PathBuf,
     settings: LogStoreSettings,
 }
@@ -299,10 +300,15 @@ impl LogStore {
         }
     }
 
-    fn keep(&self, inner: &mut Inner, batch: Batch, live: Option<&broadcast::Sender<LogLine>>) {
+    fn keep(
+        &self,
+        inner: &mut Inner,
+        batch: Batch,
+        live: Option<&broadcast::Sender<Arc<LogLine>>>,
+    ) {
         if let Some(tx) = live {
             for line in batch.lines() {
-                let _ = tx.send(line);
+                let _ = tx.send(Arc::new(line));
             }
         }
         inner.ring_bytes += batch.memory();

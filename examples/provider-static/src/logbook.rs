@@ -18,7 +18,7 @@ const FEED_CAPACITY: usize = 256;
 #[derive(Debug)]
 pub(crate) struct LogBook {
     lines: Mutex<VecDeque<LogLine>>,
-    feed: broadcast::Sender<LogLine>,
+    feed: broadcast::Sender<std::sync::Arc<LogLine>>,
     /// Approximate heap bytes of the kept lines.
     bytes: AtomicUsize,
 }
@@ -49,7 +49,7 @@ impl LogBook {
     pub(crate) fn push(&self, line: LogLine) {
         let mut lines = self.lines();
         if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(line.clone());
+            let _ = self.feed.send(std::sync::Arc::new(line.clone()));
         }
         if lines.len() == RING_LINES
             && let Some(old) = lines.pop_front()

@@ -53,7 +53,7 @@ pub(super) struct Held {
     pub(super) started_at: Timestamp,
     logs: Vec<Synthetic>,
     /// Created on the first follow, so deployments nobody follows cost no channel.
-    pub(super) live: Option<broadcast::Sender<LogLine>>,
+    pub(super) live: Option<broadcast::Sender<std::sync::Arc<LogLine>>>,
     pub(super) restarts: u32,
 }
 
@@ -133,7 +133,7 @@ impl Held {
             text,
         };
         if let Some(live) = &self.live {
-            let _ = live.send(line.render());
+            let _ = live.send(std::sync::Arc::new(line.render()));
         }
         if self.logs.len() >= MAX_LOG_LINES {
             self.logs.drain(..MAX_LOG_LINES / 2);
