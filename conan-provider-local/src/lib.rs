@@ -94,7 +94,7 @@
 //!   as serving is adopted only when it is the revision the caller expects; everything
 //!   else (a launch interrupted before its gate, the new side of an interrupted update,
 //!   the old side of an interrupted blue-green switch, anything no record explains) is
-//!   killed. Exactly one instance per deployment runs afterwards, or none; `stop` and
+//!   killed. Exactly one instance per deployment (one per replica) runs afterwards, or none; `stop` and
 //!   `remove` sweep every instance's processes the same way. A damaged (truncated,
 //!   garbage) state file never makes recovery fail: that deployment is adopted when one
 //!   instance is unambiguously its own (the runtime the caller knows names it, or it is
@@ -104,8 +104,16 @@
 //!   the batch. [`LocalProvider::discover`] lists what the state directory holds, for
 //!   a manager that lost its records. An adopted process's exit status cannot be
 //!   observed (it is not our child): it is reported as `Unknown`.
-//! - **Replicas** are not supported: more than one replica is
-//!   [`Error::NotSupported`](conan_core::Error::NotSupported).
+//! - **Replicas**: `replicas = N` runs N instances, each a supervised process on its own
+//!   port with its own instance directory and cgroup, restarted alone (and out of the
+//!   runtime, so out of a proxy's pool, until ready again); with a health check each is
+//!   probed by its supervisor and taken out of service, brought back, or restarted alone.
+//!   Updates are `rolling` (`update.max_surge` / `max_unavailable`, default 1 / 0),
+//!   `blue-green` (N new beside N old), `canary` (through the manager's
+//!   [`OperationContext::canary`](conan_core::OperationContext::canary)) or `recreate`.
+//!   After a manager restart every live replica of the recorded revision is adopted and
+//!   missing ones are started again. A fixed `port` allows one replica
+//!   ([`Error::InvalidConfig`](conan_core::Error::InvalidConfig) at `port`).
 //! - **Resource limits**: with a cgroup, `resources.memory` is a hard limit
 //!   (`memory.max` on v2, `memory.limit_in_bytes` on v1: the kernel kills the app past it,
 //!   and the supervisor restarts it as after any crash) and `resources.cpus` a CPU quota
