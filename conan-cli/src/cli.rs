@@ -281,6 +281,11 @@ pub struct LogsArgs {
     /// Only the app's stderr.
     #[arg(long)]
     pub stderr: bool,
+    /// Write the lines as the app wrote them, terminal escapes included (by default, on a
+    /// terminal, control characters are shown as `^[`, `^G`, ...; pipes, files and
+    /// `--json` always get them as written).
+    #[arg(long)]
+    pub raw: bool,
     #[command(flatten)]
     pub json: JsonFlag,
 }

@@ -116,6 +116,7 @@ mod launch;
 mod output;
 mod project;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -126,6 +127,7 @@ use crate::output::{Color, Style};
 /// The `conan` command: parses the arguments, runs, prints errors, returns the exit code.
 #[must_use]
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = cli::Cli::parse();
     let json = cli.command.wants_json();
     match commands::run(cli.command) {
@@ -135,6 +137,36 @@ pub fn main() -> ExitCode {
             e.exit_code()
         }
     }
+}
+
+/// A reader that went away (`conan events | head -1`) ends the command quietly, with exit
+/// 0, as it would with SIGPIPE's default action (which Rust programs ignore).
+///
+/// Output goes through `println!`, which panics when stdout's write fails; the panic it
+/// raises for a closed pipe (`failed printing to stdout: Broken pipe`) exits here instead
+/// of printing a backtrace. Every other panic keeps the default report.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if is_broken_pipe_panic(message) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is std's for a print to a closed stdout or stderr.
+fn is_broken_pipe_panic(message: &str) -> bool {
+    // EPIPE is 32 on Linux, the only system Conan runs on.
+    (message.starts_with("failed printing to stdout")
+        || message.starts_with("failed printing to stderr"))
+        && message.contains("(os error 32)")
 }
 
 fn print_error(e: &CliError, json: bool) {
@@ -147,11 +179,15 @@ fn print_error(e: &CliError, json: bool) {
         output::print_json(&serde_json::json!({ "error": api }));
     }
     let style = Style::stderr();
-    eprintln!("{} {}", style.paint(Color::Red, "error:"), e.message);
+    // The message and the failure bundle quote the app (its log lines, its exit reason):
+    // escaped on a terminal, as `conan logs` does.
+    let tty = std::io::stderr().is_terminal();
+    let safe = |text: &str| output::escape::for_output(text, tty).into_owned();
+    eprintln!("{} {}", style.paint(Color::Red, "error:"), safe(&e.message));
     for line in &e.details {
-        eprintln!("{line}");
+        eprintln!("{}", safe(line));
     }
     if let Some(hint) = &e.hint {
-        eprintln!("{} {hint}", style.paint(Color::Yellow, "hint:"));
+        eprintln!("{} {}", style.paint(Color::Yellow, "hint:"), safe(hint));
     }
 }

@@ -60,6 +60,8 @@
 //! ## Features
 //!
 //! - `sqlite`: [`SqliteStore`](store::SqliteStore), a durable [`StateStore`] on SQLite (bundled, WAL).
+//! - `seal` (on with `sqlite`): `seal::EnvKey`, env values sealed at rest in their own
+//!   key file (XChaCha20-Poly1305).
 //! - `testing`: `testing::MemoryProvider`, an in-memory reference provider with fault
 //!   injection, and `testing::conformance`, the suite every provider runs against itself.
 //!
@@ -75,6 +77,8 @@ pub mod log;
 pub mod manager;
 pub mod probe;
 pub mod provider;
+#[cfg(feature = "seal")]
+pub mod seal;
 pub mod secret;
 pub mod status;
 pub mod store;

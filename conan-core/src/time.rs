@@ -56,7 +56,13 @@ impl Timestamp {
     /// This timestamp moved back by `d` (saturating at the epoch).
     #[must_use]
     pub fn saturating_sub(&self, d: Duration) -> Self {
-        Self(self.0.checked_sub(d).unwrap_or(UNIX_EPOCH))
+        // Never before the epoch: such a time has no RFC 3339 form to display.
+        Self(
+            self.0
+                .checked_sub(d)
+                .filter(|t| *t >= UNIX_EPOCH)
+                .unwrap_or(UNIX_EPOCH),
+        )
     }
 
     /// Parses an RFC 3339 timestamp such as `2026-11-28T07:48:02Z`.

@@ -4,9 +4,9 @@
 //! # Environment
 //!
 //! An app gets, in this order (later wins):
-//! 1. from the manager's environment only `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`,
-//!    `LANG`, `LANGUAGE`, `TZ`, `TMPDIR`, `TERM`, every `LC_*` and every `NODE_*` variable,
-//!    plus names added with [`inherit_env`](crate::LocalProviderBuilder::inherit_env)
+//! 1. from the manager's environment only [`DEFAULT_INHERITED_ENV`] (`PATH`, `HOME`,
+//!    `USER`, `LOGNAME`, `SHELL`, `LANG`, `LANGUAGE`, `TZ`, `TMPDIR`, `TERM` and glibc's
+//!    `LC_*` locale categories; no `NODE_*`), plus names added with [`inherit_env`](crate::LocalProviderBuilder::inherit_env)
 //!    (or everything with [`inherit_all_env`](crate::LocalProviderBuilder::inherit_all_env));
 //! 2. the config's `env`;
 //! 3. `PORT` and `HOST` for the assigned port, `CONAN_DEPLOYMENT_ID`, and
@@ -274,12 +274,18 @@ impl Instance {
             let name = k.to_string_lossy();
             let inherit = settings.inherit_all_env
                 || DEFAULT_INHERITED_ENV.contains(&name.as_ref())
-                || name.starts_with("LC_")
-                || name.starts_with("NODE_")
                 || settings.inherit_env.iter().any(|n| *n == name);
             if inherit && !name.starts_with("CONAN_") {
                 cmd.env(&k, &v);
             }
+        }
+        if let Some(who) = &launch.run_as {
+            cmd.uid(who.uid)
+                .gid(who.gid)
+                .env("HOME", &who.home)
+                .env("USER", &who.name)
+                .env("LOGNAME", &who.name)
+                .env("SHELL", &who.shell);
         }
         for (k, v) in spec.config.env.iter() {
             cmd.env(k, v);

@@ -1,10 +1,18 @@
 //! Port allocation. Ports handed out are reserved until released, at two levels:
 //!
 //! - process-wide, shared by every `LocalProvider` in the process;
-//! - machine-wide, with an exclusive `flock` on `<lock dir>/<port>` (by default
-//!   `$TMPDIR/conan-ports`), so two managers on one machine (two daemons with different
-//!   `CONAN_HOME`s, parallel test processes) never hand out the same port between the check
-//!   and the app's own bind.
+//! - machine-wide, with an exclusive `flock` on `<lock dir>/<port>`, so two managers of
+//!   one user (two daemons with different `CONAN_HOME`s, parallel test processes) never
+//!   hand out the same port between the check and the app's own bind.
+//!
+//! The lock directory is the user's own (by default `/run/conan/ports` for root, else
+//! `$XDG_RUNTIME_DIR/conan/ports`, else `$TMPDIR/conan-ports-<uid>`): created with mode
+//! 0700, opened without following links, and refused when another user owns it or group
+//! or others may write in it (reservations are then process-wide only, with a warning).
+//! Lock files are opened relative to it with `O_NOFOLLOW`. A shared world-writable
+//! directory let any local user plant links (files created wherever they point) or hold
+//! every port's lock (no deploy gets a port). Managers of *different* users therefore do
+//! not see each other's locks; the bind check still skips every port already bound.
 //!
 //! Each candidate is also checked free with a bind. A lock file lives exactly as long as
 //! its reservation: it is removed on release, and a lock taken on a file that was removed
@@ -14,12 +22,14 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use conan_core::{Error, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
 
 use crate::procfs;
 
@@ -72,26 +82,95 @@ fn reserved() -> MutexGuard<'static, HashSet<u16>> {
 #[derive(Debug)]
 pub(crate) struct MachineLocks {
     dir: PathBuf,
+    /// The lock directory, opened once and checked ([`open_lock_dir`]); `None` when it
+    /// was refused or cannot be made: reservations are then only process-wide.
+    fd: Option<OwnedFd>,
     held: Mutex<HashMap<u16, Flock<File>>>,
 }
 
+/// Why a lock directory is not used.
+fn refuse(dir: &Path, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!("{}: {why}", dir.display()),
+    )
+}
+
+/// Creates `dir` (mode 0700; missing parents too) and opens it without following a
+/// symlink, then refuses it unless this user owns it and neither group nor others may
+/// write in it: whoever can write there could plant links or hold every port's lock.
+fn open_lock_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| refuse(dir, &format!("cannot open it without following links: {e}")))?;
+    let stat = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if stat.st_uid != me {
+        return Err(refuse(
+            dir,
+            &format!("owned by uid {}, not by this user (uid {me})", stat.st_uid),
+        ));
+    }
+    if stat.st_mode & 0o022 != 0 {
+        return Err(refuse(
+            dir,
+            &format!(
+                "mode {:o} lets group or others write in it",
+                stat.st_mode & 0o7777
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
 impl MachineLocks {
-    /// Locks in `dir` (created, world-writable with the sticky bit like `/tmp`, so every
-    /// user's managers coordinate).
+    /// Locks in `dir`, created with mode 0700 when missing. A directory this user does
+    /// not own, or that group or others can write, is refused (see [`open_lock_dir`]):
+    /// reservations then stay process-wide, and a warning says why.
     pub fn new(dir: PathBuf) -> Self {
-        if std::fs::create_dir_all(&dir).is_ok() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
-        }
+        let fd = match open_lock_dir(&dir) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "port lock directory refused; port reservations are only process-wide");
+                None
+            }
+        };
         Self {
             dir,
+            fd,
             held: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The default directory: `$TMPDIR/conan-ports`.
+    /// The default directory, one per user so that only that user's managers can touch
+    /// it (they all share it, whatever their `CONAN_HOME`): `/run/conan/ports` for root,
+    /// else `$XDG_RUNTIME_DIR/conan/ports`, else `$TMPDIR/conan-ports-<uid>`.
     pub fn default_dir() -> PathBuf {
-        std::env::temp_dir().join("conan-ports")
+        default_dir_for(
+            nix::unistd::geteuid().as_raw(),
+            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+            std::env::temp_dir(),
+        )
+    }
+
+    /// The directory in use, when not refused.
+    #[cfg(test)]
+    fn usable(&self) -> bool {
+        self.fd.is_some()
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<u16, Flock<File>>> {
@@ -99,20 +178,24 @@ impl MachineLocks {
     }
 
     /// Takes `port` machine-wide; `false` when another holder has it. When the lock
-    /// directory is unusable, reservations stay process-wide (logged once per port).
+    /// directory is unusable, reservations stay process-wide.
     pub fn try_lock(&self, port: u16) -> bool {
-        let path = self.dir.join(port.to_string());
+        let Some(dir) = &self.fd else {
+            return true;
+        };
+        let name = port.to_string();
         for _ in 0..3 {
-            let file = match File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-            {
-                Ok(f) => f,
+            // Never through a link (`O_NOFOLLOW`), and relative to the directory opened
+            // and checked at start, so a rename of a path component changes nothing.
+            let file = match nix::fcntl::openat(
+                dir,
+                name.as_str(),
+                OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            ) {
+                Ok(fd) => File::from(fd),
                 Err(e) => {
-                    tracing::warn!(port, path = %path.display(), error = %e, "cannot open the port lock; the reservation is only process-wide");
+                    tracing::warn!(port, dir = %self.dir.display(), error = %e, "cannot open the port lock; the reservation is only process-wide");
                     return true;
                 }
             };
@@ -121,7 +204,7 @@ impl MachineLocks {
             };
             // The previous holder may have removed the file between our open and our lock:
             // then we hold a lock nobody else can see; try again on the current file.
-            if same_file(&path, &lock) {
+            if same_file(dir, &name, &lock) {
                 self.held().insert(port, lock);
                 return true;
             }
@@ -132,15 +215,36 @@ impl MachineLocks {
     /// Gives `port` back: removes its file while still holding the lock, then unlocks.
     pub fn unlock(&self, port: u16) {
         if let Some(lock) = self.held().remove(&port) {
-            let _ = std::fs::remove_file(self.dir.join(port.to_string()));
+            if let Some(dir) = &self.fd {
+                let _ = nix::unistd::unlinkat(
+                    dir,
+                    port.to_string().as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
             drop(lock);
         }
     }
 }
 
-fn same_file(path: &Path, file: &File) -> bool {
-    match (std::fs::metadata(path), file.metadata()) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+/// `/run/conan/ports` for root, else `$XDG_RUNTIME_DIR/conan/ports` (an absolute one),
+/// else `TMP/conan-ports-<uid>`.
+fn default_dir_for(uid: u32, runtime_dir: Option<PathBuf>, tmp: PathBuf) -> PathBuf {
+    if uid == 0 {
+        return PathBuf::from("/run/conan/ports");
+    }
+    match runtime_dir {
+        Some(dir) if dir.is_absolute() => dir.join("conan/ports"),
+        _ => tmp.join(format!("conan-ports-{uid}")),
+    }
+}
+
+fn same_file(dir: &OwnedFd, name: &str, file: &File) -> bool {
+    match (
+        nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+        file.metadata(),
+    ) {
+        (Ok(a), Ok(b)) => a.st_dev == b.dev() && a.st_ino == b.ino(),
         _ => false,
     }
 }
@@ -278,5 +382,64 @@ mod tests {
         other.unlock(39_200);
         other.unlock(39_201);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_lock_directory_is_private_and_links_in_it_are_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/ports");
+        let locks = MachineLocks::new(dir.clone());
+        assert!(locks.usable());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700, "created private");
+        // A link planted for a port is neither followed nor replaced: that port is
+        // reported as held (not created where the link points), the others work.
+        let target = root.path().join("pwned");
+        std::os::unix::fs::symlink(&target, dir.join("39300")).unwrap();
+        assert!(locks.try_lock(39_301));
+        assert!(
+            locks.try_lock(39_300),
+            "an unopenable lock falls back to process-wide"
+        );
+        assert!(!target.exists(), "the link was followed");
+        locks.unlock(39_301);
+        // A directory group or others may write in is refused: reservations stay
+        // process-wide and nothing is created in it.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&target, open.join("39302")).unwrap();
+        let refused = MachineLocks::new(open.clone());
+        assert!(!refused.usable());
+        assert!(refused.try_lock(39_302));
+        assert!(!target.exists());
+        let mode = std::fs::metadata(&open).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o777, "its mode is left alone");
+        // The directory itself as a link is refused too.
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(!MachineLocks::new(link).usable());
+    }
+
+    #[test]
+    fn the_default_lock_directory_belongs_to_the_user() {
+        let tmp = PathBuf::from("/tmp");
+        assert_eq!(
+            default_dir_for(0, Some("/run/user/0".into()), tmp.clone()),
+            PathBuf::from("/run/conan/ports")
+        );
+        assert_eq!(
+            default_dir_for(1000, Some("/run/user/1000".into()), tmp.clone()),
+            PathBuf::from("/run/user/1000/conan/ports")
+        );
+        assert_eq!(
+            default_dir_for(1000, Some("relative".into()), tmp.clone()),
+            PathBuf::from("/tmp/conan-ports-1000")
+        );
+        assert_eq!(
+            default_dir_for(1000, None, tmp),
+            PathBuf::from("/tmp/conan-ports-1000")
+        );
     }
 }

@@ -25,7 +25,7 @@ use self::serving::{alive, replicas_of};
 use crate::LocalProvider;
 use crate::lifecycle::{Inner, PortChoice};
 
-const NAME: &str = "local";
+pub(crate) const NAME: &str = "local";
 
 /// Rejects a fixed port for several replicas (they would all bind it; the manager refuses
 /// it before this, for callers that use the provider directly) and says which resource

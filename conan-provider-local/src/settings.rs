@@ -5,10 +5,39 @@ use std::path::PathBuf;
 
 use conan_core::{Error, Result};
 
-/// Environment variables an app inherits from the manager by default (besides the ones
-/// starting with `LC_` and `NODE_`); see [`LocalProviderBuilder::inherit_env`].
+/// Environment variables an app inherits from the manager by default: where programs
+/// are, who and where it is, its language and time zone — and nothing that can carry a
+/// credential or change what node runs. `NODE_OPTIONS` (`--require` any file),
+/// `NODE_AUTH_TOKEN`, `NPM_TOKEN` and the like are *not* inherited (set them in the
+/// config's `env`, or name them with [`LocalProviderBuilder::inherit_env`]); of the
+/// `LC_*` variables only glibc's locale categories are, not any `LC_` name (ssh forwards
+/// `LC_*` from the client, so they are a channel for arbitrary values). When the
+/// deployment runs as another user (`provider_options.local.user`), `HOME`, `USER`,
+/// `LOGNAME` and `SHELL` are that user's.
 pub const DEFAULT_INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "LC_COLLATE",
+    "LC_MONETARY",
+    "LC_MESSAGES",
+    "LC_PAPER",
+    "LC_NAME",
+    "LC_ADDRESS",
+    "LC_TELEPHONE",
+    "LC_MEASUREMENT",
+    "LC_IDENTIFICATION",
 ];
 
 /// Settings of a local provider (see [`LocalProviderBuilder`]).
@@ -97,8 +126,11 @@ impl LocalProviderBuilder {
         self
     }
 
-    /// Where ports are reserved machine-wide (default `$TMPDIR/conan-ports`): a locked
-    /// file per port in use, so managers sharing the directory never hand out the same port.
+    /// Where ports are reserved machine-wide: a locked file per port in use, so managers
+    /// sharing the directory never hand out the same port. The default is the user's own
+    /// (`/run/conan/ports` for root, else `$XDG_RUNTIME_DIR/conan/ports`, else
+    /// `$TMPDIR/conan-ports-<uid>`); a directory another user owns, or that group or
+    /// others may write in, is refused (reservations are then process-wide only).
     pub fn port_lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.settings.port_lock_dir = dir.into();
         self
@@ -169,14 +201,25 @@ impl LocalProviderBuilder {
                 )],
             });
         }
-        std::fs::create_dir_all(s.state_dir.join("deployments")).map_err(|e| {
-            Error::provider_with_source(
-                "local",
-                format!("cannot create state directory {}", s.state_dir.display()),
-                false,
-                e,
-            )
-        })?;
+        // Private (0700): it holds the apps' logs and specs, and its files are 0600 too.
+        let private = |dir: &std::path::Path| {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        };
+        private(&s.state_dir)
+            .and_then(|()| private(&s.state_dir.join("deployments")))
+            .map_err(|e| {
+                Error::provider_with_source(
+                    "local",
+                    format!("cannot create state directory {}", s.state_dir.display()),
+                    false,
+                    e,
+                )
+            })?;
         if s.cgroups {
             let _ = crate::cgroup::detect();
         }

@@ -3,9 +3,11 @@
 //!
 //! - `deployments/<id>/state.json`: which instance serves the deployment (pid, start
 //!   time), or that it is stopped or failed;
-//! - `deployments/<id>/spec.json`: the spec of the revision it holds (config with env
-//!   values, hence mode 0600), so a manager that lost its database can re-create the
-//!   record ([`LocalProvider::discover`](crate::LocalProvider::discover));
+//! - `deployments/<id>/spec.json`: the spec of the revision it holds, its env values
+//!   sealed (see `conan_core::seal`) with the key in `<state dir>/env.key` (created at
+//!   first use, mode 0600), so a manager that lost its database can re-create the
+//!   record ([`LocalProvider::discover`](crate::LocalProvider::discover)) and a copy of
+//!   the file holds no secret;
 //! - `deployments/<id>/instances/<key>/instance.json`: one record per launch, written
 //!   before its process is spawned (phase `starting`, no pid), right after (pid and
 //!   `/proc` start time, again after each supervised restart) and once it passed its
@@ -20,6 +22,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use conan_core::seal::EnvKey;
 use conan_core::{DeploymentConfig, DeploymentId, DeploymentSpec, Revision};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,6 +34,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const STATE_FILE: &str = "state.json";
 /// The deployment's spec, in its directory.
 pub(crate) const SPEC_FILE: &str = "spec.json";
+/// The key sealing env values, in the state directory.
+pub(crate) const KEY_FILE: &str = "env.key";
 /// An instance's record, in its instance directory.
 pub(crate) const INSTANCE_FILE: &str = "instance.json";
 
@@ -100,7 +108,7 @@ pub(crate) struct InstanceRecord {
 }
 
 /// A deployment's spec as persisted (the config with its env values).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub(crate) struct PersistedSpec {
     pub id: DeploymentId,
     pub revision: u64,
@@ -180,14 +188,63 @@ pub(crate) fn load(dir: &Path) -> Loaded<PersistedDeployment> {
     load_json(dir.join(STATE_FILE))
 }
 
+/// `spec.json` as written: the config's env values sealed.
+#[derive(Serialize, Deserialize)]
+struct SpecFile {
+    id: DeploymentId,
+    revision: u64,
+    config: serde_json::Value,
+}
+
+/// The key that seals the env values of the deployment in `dir`
+/// (`<state dir>/deployments/<id>`): `<state dir>/env.key`, read once per process.
+fn key_for(dir: &Path) -> io::Result<EnvKey> {
+    static KEYS: LazyLock<Mutex<HashMap<PathBuf, EnvKey>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let state_dir = dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| io::Error::other(format!("{}: not in a state directory", dir.display())))?;
+    let path = state_dir.join(KEY_FILE);
+    let mut keys = KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(key) = keys.get(&path) {
+        return Ok(key.clone());
+    }
+    let key = EnvKey::load_or_create(&path).map_err(io::Error::other)?;
+    keys.insert(path, key.clone());
+    Ok(key)
+}
+
 /// Writes the spec of the deployment in `dir`.
 pub(crate) fn save_spec(dir: &Path, spec: &PersistedSpec) -> io::Result<()> {
-    save_json(dir, SPEC_FILE, spec)
+    let file = SpecFile {
+        id: spec.id.clone(),
+        revision: spec.revision,
+        config: key_for(dir)?
+            .seal_config(&spec.config)
+            .map_err(io::Error::other)?,
+    };
+    save_json(dir, SPEC_FILE, &file)
 }
 
 /// Reads the spec of the deployment in `dir`.
 pub(crate) fn load_spec(dir: &Path) -> Loaded<PersistedSpec> {
-    load_json(dir.join(SPEC_FILE))
+    let file: SpecFile = match load_json(dir.join(SPEC_FILE)) {
+        Loaded::Found(f) => f,
+        Loaded::Missing => return Loaded::Missing,
+        Loaded::Damaged(why) => return Loaded::Damaged(why),
+    };
+    let config = key_for(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|key| key.open_config(file.config).map_err(|e| e.to_string()));
+    match config {
+        Ok(config) => Loaded::Found(PersistedSpec {
+            id: file.id,
+            revision: file.revision,
+            config,
+        }),
+        Err(e) => Loaded::Damaged(format!("{}: {e}", dir.join(SPEC_FILE).display())),
+    }
 }
 
 /// Writes an instance's record in its directory `dir`.

@@ -81,8 +81,9 @@ pub async fn status(home: &Home, name: &str, json: bool) -> CliResult {
     ) {
         println!();
         println!("last failure:");
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
         for line in output::failure_lines(failure) {
-            println!("{line}");
+            println!("{}", output::escape::for_output(&line, tty));
         }
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! `conan logs`.
 
+use std::borrow::Cow;
+use std::io::IsTerminal;
 use std::time::SystemTime;
 
 use conan::monitor::logs::TaggedLine;
@@ -23,7 +25,16 @@ const DEFAULT_FOLLOW_LINES: usize = 10;
 /// Exit 2 for anything else.
 pub fn parse_time(flag: &str, text: &str) -> CliResult<Timestamp> {
     if let Ok(ago) = conan::time::parse_duration(text) {
-        return Ok(Timestamp::from_system_time(SystemTime::now()).saturating_sub(ago));
+        // Not before 1970: such a time cannot be written (or meant).
+        return SystemTime::now()
+            .checked_sub(ago)
+            .filter(|t| *t >= SystemTime::UNIX_EPOCH)
+            .map(Timestamp::from_system_time)
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "--{flag} {text}: that long ago is before 1970; give a shorter duration or an RFC 3339 time"
+                ))
+            });
     }
     Timestamp::parse_rfc3339(text).map_err(|_| {
         CliError::usage(format!(
@@ -73,6 +84,9 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
     }
     let client = Client::connect(home).await?;
     let style = Style::stdout();
+    // An app's text reaches a terminal escaped (it could otherwise write the clipboard,
+    // retitle the window or clear the screen); `--json`, pipes and files get it as written.
+    let escape = !args.raw && std::io::stdout().is_terminal();
     if let [name] = args.names.as_slice()
         && !args.all
         && args.label.is_empty()
@@ -85,10 +99,11 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
         );
         let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
         while let Some(line) = lines.next::<LogLine>().await {
-            let line = line?;
+            let mut line = line?;
             if args.json.json {
                 print_json(&line)?;
             } else {
+                escape_message(&mut line, escape);
                 println!("{}", output::log_line(&line, style));
             }
         }
@@ -108,10 +123,11 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
     let path = format!("/logs?{}", query::encode(&params));
     let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
     while let Some(line) = lines.next::<TaggedLine>().await {
-        let tagged = line?;
+        let mut tagged = line?;
         if args.json.json {
             print_json(&tagged)?;
         } else {
+            escape_message(&mut tagged.line, escape);
             println!(
                 "{} {}",
                 style.paint(Color::Bold, &format!("{} |", tagged.deployment)),
@@ -120,6 +136,13 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Makes the line's text safe for a terminal when `escape` (see [`output::escape`]).
+fn escape_message(line: &mut LogLine, escape: bool) {
+    if escape && let Cow::Owned(safe) = output::escape::escape(&line.message) {
+        line.message = safe;
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> CliResult {

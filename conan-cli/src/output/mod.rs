@@ -1,6 +1,7 @@
 //! Output for humans and scripts: colour only on a terminal (and never with `NO_COLOR`),
 //! aligned tables, short durations and sizes, and the failure bundle.
 
+pub mod escape;
 mod render;
 pub mod table;
 

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -244,6 +245,17 @@ impl Home {
                 Err(format!("conan {args:?} did not finish within {deadline:?}"))
             }
         }
+    }
+
+    /// The environment every `conan` run of this home gets (`CONAN_HOME`, `NO_COLOR`,
+    /// and what [`with_env`](Self::with_env) added), for running it through another tool.
+    pub fn run_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("CONAN_HOME".to_owned(), self.path().display().to_string()),
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+        ];
+        env.extend(self.envs.iter().cloned());
+        env
     }
 
     /// Deploys the sample hello app as `name` with its `/health` check; the `--json` view.

@@ -37,9 +37,11 @@
 //! The audit log is indexed only by `seq`: appends stay cheap, and a query for one deployment
 //! scans the log from `after_seq` until it has `limit` entries (fine for the CLI's history
 //! view; pass `after_seq` to page through a large log).
-//! Env values are stored in the clear in the revisions' configs: the file, its `-wal` and
-//! `-shm` and its backups are created with mode 0600 (the CLI keeps them in the user's state
-//! directory).
+//! Env values are sealed in the revisions' configs (see [`crate::seal`]): a file store
+//! keeps its key in `<stem>.key` beside the database (`conan.db` → `conan.key`, mode
+//! 0600) unless given one ([`SqliteStore::open_with_key`]), so the database, its `-wal`
+//! and `-shm` and its backups hold no env value in the clear; all of them are created with
+//! mode 0600 too. An in-memory store does not seal.
 //!
 //! # Damage
 //!
@@ -76,6 +78,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::id::DeploymentId;
+use crate::seal::EnvKey;
 use crate::time::Timestamp;
 
 /// A durable [`StateStore`] on one SQLite file in WAL mode.
@@ -100,6 +103,8 @@ pub struct SqliteStore {
     restore: Option<StateRestore>,
     /// Shared with the writer thread, which schedules backups.
     backups: Option<Arc<Mutex<BackupState>>>,
+    /// Seals env values at rest; `None` in memory.
+    key: Option<Arc<EnvKey>>,
 }
 
 impl SqliteStore {
@@ -121,6 +126,17 @@ impl SqliteStore {
     /// than the busy timeout (transient).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let key = EnvKey::load_or_create(path.with_extension("key"))?;
+        Self::open_with_key(path, key)
+    }
+
+    /// [`open`](Self::open), sealing env values with `key` (see [`crate::seal`]) instead
+    /// of the key file beside the database.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_key(path: impl AsRef<Path>, key: EnvKey) -> Result<Self> {
+        let path = path.as_ref();
         let (conn, restore) = backup::open_checked(path)?;
         tracing::debug!(path = %path.display(), "sqlite store: opened");
         let backups = Backups::new(path.to_owned());
@@ -131,6 +147,7 @@ impl SqliteStore {
             damaged: Mutex::new(Vec::new()),
             restore,
             backups: Some(state),
+            key: Some(Arc::new(key)),
         })
     }
 
@@ -145,6 +162,7 @@ impl SqliteStore {
             damaged: Mutex::new(Vec::new()),
             restore: None,
             backups: None,
+            key: None,
         })
     }
 
@@ -280,11 +298,12 @@ impl StateStore for SqliteStore {
 
     async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
         let rows = self.writer.call(false, rows::load_deployments).await?;
-        Ok(self.keep_decoded(rows, DeploymentRow::describe, DeploymentRow::decode))
+        let key = self.key.as_deref();
+        Ok(self.keep_decoded(rows, DeploymentRow::describe, |r| r.decode(key)))
     }
 
     async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
-        let row = RevisionRow::encode(revision)?;
+        let row = RevisionRow::encode(revision, self.key.as_deref())?;
         self.writer
             .call(true, move |conn| rows::save_revision(conn, &row))
             .await
@@ -296,7 +315,8 @@ impl StateStore for SqliteStore {
             .writer
             .call(false, move |conn| rows::revisions(conn, &id))
             .await?;
-        Ok(self.keep_decoded(rows, RevisionRow::describe, RevisionRow::decode))
+        let key = self.key.as_deref();
+        Ok(self.keep_decoded(rows, RevisionRow::describe, |r| r.decode(key)))
     }
 
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
@@ -313,7 +333,11 @@ impl StateStore for SqliteStore {
     }
 
     async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
-        let revision = change.revision.map(RevisionRow::encode).transpose()?;
+        let key = self.key.as_deref();
+        let revision = change
+            .revision
+            .map(|r| RevisionRow::encode(r, key))
+            .transpose()?;
         let row = DeploymentRow::encode(change.record)?;
         let audit = change
             .audit

@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -148,6 +149,7 @@ fn write_offsets(path: &Path, offsets: [(u64, u64); 2]) -> io::Result<()> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)?;
     file.write_all_at(&bytes, 0)
 }
@@ -161,7 +163,14 @@ impl Capture {
     /// Opens (creating) the spools of `dir` for the app to write: `O_APPEND`.
     pub fn open_for_app(dir: &Path) -> io::Result<(File, File)> {
         let (out, err) = Self::spool_paths(dir);
-        let open = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
+        // Mode 0600 like every state file: the app's output may hold secrets.
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+        };
         Ok((open(&out)?, open(&err)?))
     }
 

@@ -20,6 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 
@@ -96,6 +97,7 @@ impl Spool {
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(0o600)
                 .open(&self.path)?;
             self.block = f.metadata().map_or(4096, |m| m.blksize().max(512));
             self.file = Some(f);

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -242,7 +243,11 @@ impl LogStore {
         let file_size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let rotated = dir.join("app.log.1").exists();
         // Created now so that a directory we cannot write is an error of `open`.
-        OpenOptions::new().create(true).append(true).open(&path)?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         Ok(Self {
             inner: Mutex::new(Inner {
                 ring: VecDeque::new(),
@@ -397,6 +402,7 @@ impl LogStore {
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(self.dir.join("app.log"))?;
             inner.file_size = f.metadata().map_or(inner.file_size, |m| m.len());
             inner.file = Some(f);

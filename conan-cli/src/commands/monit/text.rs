@@ -1,107 +1,10 @@
 //! Text helpers of `conan monit`: making daemon- and app-supplied text safe to put on a
-//! terminal, and text sparklines for table cells.
+//! terminal (the escaping of [`crate::output::escape`]), and text sparklines for table cells.
 
 /// The eight heights of a text sparkline (the same glyphs ratatui's `Sparkline` uses).
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
-/// `text` with every terminal control removed or made visible, so that an app's output can
-/// never move the cursor, change colours, retitle the window or switch screens.
-///
-/// - escape sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL|ST`, DCS/SOS/PM/APC
-///   `… ST`, and two-byte `ESC x`) are dropped: apps colour their logs, and the colours
-///   alone are not worth showing as `^[[32m`;
-/// - a tab becomes spaces up to the next multiple of 4;
-/// - any other C0 or C1 control, DEL, and the Unicode bidi overrides and isolates
-///   (which reorder what follows on screen) are shown in caret notation (`^A`, `^?`) or
-///   as `U+202E`.
-#[must_use]
-pub fn sanitize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let mut column = 0usize;
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => skip_escape(&mut chars),
-            // A C1 CSI or OSC on its own starts a sequence too.
-            '\u{9b}' => skip_csi(&mut chars),
-            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
-            '\t' => {
-                let pad = 4 - column % 4;
-                out.extend(std::iter::repeat_n(' ', pad));
-                column += pad;
-            }
-            c if c.is_control() => {
-                let shown = caret(c);
-                column += shown.chars().count();
-                out.push_str(&shown);
-            }
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {
-                let shown = format!("U+{:04X}", u32::from(c));
-                column += shown.len();
-                out.push_str(&shown);
-            }
-            c => {
-                out.push(c);
-                column += 1;
-            }
-        }
-    }
-    out
-}
-
-fn caret(c: char) -> String {
-    let code = u32::from(c);
-    match code {
-        0..=0x1f => format!("^{}", char::from_u32(code + 0x40).unwrap_or('?')),
-        0x7f => "^?".to_owned(),
-        _ => format!("U+{code:04X}"),
-    }
-}
-
-type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
-
-/// After an ESC: drops the sequence it starts.
-fn skip_escape(chars: &mut Chars<'_>) {
-    match chars.next() {
-        Some('[') => skip_csi(chars),
-        Some(']' | 'P' | 'X' | '^' | '_') => skip_string(chars),
-        // `ESC (` and friends take one more byte (a character set designation).
-        Some('(' | ')' | '*' | '+' | '-' | '.' | '/' | '#' | '%' | ' ') => {
-            chars.next();
-        }
-        // Any other two-byte sequence (`ESC c`, `ESC 7`, ...), or a lone ESC at the end.
-        _ => {}
-    }
-}
-
-/// A CSI's parameters and intermediates, up to and including its final byte (`@`..`~`).
-fn skip_csi(chars: &mut Chars<'_>) {
-    for c in chars.by_ref() {
-        if ('\u{40}'..='\u{7e}').contains(&c) {
-            return;
-        }
-        if !('\u{20}'..='\u{3f}').contains(&c) {
-            // Not a CSI byte: a malformed sequence ends here (the byte is dropped too).
-            return;
-        }
-    }
-}
-
-/// A string sequence (OSC, DCS, ...) up to BEL, `ESC \` or C1 ST.
-fn skip_string(chars: &mut Chars<'_>) {
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{7}' | '\u{9c}' => return,
-            '\u{1b}' => {
-                if chars.peek() == Some(&'\\') {
-                    chars.next();
-                }
-                return;
-            }
-            _ => {}
-        }
-    }
-}
+pub use crate::output::escape::sanitize;
 
 /// A text sparkline of the last `width` values, scaled from 0 to `max(values, floor)`,
 /// newest on the right; blank where there is no value yet. `floor` keeps a flat, small

@@ -59,6 +59,16 @@ fn decodes<T: serde::de::DeserializeOwned>(
         .map_err(|e| e.to_string())
 }
 
+/// Whether a stored config decodes, sealed env values aside (opening them needs the key,
+/// and a row is not damaged for want of it).
+fn config_decodes(text: &str) -> std::result::Result<(), String> {
+    let mut value: serde_json::Value = from_json("config", text).map_err(|e| e.to_string())?;
+    crate::seal::strip_sealed(&mut value);
+    serde_json::from_value::<DeploymentConfig>(value)
+        .map(drop)
+        .map_err(|e| format!("sqlite: stored config is not valid: {e}"))
+}
+
 fn tag_decodes<T: serde::de::DeserializeOwned>(text: &str) -> bool {
     serde_json::from_value::<T>(serde_json::Value::String(text.to_owned())).is_ok()
 }
@@ -91,7 +101,7 @@ fn read_revisions(conn: &Connection) -> rusqlite::Result<Vec<(String, RawRevisio
         let source: Option<i64> = row.get(4)?;
         let state: String = row.get(5)?;
         let created_at: i64 = row.get(6)?;
-        let problem = decodes::<DeploymentConfig>("config", &config)
+        let problem = config_decodes(&config)
             .and_then(|()| decodes::<RevisionState>("revision state", &state))
             .and_then(|()| {
                 if tag_decodes::<OperationKind>(&cause) {

@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 
 use super::schema::sql_error;
 use super::writer::atomic;
+use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
 use crate::id::{DeploymentId, OperationId, Revision};
+use crate::seal::EnvKey;
 use crate::store::{AuditEntry, AuditQuery, DamagedRecord, DeploymentRecord, RevisionRecord};
 use crate::time::Timestamp;
 
@@ -64,6 +66,29 @@ pub(super) fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T
     serde_json::from_str(text).map_err(|e| {
         Error::store(
             format!("sqlite: stored {what} is not valid: {e}"),
+            false,
+            Some(Box::new(e)),
+        )
+    })
+}
+
+/// A config as stored: its env values sealed with `key` (in the clear without one).
+fn config_to_json(config: &DeploymentConfig, key: Option<&EnvKey>) -> Result<String> {
+    match key {
+        Some(key) => to_json("config", &key.seal_config(config)?),
+        None => to_json("config", config),
+    }
+}
+
+/// A stored config: sealed env values are opened with `key`.
+fn config_from_json(text: &str, key: Option<&EnvKey>) -> Result<DeploymentConfig> {
+    let mut value: serde_json::Value = from_json("config", text)?;
+    if let Some(key) = key {
+        key.open_config_value(&mut value)?;
+    }
+    serde_json::from_value(value).map_err(|e| {
+        Error::store(
+            format!("sqlite: stored config is not valid: {e}"),
             false,
             Some(Box::new(e)),
         )
@@ -142,7 +167,7 @@ impl DeploymentRow {
         DamagedRecord::new("deployment", &self.id, "").with_name(&self.name)
     }
 
-    pub(super) fn decode(self) -> Result<DeploymentRecord> {
+    pub(super) fn decode(self, key: Option<&EnvKey>) -> Result<DeploymentRecord> {
         let Some(config) = self.config else {
             return Err(Error::store(
                 format!(
@@ -156,7 +181,7 @@ impl DeploymentRow {
         Ok(DeploymentRecord {
             status: from_json("status", &self.status)?,
             revision: Revision(from_int("revision", self.revision)?),
-            config: Arc::new(from_json("config", &config)?),
+            config: Arc::new(config_from_json(&config, key)?),
             runtime: self
                 .runtime
                 .as_deref()
@@ -192,11 +217,11 @@ impl DeploymentRow {
 }
 
 impl RevisionRow {
-    pub(super) fn encode(record: &RevisionRecord) -> Result<Self> {
+    pub(super) fn encode(record: &RevisionRecord, key: Option<&EnvKey>) -> Result<Self> {
         Ok(Self {
             deployment: record.deployment.as_str().to_owned(),
             revision: to_int("revision", record.revision.0)?,
-            config: to_json("config", &*record.config)?,
+            config: config_to_json(&record.config, key)?,
             cause: to_tag("cause", &record.cause)?,
             source_revision: record
                 .source_revision
@@ -216,10 +241,10 @@ impl RevisionRow {
         )
     }
 
-    pub(super) fn decode(self) -> Result<RevisionRecord> {
+    pub(super) fn decode(self, key: Option<&EnvKey>) -> Result<RevisionRecord> {
         Ok(RevisionRecord {
             revision: Revision(from_int("revision", self.revision)?),
-            config: Arc::new(from_json("config", &self.config)?),
+            config: Arc::new(config_from_json(&self.config, key)?),
             cause: from_tag("cause", self.cause)?,
             source_revision: self
                 .source_revision
