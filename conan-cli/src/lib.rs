@@ -85,7 +85,11 @@
 //! `{name}` is a name or an id. Operations wait for their outcome; with `?progress=1` they
 //! answer `application/x-ndjson` instead: one [`api::ProgressLine`] per line — `{"event":…}`
 //! for each event about the deployment, then one `{"result": view}` or `{"error": …}`.
-//! A client that disconnects does not cancel the operation. Errors are [`api::ApiError`]
+//! A client that disconnects does not cancel the operation, unless it also asked
+//! `cancel_on_close=1` (what `conan mcp` does, so an agent's cancellation reaches the
+//! operation). A request may name who asks in the `x-conan-requested-by` header
+//! (`mcp:claude-desktop 1.2`): the operation's audit entry records it (`conan events`
+//! shows `(by ...)`). Errors are [`api::ApiError`]
 //! (`code`, `message` ending with its causes, `causes` — the underlying errors, the OS
 //! error last —, `hint`, `problems` with field paths, the `failure` bundle) with a 4xx/5xx
 //! status. A request whose head does not arrive within 2 s is closed, one whose body does

@@ -696,6 +696,7 @@ fn strategy(s: Strategy) -> UpdateStrategy {
         Strategy::Recreate => UpdateStrategy::Recreate,
         Strategy::Rolling => UpdateStrategy::Rolling,
         Strategy::BlueGreen => UpdateStrategy::BlueGreen,
+        Strategy::Canary => UpdateStrategy::Canary,
     }
 }
 

@@ -107,6 +107,9 @@ pub enum Strategy {
     Rolling,
     /// Start the new revision beside the old, switch when healthy, then stop the old.
     BlueGreen,
+    /// Route a growing share of the requests to the new revision, judged against the old
+    /// one: promoted, or rolled back (needs the proxy in front of the deployment).
+    Canary,
 }
 
 /// `update_deployment`: roll out a new revision.

@@ -159,7 +159,7 @@ async fn the_seven_schemas_carry_the_design_fields() {
     );
     assert_eq!(
         variants(resolve(&update, &update["properties"]["strategy"])),
-        ["recreate", "rolling", "blue-green"]
+        ["recreate", "rolling", "blue-green", "canary"]
     );
     assert_eq!(required(&input("stop_deployment")), ["deploymentId"]);
     let remove = input("remove_deployment");
