@@ -139,6 +139,37 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Hold new requests at the deployment's endpoint (while you migrate or replace
+    /// something); `conan resume` releases them. Requests in flight go on.
+    Pause {
+        /// Name or id.
+        name: String,
+        /// How long each held request waits before it gets a 503.
+        #[arg(long, value_name = "D", default_value = "30s")]
+        timeout: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Release the requests `conan pause` holds.
+    Resume {
+        /// Name or id.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Maintenance mode: the endpoint answers every request 503 with a notice.
+    Maintenance {
+        /// Name or id.
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// The body of the 503 answers (HTML when it starts with `<`).
+        #[arg(long, value_name = "TEXT")]
+        body: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Stop and start a deployment.
     Restart {
         /// Name or id.
@@ -302,6 +333,9 @@ impl Command {
             | Command::Stop { json, .. }
             | Command::Start { json, .. }
             | Command::Restart { json, .. }
+            | Command::Pause { json, .. }
+            | Command::Resume { json, .. }
+            | Command::Maintenance { json, .. }
             | Command::Rm { json, .. }
             | Command::Update { json, .. }
             | Command::Rollback { json, .. }

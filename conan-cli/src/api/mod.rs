@@ -50,12 +50,22 @@ pub struct DeploymentView {
     pub restart: Option<RestartView>,
     /// The serving revision.
     pub revision: u64,
-    /// Where it answers.
+    /// Where it answers: its stable endpoint when it has one (the proxy's address, the
+    /// same across updates, restarts and rollbacks), else its instance's own URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// The port it listens on.
+    /// The stable endpoint (`http://127.0.0.1:18000`), when the deployment has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The serving instance's own URL (it changes with every blue-green switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_url: Option<String>,
+    /// The port the (first) instance listens on (its `PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The ports of every instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
     /// The process id of the (first) instance, for the local provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -108,6 +118,9 @@ impl DeploymentView {
     #[must_use]
     pub fn from_record(record: &DeploymentRecord) -> Self {
         let runtime = record.runtime.as_deref();
+        let endpoint = runtime
+            .and_then(|r| r.endpoint)
+            .map(|a| format!("http://{a}"));
         let first = runtime.and_then(|r| r.instances.first());
         let (pid, container) = match first {
             Some(i) if &*record.provider == "local" => (i.id.parse().ok(), None),
@@ -134,8 +147,15 @@ impl DeploymentView {
             reason,
             restart,
             revision: record.revision.0,
-            url: runtime.and_then(|r| r.url.clone()),
+            url: endpoint
+                .clone()
+                .or_else(|| runtime.and_then(|r| r.url.clone())),
+            endpoint,
+            instance_url: runtime.and_then(|r| r.url.clone()),
             port: runtime.and_then(conan::RuntimeInfo::port),
+            ports: runtime
+                .map(|r| r.instances.iter().filter_map(|i| i.port).collect())
+                .unwrap_or_default(),
             pid,
             container,
             started_at: first.and_then(|i| i.started_at),
@@ -185,6 +205,27 @@ pub struct StatusView {
     /// Resource usage (absent when nothing runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// The endpoint's counters per revision (absent without an endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<conan::traffic::TrafficStats>,
+}
+
+/// `POST /deployments/{name}/pause`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PauseBody {
+    /// How long each held request waits before a 503 (default 30 s), like `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// `POST /deployments/{name}/maintenance`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceBody {
+    /// On or off.
+    pub on: bool,
+    /// The body of the 503 answers (default: a short plain-text notice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// One revision in `history NAME`.

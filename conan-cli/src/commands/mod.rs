@@ -89,6 +89,39 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
         Command::Stop { name, json } => operate::action(home, &name, "stop", json.json).await,
         Command::Start { name, json } => operate::action(home, &name, "start", json.json).await,
         Command::Restart { name, json } => operate::action(home, &name, "restart", json.json).await,
+        Command::Pause {
+            name,
+            timeout,
+            json,
+        } => {
+            operate::endpoint(
+                home,
+                &name,
+                "pause",
+                &serde_json::json!({ "timeout": timeout }),
+                json.json,
+            )
+            .await
+        }
+        Command::Resume { name, json } => {
+            operate::endpoint(home, &name, "resume", &serde_json::json!({}), json.json).await
+        }
+        Command::Maintenance {
+            name,
+            state,
+            body,
+            json,
+        } => {
+            let on = state == "on";
+            operate::endpoint(
+                home,
+                &name,
+                "maintenance",
+                &serde_json::json!({ "on": on, "body": body }),
+                json.json,
+            )
+            .await
+        }
         Command::Rm { name, force, json } => operate::remove(home, &name, force, json.json).await,
         Command::Update {
             name,

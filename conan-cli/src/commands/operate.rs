@@ -170,3 +170,38 @@ pub async fn rollback(home: &Home, name: &str, to: Option<u64>, json: bool) -> C
     );
     Ok(())
 }
+
+/// `conan pause`, `resume`, `maintenance`: the deployment's endpoint at the proxy.
+pub async fn endpoint(
+    home: &Home,
+    name: &str,
+    action: &str,
+    body: &serde_json::Value,
+    json: bool,
+) -> CliResult {
+    let client = Client::connect(home).await?;
+    let stats: conan::traffic::TrafficStats = client
+        .call(
+            Method::POST,
+            &format!("/deployments/{}/{action}", target(name)),
+            Some(body),
+        )
+        .await?;
+    if json {
+        output::print_json(&stats);
+        return Ok(());
+    }
+    let at = stats
+        .endpoint
+        .map_or_else(|| "-".to_owned(), |a| format!("http://{a}"));
+    let state = if stats.maintenance {
+        "in maintenance (503 to every request)"
+    } else if stats.paused {
+        "paused (new requests are held)"
+    } else {
+        "serving"
+    };
+    let style = Style::stdout();
+    println!("{} {name} at {at}: {state}", style.paint(Color::Green, "✓"));
+    Ok(())
+}

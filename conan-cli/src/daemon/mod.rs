@@ -59,6 +59,8 @@ pub struct Daemon {
     metrics_addr: Option<std::net::SocketAddr>,
     /// Why `/metrics` is not served although `metrics_addr` asks for it.
     metrics_error: Option<String>,
+    /// The reverse proxy in front of the deployments (their stable endpoints).
+    proxy: conan::proxy::Proxy,
     shutdown: watch::Sender<bool>,
 }
 
@@ -233,7 +235,10 @@ fn log_recovered(records: &[DeploymentRecord]) {
 
 /// The manager, why Docker is unavailable (when it is) and the local provider's
 /// containment line.
-async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<String>, String)> {
+async fn build_manager(
+    home: &Home,
+    proxy: &conan::proxy::Proxy,
+) -> CliResult<(DeploymentManager, Option<String>, String)> {
     let fail = |what: &str, e: conan::Error| CliError::failed(format!("{what}: {e}"));
     let mut local = conan::local::LocalProvider::builder().state_dir(home.local_state());
     if let Some(range) = port_range_from_env()? {
@@ -262,6 +267,7 @@ async fn build_manager(home: &Home) -> CliResult<(DeploymentManager, Option<Stri
     let mut builder = DeploymentManager::builder()
         .provider(local)
         .default_provider("local")
+        .traffic(proxy.clone())
         .store(store);
     let docker_error = match docker {
         Ok(docker) => {
@@ -286,7 +292,9 @@ async fn serve(
     limits: server::Limits,
     settings: settings::DaemonSettings,
 ) -> CliResult {
-    let (manager, docker_error, containment) = build_manager(home).await?;
+    let proxy = conan::proxy::Proxy::new(settings.proxy.clone())
+        .map_err(|e| CliError::usage(format!("daemon.toml [proxy]: {e}")))?;
+    let (manager, docker_error, containment) = build_manager(home, &proxy).await?;
     match manager.recover().await {
         Ok(reconciled) => log_recovered(&reconciled),
         // Each deployment is recovered on its own; this is the first error when none was.
@@ -332,6 +340,7 @@ async fn serve(
         settings,
         metrics_addr,
         metrics_error,
+        proxy,
         manager: manager.clone(),
         home: home.clone(),
         started_at: Timestamp::now(),

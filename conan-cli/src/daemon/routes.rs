@@ -17,8 +17,8 @@ use super::http::{
     Body, api_error, docker_hint, error, json, line, ndjson_stream, read_bytes, read_json,
 };
 use crate::api::{
-    ApiError, DaemonInfo, DeploymentView, ProgressLine, RevisionView, RollbackBody, StatusView,
-    UpdateBody, query,
+    ApiError, DaemonInfo, DeploymentView, MaintenanceBody, PauseBody, ProgressLine, RevisionView,
+    RollbackBody, StatusView, UpdateBody, query,
 };
 use conan::monitor::logs::LogSelector;
 
@@ -104,6 +104,10 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         (&Method::GET, ["deployments", target]) => status(&daemon, target).await,
         (&Method::DELETE, ["deployments", target]) => {
             remove(&daemon, target, &params, &asker).await
+        }
+        (&Method::POST, ["deployments", target, "pause" | "resume" | "maintenance"]) => {
+            let action = segments[2];
+            endpoint_control(&daemon, target, action, body).await
         }
         (&Method::POST, ["deployments", target, action]) => {
             action_route(&daemon, target, action, body, &asker).await
@@ -377,6 +381,11 @@ async fn status(daemon: &Daemon, target: &str) -> Response<Body> {
         deployment: DeploymentView::from_record(&record),
         health,
         metrics,
+        traffic: daemon
+            .manager
+            .traffic_stats(record.id.as_str())
+            .ok()
+            .flatten(),
     };
     json(StatusCode::OK, &view)
 }
@@ -570,5 +579,68 @@ impl Daemon {
             state: self.manager.store_health(),
             unsaved: self.manager.unsaved_state(),
         }
+    }
+}
+
+/// `pause`, `resume` and `maintenance`: the deployment's endpoint, at the proxy. Answers
+/// the endpoint's state (its [`TrafficStats`](conan::traffic::TrafficStats)).
+async fn endpoint_control(
+    daemon: &Arc<Daemon>,
+    target: &str,
+    action: &str,
+    body: Incoming,
+) -> Response<Body> {
+    let record = match daemon.manager.get(target) {
+        Ok(r) => r,
+        Err(e) => return failure_response(daemon, &e, target),
+    };
+    let no_endpoint = || {
+        error(
+            StatusCode::CONFLICT,
+            &ApiError::new(
+                "no_endpoint",
+                format!(
+                    "'{}' has no endpoint (endpoint.enabled = false, or it was never deployed behind the proxy)",
+                    record.name
+                ),
+            ),
+        )
+    };
+    let result = match action {
+        "pause" => {
+            let body: PauseBody = match read_json(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let timeout = match body.timeout.as_deref().map(conan::time::parse_duration) {
+                None => std::time::Duration::from_secs(30),
+                Some(Ok(t)) => t,
+                Some(Err(e)) => return bad_request(format!("timeout: {e} (like 30s or 2m)")),
+            };
+            daemon.proxy.pause(&record.id, timeout)
+        }
+        "resume" => daemon.proxy.resume(&record.id),
+        _ => {
+            let body: MaintenanceBody = match read_json(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let text = body.on.then(|| {
+                bytes::Bytes::from(body.body.unwrap_or_else(|| {
+                    format!(
+                        "{} is down for maintenance; please retry shortly.\n",
+                        record.name
+                    )
+                }))
+            });
+            daemon.proxy.maintenance(&record.id, text)
+        }
+    };
+    if result.is_err() {
+        return no_endpoint();
+    }
+    match daemon.manager.traffic_stats(record.id.as_str()) {
+        Ok(Some(stats)) => json(StatusCode::OK, &stats),
+        _ => no_endpoint(),
     }
 }

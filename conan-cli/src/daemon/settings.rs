@@ -4,6 +4,10 @@
 //! ```toml
 //! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics (CONAN_METRICS_ADDR); off when unset
 //!
+//! [proxy]                          # see conan_proxy::ProxySettings
+//! port_range = "18000-18999"        # assigned endpoints (CONAN_PROXY_PORT_RANGE)
+//! hold_timeout = "30s"
+//!
 //! [monitor]
 //! sample_interval = "10s"
 //! memory_samples = 3
@@ -37,6 +41,8 @@ pub struct DaemonSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// The monitor's settings.
     pub monitor: MonitorSettings,
+    /// The reverse proxy's settings (the stable endpoints).
+    pub proxy: conan::proxy::ProxySettings,
     /// The agent tools' settings (`conan mcp`).
     pub mcp: McpSettings,
 }
@@ -67,6 +73,10 @@ impl DaemonSettings {
                 )));
             }
         };
+        if let Ok(range) = std::env::var("CONAN_PROXY_PORT_RANGE") {
+            settings.proxy.port_range = conan::proxy::parse_range(&range)
+                .map_err(|e| CliError::usage(format!("CONAN_PROXY_PORT_RANGE={range}: {e}")))?;
+        }
         if let Ok(addr) = std::env::var("CONAN_METRICS_ADDR") {
             let addr = addr.trim();
             settings.metrics_addr = if addr.is_empty() || addr == "off" {

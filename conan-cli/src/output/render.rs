@@ -202,7 +202,16 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     }
     if let Some(url) = &view.url {
         rows.push(("url", url.clone()));
-    } else if let Some(port) = view.port {
+    }
+    if view.endpoint.is_some() {
+        // Behind the endpoint, the instances' own ports (each its `PORT`).
+        if !view.ports.is_empty() {
+            let ports: Vec<String> = view.ports.iter().map(u16::to_string).collect();
+            rows.push(("instances", format!("port {}", ports.join(", "))));
+        }
+    } else if view.url.is_none()
+        && let Some(port) = view.port
+    {
         rows.push(("port", port.to_string()));
     }
     if view.replicas > 1 || view.instances.len() > 1 {
@@ -215,6 +224,37 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
             rows.push((
                 "instance",
                 format!("{}  port {port}  revision {}", i.id, i.revision),
+            ));
+        }
+    }
+    if let Some(t) = status.and_then(|s| s.traffic.as_ref()) {
+        let mut state = Vec::new();
+        if t.maintenance {
+            state.push("maintenance (503)".to_owned());
+        }
+        if t.paused {
+            state.push("paused".to_owned());
+        }
+        state.push(format!("{} connections", t.connections));
+        rows.push(("endpoint", state.join(", ")));
+        for r in &t.revisions {
+            let p99 = r
+                .latency
+                .quantile(0.99)
+                .map_or_else(|| "-".to_owned(), |s| format!("{:.1} ms", s * 1000.0));
+            rows.push((
+                "traffic",
+                format!(
+                    "rev {}: {} requests (2xx {}, 4xx {}, 5xx {}, proxy errors {}), {} retries, {} in flight, p99 <= {p99}",
+                    r.revision,
+                    r.requests,
+                    r.status_classes[1],
+                    r.status_classes[3],
+                    r.status_classes[4],
+                    r.proxy_errors,
+                    r.retries,
+                    r.in_flight
+                ),
             ));
         }
     }

@@ -81,10 +81,17 @@ impl Home {
         Self {
             dir,
             docker_names: std::sync::Mutex::new(Vec::new()),
-            envs: vec![(
-                "CONAN_PORT_RANGE".to_owned(),
-                format!("{first}-{}", first + 9),
-            )],
+            envs: vec![
+                (
+                    "CONAN_PORT_RANGE".to_owned(),
+                    format!("{first}-{}", first + 9),
+                ),
+                // The proxy's endpoints: a range of its own per home, like the ports.
+                (
+                    "CONAN_PROXY_PORT_RANGE".to_owned(),
+                    format!("{}-{}", first + 4_000, first + 4_009),
+                ),
+            ],
             nofile: None,
             mounted: false,
         }

@@ -216,6 +216,7 @@ impl Collector for Exposition {
                 MetricType::Histogram,
             )?)?;
         }
+        traffic(e, shared, &rows)?;
         let queue = shared.manager.queue_stats();
         gauges(
             e,
@@ -234,6 +235,115 @@ impl Collector for Exposition {
 }
 
 const NO_LABELS: [(&str, &str); 0] = [];
+
+/// The traffic layer's counters (`conan-proxy`) per deployment and revision, when the
+/// manager has one.
+fn traffic(e: &mut DescriptorEncoder, shared: &Shared, rows: &[Row]) -> fmt::Result {
+    let Some(layer) = shared.manager.traffic() else {
+        return Ok(());
+    };
+    let stats: Vec<(&Row, Vec<(String, conan_core::traffic::RevisionTraffic)>)> = rows
+        .iter()
+        .filter_map(|r| {
+            let s = layer.stats(&r.record.id)?;
+            Some((
+                r,
+                s.revisions
+                    .into_iter()
+                    .map(|t| (t.revision.0.to_string(), t))
+                    .collect(),
+            ))
+        })
+        .collect();
+    if stats.is_empty() {
+        return Ok(());
+    }
+    const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    counters(
+        e,
+        "conan_proxy_requests",
+        "Requests answered through the deployment's endpoint, by revision and status class (the proxy's own 502/504 included).",
+        stats.iter().flat_map(|(r, revs)| {
+            revs.iter().flat_map(move |(rev, t)| {
+                CLASSES.iter().zip(t.status_classes).map(move |(class, n)| {
+                    (
+                        [
+                            ("deployment", r.name()),
+                            ("revision", rev.as_str()),
+                            ("class", *class),
+                        ],
+                        n,
+                    )
+                })
+            })
+        }),
+    )?;
+    counters(
+        e,
+        "conan_proxy_errors",
+        "502 and 504 answers the proxy made itself (an instance failed to connect, reset or timed out).",
+        stats.iter().flat_map(|(r, revs)| {
+            revs.iter().map(move |(rev, t)| {
+                (
+                    [("deployment", r.name()), ("revision", rev.as_str())],
+                    t.proxy_errors,
+                )
+            })
+        }),
+    )?;
+    counters(
+        e,
+        "conan_proxy_retries",
+        "Requests sent again to another instance after a failed connect.",
+        stats.iter().flat_map(|(r, revs)| {
+            revs.iter().map(move |(rev, t)| {
+                (
+                    [("deployment", r.name()), ("revision", rev.as_str())],
+                    t.retries,
+                )
+            })
+        }),
+    )?;
+    gauges(
+        e,
+        "conan_proxy_in_flight",
+        "Requests (and upgraded connections) in flight to the revision now.",
+        stats.iter().flat_map(|(r, revs)| {
+            revs.iter().map(move |(rev, t)| {
+                (
+                    [("deployment", r.name()), ("revision", rev.as_str())],
+                    i64::try_from(t.in_flight).unwrap_or(i64::MAX),
+                )
+            })
+        }),
+    )?;
+    let mut metric = e.encode_descriptor(
+        "conan_proxy_request_duration_seconds",
+        "Time from a request's arrival at the endpoint to its response head.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (r, revs) in &stats {
+        for (rev, t) in revs {
+            let buckets: Vec<(f64, u64)> = conan_core::traffic::LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::MAX])
+                .zip(t.latency.buckets.iter().copied())
+                .collect();
+            let labels = [("deployment", r.name()), ("revision", rev.as_str())];
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<[(&str, &str); 0]>(
+                    t.latency.sum_seconds,
+                    t.latency.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+    }
+    Ok(())
+}
 
 /// The rows whose latest sample has a value for `field`.
 fn latest<'a, V: 'a>(

@@ -301,3 +301,111 @@ fn check(promtool: &std::path::Path, text: &str) -> String {
     .trim()
     .to_owned()
 }
+
+/// A traffic layer that answers fixed counters for every deployment.
+struct FixedTraffic;
+
+#[conan_core::prelude::async_trait]
+impl conan_core::traffic::Traffic for FixedTraffic {
+    async fn open(
+        &self,
+        _: &conan_core::DeploymentId,
+        _: &str,
+        _: &conan_core::EndpointConfig,
+        _: Option<std::net::SocketAddr>,
+    ) -> conan_core::Result<std::net::SocketAddr> {
+        Ok("127.0.0.1:18000".parse().unwrap())
+    }
+    async fn route(
+        &self,
+        _: &conan_core::DeploymentId,
+        _: conan_core::traffic::Routes,
+    ) -> conan_core::Result<()> {
+        Ok(())
+    }
+    async fn close(&self, _: &conan_core::DeploymentId) {}
+    fn stats(&self, _: &conan_core::DeploymentId) -> Option<conan_core::traffic::TrafficStats> {
+        use conan_core::traffic::{LATENCY_BUCKETS, LatencyHistogram, RevisionTraffic};
+        let mut r = RevisionTraffic::new(conan_core::Revision(1));
+        r.requests = 10;
+        r.status_classes = [0, 7, 0, 1, 2];
+        r.proxy_errors = 1;
+        r.retries = 3;
+        r.in_flight = 4;
+        let mut buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+        buckets[1] = 9; // <= 1 ms
+        buckets[LATENCY_BUCKETS.len()] = 1; // > 10 s
+        r.latency = LatencyHistogram::new(buckets, 12.5);
+        let mut s = conan_core::traffic::TrafficStats::default();
+        s.revisions = vec![r];
+        Some(s)
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_counters_are_exported_per_deployment_and_revision() {
+    let manager = DeploymentManager::builder()
+        .provider(MemoryProvider::new())
+        .traffic(FixedTraffic)
+        .build()
+        .await
+        .unwrap();
+    let settings = MonitorSettings {
+        health: false,
+        ..MonitorSettings::default()
+    };
+    let monitor = Monitor::builder(manager.clone()).settings(settings).build();
+    manager.deploy(config("web")).await.unwrap();
+    let text = monitor.render_prometheus();
+    let l = r#"deployment="web",revision="1""#;
+    assert_eq!(
+        value(
+            &text,
+            &format!("conan_proxy_requests_total{{{l},class=\"2xx\"}}")
+        ),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("conan_proxy_requests_total{{{l},class=\"5xx\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, &format!("conan_proxy_errors_total{{{l}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, &format!("conan_proxy_retries_total{{{l}}}")),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&text, &format!("conan_proxy_in_flight{{{l}}}")),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("conan_proxy_request_duration_seconds_bucket{{{l},le=\"0.001\"}}")
+        ),
+        Some(9.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("conan_proxy_request_duration_seconds_bucket{{{l},le=\"+Inf\"}}")
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("conan_proxy_request_duration_seconds_count{{{l}}}")
+        ),
+        Some(10.0)
+    );
+    monitor.shutdown().await;
+}

@@ -1,0 +1,398 @@
+//! The proxy against its peers, side by side in one run (issue 12's measurements):
+//!
+//! 1. **Failed requests during an update**: 5,000 requests at 500 req/s over keep-alive
+//!    connections while the app is updated once, through Conan's endpoint, through Conan
+//!    without the proxy (the client keeps the instance URL it was given), with `pm2 reload`
+//!    in fork mode and in cluster mode (2 workers). A failure is a connection error, a 5xx
+//!    the app did not send (ws-echo tags its answers `x-app`), or a timeout (5 s).
+//! 2. **Proxy overhead** with `wrk` (`-t2 -c64 -d10s --latency`): the app directly, through
+//!    Conan's proxy (2 worker threads) and through nginx (2 workers, `upstream` with
+//!    `keepalive 64`), the same app.
+//! 3. **Memory**: the RSS of this process (the manager, the local provider and the proxy,
+//!    as the daemon runs them) with 50 proxied deployments, minus the RSS before.
+//!
+//! `wrk` and `nginx` come from Debian (`.ci/apt-need.sh` installs them), PM2 from npm into a
+//! temp dir. Run: `cargo run --release -p conan-benches --bin proxy_peer -- [--no-pm2]
+//! [--no-wrk] [--no-rss]`
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use conan_benches::{pm2_command, pm2_install, rss_kib, workspace_root};
+use conan_core::{DeploymentConfig, DeploymentManager, HealthCheck};
+use conan_provider_local::LocalProvider;
+use conan_proxy::{Proxy, ProxySettings};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const REQUESTS: u64 = 5_000;
+const RATE: u64 = 500;
+const CONNECTIONS: u64 = 32;
+
+fn app_dir() -> PathBuf {
+    workspace_root().join("examples/apps/ws-echo")
+}
+
+#[derive(Default, Debug)]
+struct Failures {
+    connection: AtomicU64,
+    proxy_5xx: AtomicU64,
+    timeouts: AtomicU64,
+    ok: AtomicU64,
+}
+
+impl Failures {
+    fn total(&self) -> u64 {
+        self.connection.load(Ordering::Relaxed)
+            + self.proxy_5xx.load(Ordering::Relaxed)
+            + self.timeouts.load(Ordering::Relaxed)
+    }
+    fn line(&self) -> String {
+        format!(
+            "{} failed (connection {}, 5xx not from the app {}, timeouts {}), {} ok",
+            self.total(),
+            self.connection.load(Ordering::Relaxed),
+            self.proxy_5xx.load(Ordering::Relaxed),
+            self.timeouts.load(Ordering::Relaxed),
+            self.ok.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Sends `REQUESTS` at `RATE` to `url` over `CONNECTIONS` keep-alive connections; calls
+/// `during` once a fifth of them went out.
+async fn load_during<F: std::future::Future<Output = ()> + Send + 'static>(
+    url: &str,
+    during: F,
+) -> Failures {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CONNECTIONS as usize)
+        .build(connector);
+    let uri: hyper::Uri = url.parse().expect("url");
+    let failures = Arc::new(Failures::default());
+    let interval = Duration::from_secs_f64(1.0 / RATE as f64);
+    let start = tokio::time::Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS as usize));
+    let mut tasks = Vec::with_capacity(REQUESTS as usize);
+    let trigger = REQUESTS / 5;
+    let mut during = Some(Box::pin(during));
+    let mut op = None;
+    for i in 0..REQUESTS {
+        tokio::time::sleep_until(start + interval * u32::try_from(i).unwrap_or(u32::MAX)).await;
+        if i == trigger
+            && let Some(f) = during.take()
+        {
+            op = Some(tokio::spawn(f));
+        }
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let (client, uri, failures) = (client.clone(), uri.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let req = hyper::Request::get(uri)
+                .body(Empty::new())
+                .expect("request");
+            let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+                let res = client.request(req).await.map_err(|_| ())?;
+                let status = res.status().as_u16();
+                let tagged = res.headers().contains_key("x-app");
+                res.into_body().collect().await.map_err(|_| ())?;
+                Ok::<_, ()>((status, tagged))
+            })
+            .await;
+            let counter = match outcome {
+                Err(_) => &failures.timeouts,
+                Ok(Err(())) => &failures.connection,
+                Ok(Ok((s, false))) if s >= 500 => &failures.proxy_5xx,
+                Ok(Ok(_)) => &failures.ok,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(op) = op {
+        let _ = op.await;
+    }
+    Arc::into_inner(failures).unwrap_or_default()
+}
+
+fn config(name: &str, rev: &str, proxy: bool) -> DeploymentConfig {
+    let mut c = DeploymentConfig::new(name);
+    c.source = app_dir();
+    c.env.insert("REV", rev);
+    c.health_check = Some(HealthCheck::http("/health").interval(Duration::from_millis(500)));
+    c.endpoint.enabled = proxy;
+    c.endpoint.drain_timeout = Duration::from_secs(10);
+    c
+}
+
+async fn conan_update(manager: &DeploymentManager, proxy: bool) -> Failures {
+    let name = if proxy { "peer-proxy" } else { "peer-direct" };
+    let rec = manager
+        .deploy(config(name, "r1", proxy))
+        .await
+        .expect("deploy");
+    let rt = rec.runtime.as_deref().expect("runtime");
+    let url = match rt.endpoint {
+        Some(e) => format!("http://{e}/"),
+        None => format!("{}/", rt.url.clone().expect("url")),
+    };
+    let m = manager.clone();
+    let failures = load_during(&url, async move {
+        if let Err(e) = m.update(name, config(name, "r2", proxy)).await {
+            eprintln!("update failed: {e}");
+        }
+    })
+    .await;
+    let _ = manager.remove(name).await;
+    failures
+}
+
+fn pm2_reload(pm2: &Path, home: &Path, cluster: bool, port: u16) -> Option<Failures> {
+    let app = app_dir();
+    let cmd = |args: &[&str]| pm2_command(pm2, home, &app, args);
+    let mut start = cmd(&["start", "app.js", "--name", "peer"]);
+    if cluster {
+        start.args(["-i", "2"]);
+    }
+    start.env("PORT", port.to_string()).env("REV", "r1");
+    start.status().ok()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    if !ready {
+        let _ = cmd(&["kill"]).status();
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .ok()?;
+    let (pm2, home) = (pm2.to_owned(), home.to_owned());
+    let failures = rt.block_on(load_during(&url, async move {
+        let app = app_dir();
+        let _ = tokio::task::spawn_blocking(move || {
+            pm2_command(&pm2, &home, &app, &["reload", "peer", "--update-env"])
+                .env("REV", "r2")
+                .status()
+        })
+        .await;
+    }));
+    let _ = cmd(&["kill"]).status();
+    Some(failures)
+}
+
+fn wrk(url: &str) -> Option<(f64, String)> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", "-d10s", "--latency", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))?
+        .split_whitespace()
+        .nth(1)?
+        .to_owned();
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .map(|l| format!(" ({})", l.trim()))
+        .unwrap_or_default();
+    Some((rps, format!("p99 {p99}{errors}")))
+}
+
+fn nginx(dir: &Path, listen: u16, upstream: u16) -> Option<std::process::Child> {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 2;\ndaemon off;\npid {pid};\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n\
+               client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
+               upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
+               server {{ listen 127.0.0.1:{listen};\n\
+                 location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+                   proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            dir = dir.display(),
+        ),
+    )
+    .ok()?;
+    let child = Command::new("nginx")
+        .args(["-c"])
+        .arg(&conf)
+        .args(["-p"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let up = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok()
+    });
+    up.then_some(child)
+}
+
+fn free_port() -> u16 {
+    conan_benches::free_port()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let provider = LocalProvider::builder()
+        .state_dir(tmp.path().join("local"))
+        .port_range(47000..=47999)
+        .cgroups(false)
+        .build()
+        .expect("local provider");
+    let proxy = Proxy::new(ProxySettings {
+        port_range: 48000..=48999,
+        ..ProxySettings::default()
+    })
+    .expect("proxy");
+    let manager = rt.block_on(async {
+        DeploymentManager::builder()
+            .provider(provider)
+            .traffic(proxy.clone())
+            .build()
+            .await
+            .expect("manager")
+    });
+
+    println!(
+        "## failed requests during one update: {REQUESTS} requests at {RATE} req/s, {CONNECTIONS} keep-alive connections"
+    );
+    let f = rt.block_on(conan_update(&manager, true));
+    println!("  conan (proxy, blue-green): {}", f.line());
+    let f = rt.block_on(conan_update(&manager, false));
+    println!(
+        "  conan without the proxy (blue-green, client keeps the instance URL): {}",
+        f.line()
+    );
+    if has("--no-pm2") {
+        println!("  pm2: skipped (--no-pm2)");
+    } else if let Some(pm2) = pm2_install(&tmp.path().join("pm2")) {
+        let home = tmp.path().join("pm2-home");
+        for (cluster, label) in [
+            (false, "pm2 reload, fork mode"),
+            (true, "pm2 reload, cluster mode (2)"),
+        ] {
+            match pm2_reload(&pm2, &home, cluster, free_port()) {
+                Some(f) => println!("  {label}: {}", f.line()),
+                None => println!("  {label}: did not start"),
+            }
+        }
+    } else {
+        println!("  pm2: npm install failed; skipped");
+    }
+
+    if has("--no-wrk") {
+        println!("## wrk: skipped (--no-wrk)");
+    } else {
+        println!("## proxy overhead: wrk -t2 -c64 -d10s --latency, GET / of ws-echo");
+        let rec = rt
+            .block_on(manager.deploy(config("peer-wrk", "r1", true)))
+            .expect("deploy");
+        let rt_info = rec.runtime.as_deref().expect("runtime");
+        let endpoint = rt_info.endpoint.expect("endpoint");
+        let direct = rt_info.url.clone().expect("url");
+        let port: u16 = direct
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let nginx_port = free_port();
+        let nginx_dir = tmp.path().join("nginx");
+        let _ = std::fs::create_dir_all(&nginx_dir);
+        let mut ng = nginx(&nginx_dir, nginx_port, port);
+        for (label, url) in [
+            ("app directly", format!("{direct}/")),
+            ("conan proxy", format!("http://{endpoint}/")),
+            ("nginx", format!("http://127.0.0.1:{nginx_port}/")),
+        ] {
+            if label == "nginx" && ng.is_none() {
+                println!("  nginx: did not start");
+                continue;
+            }
+            match wrk(&url) {
+                Some((rps, rest)) => println!("  {label}: {rps:.0} req/s, {rest}"),
+                None => println!("  {label}: wrk failed (is it installed? .ci/apt-need.sh wrk)"),
+            }
+        }
+        if let Some(child) = ng.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = rt.block_on(manager.remove("peer-wrk"));
+    }
+
+    if has("--no-rss") {
+        println!("## rss: skipped (--no-rss)");
+    } else {
+        let before = rss_kib(std::process::id());
+        let mut endpoints: Vec<SocketAddr> = Vec::new();
+        rt.block_on(async {
+            for i in 0..50 {
+                let rec = manager
+                    .deploy(config(&format!("idle-{i}"), "r1", true))
+                    .await
+                    .expect("deploy");
+                endpoints.extend(rec.runtime.as_deref().and_then(|r| r.endpoint));
+            }
+            // One request through each endpoint, so each has a pooled backend connection.
+            let client: Client<HttpConnector, Empty<Bytes>> =
+                Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+            for e in &endpoints {
+                let _ = client
+                    .get(format!("http://{e}/").parse().expect("uri"))
+                    .await;
+            }
+        });
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(2));
+        let after = rss_kib(std::process::id());
+        println!(
+            "## rss with 50 proxied deployments: {:.1} MiB total ({:.1} MiB more than with none; {} endpoints), measured {:?} after",
+            after as f64 / 1024.0,
+            after.saturating_sub(before) as f64 / 1024.0,
+            endpoints.len(),
+            t.elapsed()
+        );
+        rt.block_on(async {
+            for i in 0..50 {
+                let _ = manager.remove(&format!("idle-{i}")).await;
+            }
+        });
+    }
+    rt.block_on(manager.shutdown());
+}
