@@ -245,6 +245,11 @@ pub enum Command {
         /// The app's directory (default: the current directory).
         path: Option<PathBuf>,
     },
+    /// Docker helpers.
+    Docker {
+        #[command(subcommand)]
+        action: DockerAction,
+    },
     /// Run the daemon in the foreground, or control it.
     Daemon {
         /// What to do (default: run in the foreground).
@@ -272,6 +277,22 @@ pub enum DaemonAction {
     Repair {
         #[command(flatten)]
         json: JsonFlag,
+    },
+}
+
+/// `conan docker ...`.
+#[derive(Debug, Subcommand)]
+pub enum DockerAction {
+    /// Build a Node.js base image from this machine's node (no registry needed): node, the
+    /// libraries it links and a static busybox, imported into the Docker daemon. Sets it
+    /// as `docker.base_image` in CONAN_HOME/daemon.toml unless that names one already.
+    BaseImage {
+        /// The image's tag.
+        #[arg(long, default_value = "conan-local/node:20")]
+        tag: String,
+        /// The node binary to copy.
+        #[arg(long, default_value = "/usr/bin/node")]
+        node: PathBuf,
     },
 }
 
@@ -347,7 +368,11 @@ impl Command {
                 action: Some(DaemonAction::Status { json } | DaemonAction::Repair { json }),
                 ..
             } => json.json,
-            Command::Init { .. } | Command::Monit | Command::Mcp | Command::Daemon { .. } => false,
+            Command::Init { .. }
+            | Command::Monit
+            | Command::Mcp
+            | Command::Docker { .. }
+            | Command::Daemon { .. } => false,
         }
     }
 }

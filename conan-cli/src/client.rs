@@ -55,7 +55,10 @@ impl Client {
             requested_by: None,
         };
         match UnixStream::connect(&client.socket).await {
-            Ok(_) => return Ok(client),
+            Ok(_) => {
+                client.warn_about_settings().await;
+                return Ok(client);
+            }
             Err(e) if nobody_home(&e) => {}
             Err(e) => return Err(client.unreachable(&e)),
         }
@@ -79,6 +82,30 @@ impl Client {
                 }
                 Err(_) => return Err(launch::did_not_start(home, START_DEADLINE).await),
             }
+        }
+    }
+
+    /// When this command's environment sets a daemon setting (`CONAN_DOCKER_BASE_IMAGE`,
+    /// ...) that differs from what the running daemon uses, says so on stderr: the daemon
+    /// read its settings when it started. Asks the daemon only when such a variable is set.
+    async fn warn_about_settings(&self) {
+        let any = crate::daemon::settings::ENV_SETTINGS
+            .iter()
+            .any(|s| std::env::var_os(s.var).is_some());
+        if !any {
+            return;
+        }
+        let Ok(info) = self.get::<crate::api::DaemonInfo>("/daemon").await else {
+            return;
+        };
+        for (var, key, here, there) in
+            crate::daemon::settings::DaemonSettings::env_differences(&info.settings)
+        {
+            eprintln!(
+                "warning: {var}={here} is not what the running daemon uses ({key} = {there}); \
+                 daemon settings are read when it starts: set {key} in CONAN_HOME/daemon.toml, \
+                 then `conan daemon stop` (the next command starts it again)"
+            );
         }
     }
 

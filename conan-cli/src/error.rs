@@ -126,8 +126,38 @@ impl CliError {
         };
         if let Some(failure) = &api.failure {
             error.details = crate::output::failure_lines(failure);
+            // "port 3000 is already in use" as the error and again as the reason: once.
+            if api.message.contains(failure.reason.trim()) {
+                error.details.retain(|l| !l.starts_with("  reason: "));
+            }
         }
         error.hint.clone_from(&api.hint);
         error.with_api(api)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 8: "port … in use" was the error and again its reason.
+    #[test]
+    fn a_reason_the_message_already_says_is_not_repeated() {
+        let mut api = ApiError::new("port_in_use", "port 3000 is already in use (by pid 7)");
+        api.failure = Some(conan::FailureReport::new(
+            "port 3000 is already in use (by pid 7)",
+        ));
+        let e = CliError::from_api(api.clone());
+        assert!(
+            e.details.iter().all(|l| !l.contains("reason")),
+            "{:?}",
+            e.details
+        );
+        api.message = "deployment 'x' did not become ready".into();
+        let e = CliError::from_api(api);
+        assert_eq!(
+            e.details.iter().filter(|l| l.contains("reason:")).count(),
+            1
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end test of `conan` with the Docker provider: needs a Docker daemon (start one
 //! with `.ci/docker-up.sh`) and builds the `conan-test/node:20` base image from the host's
-//! node when it is missing (conan-provider-docker/tests/support/make-node-image.sh).
+//! node when it is missing (`conan docker base-image`, which runs
+//! conan-cli/assets/make-node-image.sh).
 
 mod common;
 
@@ -22,8 +23,7 @@ fn docker_ready() {
         "this test needs a Docker daemon and none answered: start one with `.ci/docker-up.sh` \
          (from the workspace root) and run the tests again"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../conan-provider-docker/tests/support/make-node-image.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/make-node-image.sh");
     let status = Command::new("bash")
         .arg(script)
         .arg(BASE_IMAGE)
@@ -118,4 +118,81 @@ fn docker_that_answers_later_is_added() {
         let now = status();
         now["providers"] == serde_json::json!(["local", "docker"]) && now["docker_error"].is_null()
     });
+}
+
+/// Issue 14, item 6: with no registry, `--provider docker` failed at `FROM node:20-slim`
+/// and nothing said what to do; the error now names the setting and the command that helps,
+/// `conan logs` shows the build output, and `conan docker base-image` (built from the host's
+/// node) sets `docker.base_image` so the next deploy of the same name works. Item 8: the
+/// error and its build output are printed once.
+#[test]
+fn a_failed_base_image_pull_names_the_way_out_and_the_command_takes_it() {
+    docker_ready();
+    let home = Home::new();
+    let name = unique("nobase");
+    home.track_docker(&name);
+    let hello = app("hello");
+    let hello = hello.to_str().unwrap();
+    let deploy = [
+        "deploy",
+        hello,
+        "--provider",
+        "docker",
+        "--name",
+        &name,
+        "--env",
+        "HOST=0.0.0.0",
+    ];
+    // The image the generated Dockerfile starts FROM must not be on the daemon for this test.
+    let pulled = Command::new("docker")
+        .args(["image", "inspect", "node:20-slim"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pulled {
+        let run = home.conan(&deploy).expect_code(1);
+        assert!(run.stderr.contains("FROM node:20-slim"), "{}", run.stderr);
+        assert!(run.stderr.contains("base_image"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("conan docker base-image"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            run.stderr.matches("is not on the Docker daemon").count(),
+            1,
+            "said once: {}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.is_empty(),
+            "progress goes to stderr: {}",
+            run.stdout
+        );
+        let logs = home.conan(&["logs", &name]).ok();
+        assert!(logs.stdout.contains("FROM node:20-slim"), "{}", logs.stdout);
+    }
+
+    let made = home
+        .conan(&["docker", "base-image", "--tag", BASE_IMAGE])
+        .ok();
+    assert!(made.stdout.contains("docker.base_image"), "{}", made.stdout);
+    let settings = std::fs::read_to_string(home.path().join("daemon.toml")).unwrap();
+    assert!(
+        settings.contains(&format!("base_image = \"{BASE_IMAGE}\"")),
+        "{settings}"
+    );
+    home.conan(&["daemon", "stop"]).ok();
+    let status = home.conan(&["daemon", "status"]);
+    assert_eq!(status.code, 1, "stopped");
+    let view = home.conan(&[&deploy[..], &["--json"]].concat()).ok().json();
+    assert_eq!(view["status"], "running", "{view}");
+    let shown = home.conan(&["daemon", "status"]).ok();
+    assert!(
+        shown.stdout.lines().any(|l| l.contains("docker.base_image")
+            && l.contains(BASE_IMAGE)
+            && l.ends_with("(daemon.toml)")),
+        "{}",
+        shown.stdout
+    );
+    home.conan(&["rm", "--force", &name]).ok();
 }

@@ -36,7 +36,9 @@ fn local_deploy_ls_logs_update_rollback_stop_rm() {
             &format!("API_TOKEN={secret}"),
         ])
         .ok();
-    assert!(run.stdout.contains("waiting for health"), "{}", run.stdout);
+    // Progress on stderr (issue 14, item 11): stdout holds only the result.
+    assert!(run.stderr.contains("waiting for health"), "{}", run.stderr);
+    assert!(!run.stdout.contains("waiting for health"), "{}", run.stdout);
     assert!(
         run.stdout.contains(&format!("{name} is running")),
         "{}",

@@ -27,6 +27,9 @@ use crate::config::ConfigProblem;
 use crate::failure::FailureReport;
 use crate::status::StatusKind;
 
+/// Separates a [`Error::BuildFailed`] message from the build output that follows it.
+pub const BUILD_OUTPUT_MARKER: &str = "\n--- build output ---\n";
+
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -100,7 +103,8 @@ pub enum Error {
         /// The failure bundle.
         failure: Box<FailureReport>,
     },
-    /// Building the artifact (image) failed.
+    /// Building the artifact (image) failed. `message` is the error, then (when there is
+    /// any) [`BUILD_OUTPUT_MARKER`] and the last lines of the build's output.
     #[error("build of '{deployment}' failed at {step}: {message}")]
     BuildFailed {
         /// Deployment name.
@@ -332,6 +336,36 @@ impl Error {
             Error::HealthCheckFailed { failure, .. } => Some(failure),
             _ => None,
         }
+    }
+
+    /// The failure bundle to record for this error: the one it carries, else for a failed
+    /// build its reason and the build output as log lines (so `logs` of a deployment whose
+    /// build failed shows that output), else a report with the error's text.
+    #[must_use]
+    pub fn failure_report(&self) -> FailureReport {
+        if let Some(failure) = self.failure() {
+            return failure.clone();
+        }
+        if let Error::BuildFailed {
+            deployment,
+            step,
+            message,
+        } = self
+        {
+            let (head, output) = message
+                .split_once(BUILD_OUTPUT_MARKER)
+                .unwrap_or((message.as_str(), ""));
+            let lines = output
+                .lines()
+                .map(|l| crate::LogLine::new(crate::OutputStream::System, l))
+                .collect();
+            return FailureReport::new(format!(
+                "build of '{deployment}' failed at {step}: {}",
+                head.trim()
+            ))
+            .with_logs(lines);
+        }
+        FailureReport::new(self.to_string())
     }
 
     /// A short machine-readable name of the variant (`"not_found"`), for JSON output.

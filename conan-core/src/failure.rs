@@ -125,12 +125,34 @@ impl FailureReport {
 impl fmt::Display for FailureReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reason)?;
-        if let Some(exit) = self.exit {
+        // A reason that already names the exit status ("exited before it was ready (exit
+        // code 1)") does not get it twice.
+        if let Some(exit) = self.exit
+            && !self.reason.contains(&exit.to_string())
+        {
             write!(f, " ({exit})")?;
         }
         if let Some(probe) = &self.probe {
             write!(f, "; last probe: {probe}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 8: "… (exit code 1) (exit code 1)".
+    #[test]
+    fn the_exit_status_is_named_once() {
+        let named = FailureReport::new("the process exited before it was ready (exit code 1)")
+            .with_exit(ExitStatus::Code(1));
+        assert_eq!(
+            named.to_string(),
+            "the process exited before it was ready (exit code 1)"
+        );
+        let unnamed = FailureReport::new("crashed").with_exit(ExitStatus::Code(1));
+        assert_eq!(unnamed.to_string(), "crashed (exit code 1)");
     }
 }

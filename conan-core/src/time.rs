@@ -120,6 +120,70 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// A duration as a person reads it, rounded to its two largest units: `"720ms"`,
+/// `"1.9s"`, `"1m 35s"`, `"2h 5m"`, `"3d 4h"`. For messages and logs; configs and JSON use
+/// [`format_duration`] (exact) or numbers.
+#[must_use]
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    if s < 10 {
+        let tenths = (ms + 50) / 100;
+        return if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        };
+    }
+    let s = (ms + 500) / 1000;
+    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let pair = |a: u128, ua: &str, b: u128, ub: &str| {
+        if b == 0 {
+            format!("{a}{ua}")
+        } else {
+            format!("{a}{ua} {b}{ub}")
+        }
+    };
+    if days > 0 {
+        pair(days, "d", hours, "h")
+    } else if hours > 0 {
+        pair(hours, "h", mins, "m")
+    } else if mins > 0 {
+        pair(mins, "m", secs, "s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Serde adapter for `Option<Duration>` fields written as whole milliseconds (a JSON
+/// number; name the field `..._ms`).
+pub mod serde_opt_millis {
+    use super::Duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a number of milliseconds, or none.
+    ///
+    /// # Errors
+    /// Never fails for number-capable serializers.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes from a number of milliseconds.
+    ///
+    /// # Errors
+    /// Fails for anything but a non-negative integer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
 /// Serde adapter for [`Duration`] fields written as human durations.
 pub mod serde_duration {
     use super::{Duration, format_duration, parse_duration};
@@ -170,6 +234,27 @@ pub mod serde_opt_duration {
                 .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    /// Issue 14, item 11: "1m 35s", not "1m 35s 774ms 397us 368ns".
+    #[test]
+    fn human_durations_are_rounded_to_two_units() {
+        let ms = Duration::from_millis;
+        assert_eq!(human_duration(ms(720)), "720ms");
+        assert_eq!(human_duration(ms(1_904)), "1.9s");
+        assert_eq!(human_duration(ms(2_000)), "2s");
+        assert_eq!(
+            human_duration(Duration::from_nanos(95_774_397_368)),
+            "1m 36s"
+        );
+        assert_eq!(human_duration(ms(60_000)), "1m");
+        assert_eq!(human_duration(ms(7_500_000)), "2h 5m");
+        assert_eq!(human_duration(ms(273_600_000)), "3d 4h");
     }
 }
 

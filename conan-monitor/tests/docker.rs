@@ -41,8 +41,8 @@ impl Drop for Scope {
 }
 
 fn base_image() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../conan-provider-docker/tests/support/make-node-image.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../conan-cli/assets/make-node-image.sh");
     let status = Command::new("bash")
         .arg(script)
         .arg(BASE_IMAGE)

@@ -191,12 +191,11 @@ pub(crate) async fn prepare(
             mut message,
         }) if generated_from.is_some() && (step.starts_with("FROM") || step == "build") => {
             if let Some(base) = &generated_from {
-                message.push_str(&format!(
-                    "\nthe base image '{base}' of the generated Dockerfile is not on the Docker daemon \
-                     and could not be pulled: pull or build it there, or set \
-                     provider_options.docker.base_image (or the provider's base image, \
-                     CONAN_DOCKER_BASE_IMAGE) to an image the daemon has"
-                ));
+                // Before the build output, so the note stays with the error.
+                let at = message
+                    .find(conan_core::error::BUILD_OUTPUT_MARKER)
+                    .unwrap_or(message.len());
+                message.insert_str(at, &base_image_note(base));
             }
             return Err(Error::BuildFailed {
                 deployment,
@@ -211,6 +210,18 @@ pub(crate) async fn prepare(
         command,
         build_log,
     })
+}
+
+/// What to do when the generated Dockerfile's base image is neither on the daemon nor
+/// pullable (no registry reachable).
+fn base_image_note(base: &str) -> String {
+    format!(
+        "\nthe base image '{base}' of the generated Dockerfile is not on the Docker daemon and \
+         could not be pulled (is a registry reachable?). Build a Node base image from this \
+         machine's node with `conan docker base-image`, or set base_image (in \
+         CONAN_HOME/daemon.toml, or provider_options.docker.base_image in conan.toml) to an \
+         image the daemon has"
+    )
 }
 
 async fn build(
@@ -299,7 +310,7 @@ fn build_failed(spec: &DeploymentSpec, step: &str, error: &str, output: &[LogLin
         .collect();
     let mut message = error.trim().to_owned();
     if !tail.is_empty() {
-        message.push_str("\n--- build output ---\n");
+        message.push_str(conan_core::error::BUILD_OUTPUT_MARKER);
         message.push_str(&tail.join("\n"));
     }
     Error::BuildFailed {

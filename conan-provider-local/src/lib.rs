@@ -58,7 +58,8 @@
 //!   providers over the same state directory share a supervised deployment instead of
 //!   supervising its processes twice.
 //! - **Readiness gate**: `deploy` returns once the HTTP check answers 2xx (or the TCP
-//!   connect succeeds, or — without a check — the process stayed up `restart.min_uptime`),
+//!   connect succeeds, or — without a check — the app accepts TCP on its `PORT` or stayed
+//!   up `restart.min_uptime`, whichever comes first),
 //!   probing (with [`conan_core::probe`]) every millisecond for the first ~200 probes,
 //!   then backing off ×1.5 to at most min(interval, 250 ms), until
 //!   `update.healthy_deadline`. On failure the error carries a failure bundle (exit status,

@@ -97,6 +97,19 @@ pub(crate) fn provider_err(message: impl Into<String>, e: std::io::Error) -> Err
     Error::provider_with_source("local", message, false, e)
 }
 
+/// A failed spawn, with the OS's reason in the message; "argument list too long" also says
+/// which limit (an env value is one of the strings the kernel bounds).
+fn spawn_error(program: &std::path::Path, e: std::io::Error) -> Error {
+    let mut message = format!("cannot start {}: {e}", program.display());
+    if e.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) {
+        message.push_str(
+            " (the environment and arguments exceed the kernel's limit: each env value at most \
+             128 KiB, all together about 2 MiB; pass large data in a file instead)",
+        );
+    }
+    provider_err(message, e)
+}
+
 impl Inner {
     pub fn source_of(spec: &DeploymentSpec) -> PathBuf {
         let s = &spec.config.source;
@@ -192,10 +205,7 @@ impl Inner {
                 armed.disarm();
                 inst.capture.finish();
                 inst.release_port();
-                return Err(provider_err(
-                    format!("cannot start {}", launch.program.display()),
-                    e,
-                ));
+                return Err(spawn_error(&launch.program, e));
             }
         };
         ctx.events
@@ -254,16 +264,26 @@ impl Inner {
             |h| (h.interval, h.timeout),
         );
         if matches!(probe, Probe::Alive) {
+            // No health check: ready when the app accepts TCP on its PORT, or when it stayed
+            // up `min_uptime`, whichever comes first (an app that listens on no port, or on
+            // another one, is judged by uptime alone).
             let until = after(config.restart.min_uptime).min(deadline);
-            tokio::select! {
+            let listening = async {
+                match inst.port {
+                    Some(port) => wait_listening(&self.settings.host, port).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let message = tokio::select! {
                 exit = proc.wait() => return Err(exited(exit, config.restart.min_uptime)),
-                () = sleep_until(until) => {}
+                () = sleep_until(until) => format!(
+                    "[conan] process up for {}, ready",
+                    conan_core::time::format_duration(config.restart.min_uptime)
+                ),
+                port = listening => format!("[conan] accepting connections on port {port}, ready"),
                 () = ctx.cancel.cancelled() => return Err(FailureReport::new(CANCELLED)),
-            }
-            dep.logs.system(format!(
-                "[conan] process up for {}, ready",
-                conan_core::time::format_duration(config.restart.min_uptime)
-            ));
+            };
+            dep.logs.system(message);
             return Ok(());
         }
         let mut last = None;
@@ -340,7 +360,18 @@ impl Inner {
         inst.capture.finish();
         crate::logs::remove_instance_dir(&inst.dir);
         inst.release_port();
-        failure.with_logs(dep.logs.last(FailureReport::MAX_LOG_LINES))
+        // Only this instance's lines: an update's failure bundle showed the serving
+        // revision's lines mixed in. Lines are not tagged by instance, so those written
+        // since this instance started stand for it (and `[conan]` lines about it).
+        let since = inst.started_at().0;
+        let lines = dep
+            .logs
+            .last(FailureReport::MAX_LOG_LINES * 4)
+            .into_iter()
+            .filter(|l| l.timestamp >= since)
+            .collect::<Vec<_>>();
+        let skip = lines.len().saturating_sub(FailureReport::MAX_LOG_LINES);
+        failure.with_logs(lines.into_iter().skip(skip).collect())
     }
 
     /// Stops an instance: the configured signal to the whole tree, SIGKILL after the
@@ -371,6 +402,24 @@ impl Inner {
             ));
         }
         inst.release_port();
+    }
+}
+
+/// Returns `port` once a TCP connection to it succeeds, probing on the readiness schedule
+/// ([`readiness_delay`]); never returns while nothing listens.
+async fn wait_listening(host: &str, port: u16) -> u16 {
+    let probe = conan_core::probe::Probe::tcp(host, port);
+    let mut n = 0;
+    loop {
+        if probe
+            .run(std::time::Duration::from_millis(250))
+            .await
+            .is_healthy()
+        {
+            return port;
+        }
+        tokio::time::sleep(readiness_delay(n, std::time::Duration::from_millis(250))).await;
+        n += 1;
     }
 }
 

@@ -368,7 +368,7 @@ impl Supervisor {
             let uptime = self.inst.started_at().1.elapsed();
             self.dep.logs.system(format!(
                 "[conan] process exited ({exit}) after {}",
-                conan_core::time::format_duration(uptime)
+                conan_core::time::human_duration(uptime)
             ));
             match tracker.on_exit(origin.elapsed(), uptime, exit, fastrand::f64()) {
                 RestartDecision::Restart { delay, attempt } if replica => {
@@ -433,7 +433,7 @@ impl Supervisor {
                         .restarting(&self.dep.id, reported.clone(), attempt, exit, delay);
                     self.dep.logs.system(format!(
                         "[conan] restart {attempt} in {}",
-                        conan_core::time::format_duration(delay)
+                        conan_core::time::human_duration(delay)
                     ));
                     tokio::select! {
                         () = sleep_until(after(delay)) => {}

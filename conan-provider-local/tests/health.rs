@@ -82,3 +82,69 @@ async fn cancelling_a_deploy_leaves_nothing_and_says_cancelled() {
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
     assert!(marked(s.id.as_str()).is_empty());
 }
+
+/// Issue 14, item 10: with no health check, deploy waited the whole `min_uptime` even when
+/// the app was listening on its `PORT` long before. Ready is now "accepts TCP on its PORT,
+/// or stays up `min_uptime`, whichever comes first".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_check_ready_is_listening_or_min_uptime_whichever_first() {
+    let (p, _dir) = provider(PORTS);
+    let (ctx, _rx) = ctx();
+
+    // Listens after 200 ms, min_uptime 20 s: ready as soon as it accepts connections.
+    let mut c = config(&unique("listen"), "slow-start");
+    c.health_check = None;
+    c.env.insert("SLOW_START_MS", "200");
+    c.restart.min_uptime = Duration::from_secs(20);
+    c.update.healthy_deadline = Duration::from_secs(30);
+    let s = spec(c);
+    let _g = Guard::new(&[&s.id]);
+    let started = std::time::Instant::now();
+    let port = p.deploy(&ctx, &s, None).await.unwrap().port().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "ready before it listened: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "waited for min_uptime: {took:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    );
+    p.remove(&ctx, &known(&s)).await.unwrap();
+
+    // Listens on no port: ready once it stayed up min_uptime.
+    let mut c = config(&unique("quiet"), "hello");
+    c.health_check = None;
+    c.start_command = Some("node -e 'setInterval(() => {}, 1000)'".into());
+    c.restart.min_uptime = Duration::from_millis(600);
+    let s = spec(c);
+    let _g = Guard::new(&[&s.id]);
+    let started = std::time::Instant::now();
+    p.deploy(&ctx, &s, None).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "ready before min_uptime: {took:?}"
+    );
+    p.remove(&ctx, &known(&s)).await.unwrap();
+}
+
+/// Issue 14, item 9: a 1 MB env value failed as "cannot start node" with no reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_env_value_says_argument_list_too_long() {
+    let (p, _dir) = provider(PORTS);
+    let (ctx, _rx) = ctx();
+    let mut c = config(&unique("big-env"), "hello");
+    c.env.insert("BIG", "x".repeat(1 << 20));
+    let s = spec(c);
+    let _g = Guard::new(&[&s.id]);
+    let e = p.deploy(&ctx, &s, None).await.unwrap_err().to_string();
+    assert!(e.contains("Argument list too long"), "{e}");
+    assert!(e.contains("128 KiB"), "{e}");
+    assert!(!e.contains("xxxx"), "the value is a secret: {e}");
+}

@@ -24,8 +24,12 @@
 //! the temp dir even when a step fails. The harness builds `conan` in release mode first (or
 //! uses `CONAN_BIN`).
 //!
+//! Row 1 is measured twice: with `--health /health` (bare: poll `GET /health`) and with no
+//! health check (bare: poll a TCP connect; conan: ready when the app accepts TCP on its
+//! PORT). `--ready-only` stops after these rows.
+//!
 //! ```text
-//! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord]
+//! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord] [--ready-only]
 //! ```
 
 use conan_benches::{arg_u64 as arg, workspace_root as root};
@@ -124,7 +128,25 @@ fn bare_prober_cpu(ports: &[u16], secs: u64) -> f64 {
     cpu_ticks(me).saturating_sub(before) as f64 / clock_ticks_per_sec() / wall * 100.0
 }
 
-fn bare_ready(runs: u64) -> Duration {
+/// Whether something accepts TCP connections on `port`.
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn wait_listening(port: u16) {
+    let t = Instant::now();
+    while !listening(port) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "port {port} never accepted a connection"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Spawn `node app.js` and poll until ready: `GET /health` answers 200 (`health`), or the
+/// port accepts a TCP connection.
+fn bare_ready(runs: u64, health: bool) -> Duration {
     let mut times = Vec::new();
     for _ in 0..runs {
         let port = free_port();
@@ -137,7 +159,11 @@ fn bare_ready(runs: u64) -> Duration {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn node");
-        wait_healthy(port);
+        if health {
+            wait_healthy(port);
+        } else {
+            wait_listening(port);
+        }
         times.push(t.elapsed());
         let _ = child.kill();
         let _ = child.wait();
@@ -257,14 +283,20 @@ fn unhealthy_to_restarted(conan: &Conan, runs: u64) -> Duration {
     median(&mut times)
 }
 
-fn conan_ready(conan: &Conan, runs: u64) -> Duration {
+/// `conan deploy` of hello to ready, with `--health /health` or with no health check
+/// (ready when it accepts TCP on its PORT, or after `min_uptime`).
+fn conan_ready(conan: &Conan, runs: u64, health: bool) -> Duration {
     let hello = hello();
     let hello = hello.to_str().expect("utf-8 path");
     let mut times = Vec::new();
     for i in 0..runs {
-        let name = format!("ready-{i}");
+        let name = format!("ready-{}-{i}", if health { "h" } else { "n" });
+        let mut args = vec!["deploy", hello, "--name", &name];
+        if health {
+            args.extend(["--health", "/health"]);
+        }
         let t = Instant::now();
-        conan.ok(&["deploy", hello, "--name", &name, "--health", "/health"]);
+        conan.ok(&args);
         times.push(t.elapsed());
         conan.ok(&["rm", "--force", &name]);
     }
@@ -541,15 +573,27 @@ fn main() {
     };
     println!("cli_peer: {runs} runs (median), {apps} idle apps, CPU over {cpu_secs} s");
 
-    let bare = bare_ready(runs);
+    let bare = bare_ready(runs, true);
     conan.ok(&["ls"]); // starts the daemon: deploys are timed against a running daemon
-    let ready = conan_ready(&conan, runs);
+    let ready = conan_ready(&conan, runs, true);
     println!(
         "  start to ready: bare node + poll {}, conan deploy {} ({:.2}x bare)",
         ms(bare),
         ms(ready),
         ready.as_secs_f64() / bare.as_secs_f64()
     );
+    let bare_tcp = bare_ready(runs, false);
+    let ready_tcp = conan_ready(&conan, runs, false);
+    println!(
+        "  start to ready, no health check: bare node + TCP poll {}, conan deploy {} ({:.2}x bare)",
+        ms(bare_tcp),
+        ms(ready_tcp),
+        ready_tcp.as_secs_f64() / bare_tcp.as_secs_f64()
+    );
+    if std::env::args().any(|a| a == "--ready-only") {
+        conan.ok(&["daemon", "stop"]);
+        return;
+    }
 
     let hello = hello();
     let hello = hello.to_str().expect("utf-8 path");

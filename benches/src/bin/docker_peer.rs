@@ -2,7 +2,7 @@
 //! `docker run` followed by polling the published port until it answers.
 //!
 //! Both sides run the same image (`conan-test/node:20`, built locally from the host's node
-//! by `conan-provider-docker/tests/support/make-node-image.sh`), the same command, publish on
+//! by `conan-cli/assets/make-node-image.sh`, what `conan docker base-image` runs), the same command, publish on
 //! a daemon-chosen 127.0.0.1 port and poll every 50 ms. Runs alternate to spread daemon noise.
 //!
 //! `cargo run --release -p conan-benches --bin docker_peer [-- ITERATIONS]`
@@ -132,8 +132,8 @@ async fn main() -> Result<(), String> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(9);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../conan-provider-docker/tests/support/make-node-image.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../conan-cli/assets/make-node-image.sh");
     let status = Command::new("bash")
         .arg(&script)
         .arg(IMAGE)

@@ -308,6 +308,10 @@ pub struct DaemonInfo {
     /// State writes the store refused (a full disk) and that are being retried.
     #[serde(default)]
     pub unsaved: conan::manager::UnsavedState,
+    /// The effective daemon settings (`CONAN_HOME/daemon.toml`, the environment at start)
+    /// and where each came from.
+    #[serde(default)]
+    pub settings: Vec<crate::daemon::settings::SettingView>,
 }
 
 /// An error answer: one line, an optional hint, and the evidence.

@@ -91,6 +91,18 @@ pub async fn status(home: &Home, json: bool) -> CliResult {
     println!("deployments  {}", info.deployments);
     println!("since        {}", output::short_time(info.started_at));
     print_state(&info);
+    println!(
+        "settings     {} (the environment overrides it; read at start)",
+        home.settings().display()
+    );
+    for s in &info.settings {
+        let from = if s.source == "default" {
+            String::new()
+        } else {
+            format!("  ({})", s.source)
+        };
+        println!("  {:<20} {}{from}", s.key, s.value);
+    }
     Ok(())
 }
 

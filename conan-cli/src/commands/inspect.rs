@@ -100,6 +100,7 @@ pub async fn history(home: &Home, name: &str, json: bool) -> CliResult {
         return Ok(());
     }
     let mut table = Table::new(&["REV", "STATE", "CAUSE", "CREATED", "NOTE"]);
+    let mut truncated = false;
     for r in &revisions {
         let mut note = Vec::new();
         if r.serving {
@@ -116,9 +117,45 @@ pub async fn history(home: &Home, name: &str, json: bool) -> CliResult {
             Cell::status(&r.state),
             Cell::new(&r.cause),
             Cell::new(format!("{} ago", short_duration(r.created_at.elapsed()))),
-            Cell::new(note.join("; ")),
+            Cell::new(truncate_note(&note.join("; "), &mut truncated)),
         ]);
     }
     print!("{}", table.render(Style::stdout()));
+    if truncated {
+        eprintln!("notes are cut short; `conan history {name} --json` has them in full");
+    }
     Ok(())
+}
+
+/// Longest NOTE shown in `history`'s table (a failure reason can be a paragraph).
+const NOTE_CHARS: usize = 60;
+
+/// `note` on one line and at most [`NOTE_CHARS`] long (with `…`); sets `truncated`.
+fn truncate_note(note: &str, truncated: &mut bool) -> String {
+    let one_line = note.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= NOTE_CHARS {
+        return one_line;
+    }
+    *truncated = true;
+    let mut cut: String = one_line.chars().take(NOTE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 11: a failure reason in NOTE broke `history`'s table.
+    #[test]
+    fn long_or_multi_line_notes_are_cut_to_one_short_line() {
+        let mut truncated = false;
+        assert_eq!(truncate_note("serving", &mut truncated), "serving");
+        assert!(!truncated);
+        let long = format!("build failed\n--- build output ---\n{}", "x".repeat(200));
+        let cut = truncate_note(&long, &mut truncated);
+        assert!(truncated);
+        assert_eq!(cut.chars().count(), NOTE_CHARS);
+        assert!(!cut.contains('\n') && cut.ends_with('…'), "{cut}");
+    }
 }

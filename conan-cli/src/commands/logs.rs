@@ -98,8 +98,10 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
             query::encode(&params)
         );
         let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
+        let mut shown = 0usize;
         while let Some(line) = lines.next::<LogLine>().await {
             let mut line = line?;
+            shown += 1;
             if args.json.json {
                 print_json(&line)?;
             } else {
@@ -107,6 +109,7 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
                 println!("{}", output::log_line(&line, style));
             }
         }
+        no_match_note(shown, args);
         return Ok(());
     }
     for name in &args.names {
@@ -122,8 +125,10 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
     }
     let path = format!("/logs?{}", query::encode(&params));
     let mut lines = client.stream::<()>(Method::GET, &path, None).await?;
+    let mut shown = 0usize;
     while let Some(line) = lines.next::<TaggedLine>().await {
         let mut tagged = line?;
+        shown += 1;
         if args.json.json {
             print_json(&tagged)?;
         } else {
@@ -135,7 +140,26 @@ pub async fn run(home: &Home, args: &LogsArgs) -> CliResult {
             );
         }
     }
+    no_match_note(shown, args);
     Ok(())
+}
+
+/// With filters and no line shown, a word on stderr (stdout stays empty for scripts):
+/// silence looked like "nothing logged" or a broken filter.
+fn no_match_note(shown: usize, args: &LogsArgs) {
+    let filtered = args.level.is_some()
+        || args.grep.is_some()
+        || args.since.is_some()
+        || args.until.is_some()
+        || args.stdout
+        || args.stderr;
+    if shown == 0 && !args.follow {
+        if filtered {
+            eprintln!("no lines matched");
+        } else {
+            eprintln!("no lines logged yet");
+        }
+    }
 }
 
 /// Makes the line's text safe for a terminal when `escape` (see [`output::escape`]).

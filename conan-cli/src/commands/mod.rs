@@ -2,6 +2,7 @@
 
 mod alerts;
 mod daemon;
+mod docker;
 mod events;
 mod inspect;
 mod logs;
@@ -26,6 +27,9 @@ use crate::project::{self, Overrides};
 pub fn run(command: Command) -> CliResult {
     match command {
         Command::Init { path } => init(path),
+        Command::Docker {
+            action: crate::cli::DockerAction::BaseImage { tag, node },
+        } => docker::base_image(&home()?, &tag, &node),
         Command::Daemon {
             action: None,
             background: true,
@@ -148,7 +152,9 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
             action: Some(DaemonAction::Repair { json }),
             ..
         } => daemon::repair(home, json.json).await,
-        Command::Init { .. } | Command::Daemon { action: None, .. } => Ok(()),
+        Command::Init { .. } | Command::Docker { .. } | Command::Daemon { action: None, .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -165,9 +171,18 @@ fn init(path: Option<PathBuf>) -> CliResult {
                 .hint("edit it, or remove it to start over"),
         );
     }
-    std::fs::write(&file, project::starter(&project::default_name(&dir)))
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display())))?;
+    let health = project::serves_health(&dir);
+    std::fs::write(
+        &file,
+        project::starter(&project::default_name(&dir), health),
+    )
+    .map_err(|e| CliError::failed(format!("cannot write {}: {e}", file.display())))?;
     println!("wrote {}", file.display());
+    if !health {
+        println!(
+            "no GET /health route found in the app: its health check is commented out (ready = accepts TCP on its PORT)"
+        );
+    }
     println!("deploy it with `conan deploy {}`", dir.display());
     Ok(())
 }

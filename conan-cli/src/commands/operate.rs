@@ -57,7 +57,7 @@ pub async fn deploy(
     let lines = client
         .stream(Method::POST, "/deployments?progress=1", Some(&config))
         .await?;
-    let view = progress::follow(lines, json).await?;
+    let view = progress::follow(lines).await?;
     report(&view, &format!("{} is {}", view.name, view.status), json);
     Ok(())
 }
@@ -68,7 +68,7 @@ pub async fn action(home: &Home, name: &str, action: &str, json: bool) -> CliRes
     let lines = client
         .stream::<()>(Method::POST, &path_of(name, action), None)
         .await?;
-    let view = progress::follow(lines, json).await?;
+    let view = progress::follow(lines).await?;
     let done = match action {
         "stop" => "stopped",
         "start" => "started",
@@ -88,7 +88,7 @@ pub async fn remove(home: &Home, name: &str, force: bool, json: bool) -> CliResu
     let force = if force { "&force=1" } else { "" };
     let path = format!("/deployments/{}?progress=1{force}", target(name));
     let lines = client.stream::<()>(Method::DELETE, &path, None).await?;
-    let view = progress::follow(lines, json).await?;
+    let view = progress::follow(lines).await?;
     if json {
         output::print_json(&view);
     } else {
@@ -115,8 +115,22 @@ pub async fn update(
         strategy: strategy.map(Into::into),
         ..UpdateBody::default()
     };
+    let client = Client::connect(home).await?;
+    // Without a path, the deployment's own source directory: its conan.toml is read again,
+    // so an edited file is rolled out (and an unchanged one creates no revision).
+    let path = match path {
+        Some(path) => Some(path.to_path_buf()),
+        None => {
+            let view: DeploymentView = client
+                .get(&format!("/deployments/{}", target(name)))
+                .await?;
+            view.source
+                .join(crate::project::FILE_NAME)
+                .is_file()
+                .then_some(view.source)
+        }
+    };
     if let Some(path) = path {
-        let path = path.to_path_buf();
         let overrides = Overrides {
             name: Some(name.to_owned()),
             ..Overrides::default()
@@ -133,11 +147,23 @@ pub async fn update(
         body.config = config;
         body.source = source;
     }
-    let client = Client::connect(home).await?;
-    let lines = client
+    let lines = match client
         .stream(Method::POST, &path_of(name, "update"), Some(&body))
-        .await?;
-    let view = progress::follow(lines, json).await?;
+        .await
+    {
+        Err(e) if e.api.as_ref().is_some_and(|a| a.code == "unchanged") => {
+            if json {
+                if let Some(api) = &e.api {
+                    output::print_json(api);
+                }
+            } else {
+                eprintln!("{}", e.message);
+            }
+            return Ok(());
+        }
+        other => other?,
+    };
+    let view = progress::follow(lines).await?;
     report(
         &view,
         &format!(
@@ -159,7 +185,7 @@ pub async fn rollback(home: &Home, name: &str, to: Option<u64>, json: bool) -> C
             Some(&RollbackBody { to }),
         )
         .await?;
-    let view = progress::follow(lines, json).await?;
+    let view = progress::follow(lines).await?;
     report(
         &view,
         &format!(

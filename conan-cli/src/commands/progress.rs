@@ -1,5 +1,10 @@
 //! Following an operation's progress stream: a spinner on a terminal, plain lines
-//! otherwise (on stderr with `--json`, so stdout stays JSON).
+//! otherwise; always on stderr, so stdout holds only the result (`conan deploy . > out.txt`
+//! gets the deployment, `--json` stays JSON).
+//!
+//! Hand-written rather than `indicatif`: the spinner is one redraw of one line on a timer
+//! the stream's `select!` already has, and the non-terminal case (plain lines, which
+//! indicatif hides) would still be ours.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -15,7 +20,6 @@ const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 
 /// Where progress goes.
 struct Reporter {
-    to_stderr: bool,
     spinner: bool,
     style: Style,
     label: Option<String>,
@@ -23,31 +27,19 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn new(json: bool) -> Self {
-        let (tty, style) = if json {
-            (std::io::stderr().is_terminal(), Style::stderr())
-        } else {
-            (std::io::stdout().is_terminal(), Style::stdout())
-        };
+    fn new() -> Self {
         Self {
-            to_stderr: json,
-            spinner: tty,
-            style,
+            spinner: std::io::stderr().is_terminal(),
+            style: Style::stderr(),
             label: None,
             frame: 0,
         }
     }
 
     fn write(&self, text: &str) {
-        if self.to_stderr {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(text.as_bytes());
-            let _ = e.flush();
-        } else {
-            let mut o = std::io::stdout().lock();
-            let _ = o.write_all(text.as_bytes());
-            let _ = o.flush();
-        }
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(text.as_bytes());
+        let _ = e.flush();
     }
 
     fn phase(&mut self, label: String) {
@@ -104,8 +96,8 @@ fn describe(event: &Event) -> Option<String> {
 ///
 /// # Errors
 /// The operation's error (with the failure bundle), or a broken stream.
-pub async fn follow(mut lines: Lines, json: bool) -> CliResult<DeploymentView> {
-    let mut reporter = Reporter::new(json);
+pub async fn follow(mut lines: Lines) -> CliResult<DeploymentView> {
+    let mut reporter = Reporter::new();
     let mut tick = tokio::time::interval(Duration::from_millis(80));
     let outcome = loop {
         tokio::select! {

@@ -29,9 +29,17 @@ pub fn docker_hint() -> String {
          unix:///var/run/docker.sock) and tries it again every {}: once Docker runs there and \
          this user may use its socket, deploy again. After changing DOCKER_HOST, run \
          `conan daemon stop` so that the next command starts a daemon with the new value",
-        humanize(super::docker_retry())
+        humanize(
+            DOCKER_RETRY
+                .get()
+                .copied()
+                .unwrap_or_else(|| super::settings::DockerSettings::default().retry)
+        )
     )
 }
+
+/// The daemon's `docker.retry`, for [`docker_hint`] (set once at start).
+pub static DOCKER_RETRY: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
 fn humanize(d: std::time::Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -170,6 +178,23 @@ pub fn api_error(e: &conan::Error, deployment: Option<DeploymentView>) -> (Statu
         .map_or_else(|| "NAME".to_owned(), |d| d.name.clone());
     let logs_hint = format!("run `conan logs {name}` to see why");
     let (status, mut api) = match e {
+        E::NotFound {
+            what: "revision",
+            id,
+        } => {
+            // `id` is "9 of hello" or "successful revision before 3 of hello".
+            let asked = id.rsplit_once(" of ").map_or(id.as_str(), |(r, _)| r);
+            let message = if asked.starts_with("successful") {
+                format!("{name} has no {asked} to roll back to")
+            } else {
+                format!("{name} has no revision {asked}")
+            };
+            (
+                StatusCode::NOT_FOUND,
+                ApiError::new("not_found", message)
+                    .with_hint(format!("`conan history {name}` lists its revisions")),
+            )
+        }
         E::NotFound { .. } => (
             StatusCode::NOT_FOUND,
             ApiError::new("not_found", e.to_string()).with_hint("`conan ls` lists the deployments"),
@@ -206,10 +231,20 @@ pub fn api_error(e: &conan::Error, deployment: Option<DeploymentView>) -> (Statu
             api.failure = Some((**failure).clone());
             (StatusCode::INTERNAL_SERVER_ERROR, api)
         }
-        E::BuildFailed { .. } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::new("build_failed", e.to_string()).with_hint(logs_hint),
-        ),
+        E::BuildFailed { deployment, .. } => {
+            // The reason once, the build output once (as the bundle's lines).
+            let failure = e.failure_report();
+            let hint = if failure.reason.contains("conan docker base-image") {
+                "`conan docker base-image` builds a Node base image from this machine's node \
+                 (no registry needed); then deploy again"
+                    .to_owned()
+            } else {
+                format!("`conan logs {deployment}` shows the build output")
+            };
+            let mut api = ApiError::new("build_failed", failure.reason.clone()).with_hint(hint);
+            api.failure = Some(failure);
+            (StatusCode::INTERNAL_SERVER_ERROR, api)
+        }
         E::ProviderUnavailable { provider, .. } => {
             let api = ApiError::new("provider_unavailable", e.to_string());
             let api = if provider == "docker" {

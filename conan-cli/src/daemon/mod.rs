@@ -84,29 +84,24 @@ impl Daemon {
     }
 }
 
-/// How often the daemon tries Docker again while it is unavailable
-/// (`CONAN_DOCKER_RETRY_MS` overrides it).
-const DOCKER_RETRY: Duration = Duration::from_secs(10);
-
-/// [`DOCKER_RETRY`], or `CONAN_DOCKER_RETRY_MS`.
-fn docker_retry() -> Duration {
-    std::env::var("CONAN_DOCKER_RETRY_MS")
-        .ok()
-        .and_then(|ms| ms.trim().parse().ok())
-        .map_or(DOCKER_RETRY, Duration::from_millis)
+/// The Docker provider's builder with the daemon's settings.
+fn docker_builder(settings: &settings::DockerSettings) -> conan::docker::DockerProviderBuilder {
+    let builder =
+        conan::docker::DockerProviderBuilder::from_env().connect_timeout(DOCKER_CONNECT_TIMEOUT);
+    match &settings.base_image {
+        Some(image) => builder.base_image(image.clone()),
+        None => builder,
+    }
 }
 
-/// While Docker is unavailable, tries it again every [`DOCKER_RETRY`]; once it answers,
+/// While Docker is unavailable, tries it again every `docker.retry`; once it answers,
 /// adds the Docker provider to the running manager (which adopts the containers the store
 /// says it runs) and stops.
 async fn watch_for_docker(daemon: Arc<Daemon>) {
-    let every = docker_retry();
+    let every = daemon.settings.docker.retry;
     loop {
         tokio::time::sleep(every).await;
-        let docker = conan::docker::DockerProviderBuilder::from_env()
-            .connect_timeout(DOCKER_CONNECT_TIMEOUT)
-            .build()
-            .await;
+        let docker = docker_builder(&daemon.settings.docker).build().await;
         match docker {
             Ok(docker) => {
                 match daemon.manager.add_provider(docker).await {
@@ -238,13 +233,14 @@ fn log_recovered(records: &[DeploymentRecord]) {
 async fn build_manager(
     home: &Home,
     proxy: &conan::proxy::Proxy,
+    settings: &settings::DaemonSettings,
 ) -> CliResult<(DeploymentManager, Option<String>, String)> {
     let fail = |what: &str, e: conan::Error| CliError::failed(format!("{what}: {e}"));
     let mut local = conan::local::LocalProvider::builder().state_dir(home.local_state());
-    if let Some(range) = port_range_from_env()? {
+    if let Some(range) = settings.local.port_range.clone() {
         local = local.port_range(range);
     }
-    if cgroups_disabled_by_env() {
+    if !settings.local.cgroups {
         local = local.cgroups(false);
     }
     let database = home.database();
@@ -260,10 +256,7 @@ async fn build_manager(
     .await?;
     let containment = local.containment().to_string();
     tracing::info!(%containment, "local provider");
-    let docker = conan::docker::DockerProviderBuilder::from_env()
-        .connect_timeout(DOCKER_CONNECT_TIMEOUT)
-        .build()
-        .await;
+    let docker = docker_builder(&settings.docker).build().await;
     let mut builder = DeploymentManager::builder()
         .provider(local)
         .default_provider("local")
@@ -294,7 +287,8 @@ async fn serve(
 ) -> CliResult {
     let proxy = conan::proxy::Proxy::new(settings.proxy.clone())
         .map_err(|e| CliError::usage(format!("daemon.toml [proxy]: {e}")))?;
-    let (manager, docker_error, containment) = build_manager(home, &proxy).await?;
+    let _ = http::DOCKER_RETRY.set(settings.docker.retry);
+    let (manager, docker_error, containment) = build_manager(home, &proxy, &settings).await?;
     match manager.recover().await {
         Ok(reconciled) => log_recovered(&reconciled),
         // Each deployment is recovered on its own; this is the first error when none was.
@@ -372,34 +366,6 @@ async fn serve(
     manager.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `CONAN_LOCAL_CGROUPS=off` (or `0`, `false`, `no`): no cgroup per local instance, track
-/// them by process markers instead.
-fn cgroups_disabled_by_env() -> bool {
-    std::env::var("CONAN_LOCAL_CGROUPS").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "off" | "0" | "false" | "no"
-        )
-    })
-}
-
-/// `CONAN_PORT_RANGE=21000-21999`: the ports the local provider allocates from.
-fn port_range_from_env() -> CliResult<Option<std::ops::RangeInclusive<u16>>> {
-    let Ok(text) = std::env::var("CONAN_PORT_RANGE") else {
-        return Ok(None);
-    };
-    let parsed = text
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
-        .filter(|(a, b)| a <= b);
-    match parsed {
-        Some((a, b)) => Ok(Some(a..=b)),
-        None => Err(CliError::usage(format!(
-            "CONAN_PORT_RANGE={text}: expected FIRST-LAST, like 21000-21999"
-        ))),
-    }
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> CliResult<tokio::signal::unix::Signal> {

@@ -130,8 +130,52 @@ pub async fn handle(daemon: Arc<Daemon>, req: hyper::Request<Incoming>) -> Respo
         (&Method::GET, ["events"]) => events(&daemon, &params),
         (&Method::GET, ["audit"]) => audit(&daemon, &params).await,
         (&Method::GET, ["alerts"]) => alerts(&daemon).await,
-        _ => not_found(),
+        (method, segments) => unmatched(method, segments),
     }
+}
+
+/// The methods the routes above answer on a path of this shape; empty for an unknown path.
+/// Keep it beside [`handle`]: a route added there is added here (a test checks that every
+/// route's method is listed for its path).
+fn allowed_methods(segments: &[&str]) -> &'static [Method] {
+    match segments {
+        ["daemon"] | ["logs"] | ["events"] | ["audit"] | ["alerts"] => &[Method::GET],
+        ["daemon", "shutdown"] => &[Method::POST],
+        ["deployments"] => &[Method::GET, Method::POST],
+        ["deployments", _] => &[Method::GET, Method::DELETE],
+        ["deployments", _, "history" | "logs" | "metrics" | "monitor"] => &[Method::GET],
+        [
+            "deployments",
+            _,
+            "stop" | "start" | "restart" | "rollback" | "update",
+        ] => &[Method::POST],
+        _ => &[],
+    }
+}
+
+/// No route for this method and path: 405 with `Allow` when the path exists under another
+/// method, else 404.
+fn unmatched(method: &Method, segments: &[&str]) -> Response<Body> {
+    let allowed = allowed_methods(segments);
+    if allowed.is_empty() || allowed.contains(method) {
+        return not_found();
+    }
+    let list = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &ApiError::new(
+            "method_not_allowed",
+            format!("{method} is not allowed here; use {list}"),
+        ),
+    );
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&list) {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    response
 }
 
 fn not_found() -> Response<Body> {
@@ -196,6 +240,19 @@ async fn deploy(daemon: &Arc<Daemon>, body: Incoming, asker: &Asker) -> Response
             .with_hint(docker_hint()),
         );
     }
+    // A deployment whose last attempt failed (a port in use, a crash at start) is not in
+    // the way of deploying it again: the new config is rolled out as its next revision,
+    // instead of "already exists" with the old reason.
+    if let Ok(existing) = daemon.manager.get(&config.name)
+        && existing.status.kind() == conan::StatusKind::Failed
+        && config
+            .provider
+            .as_deref()
+            .is_none_or(|p| p == &*existing.provider)
+    {
+        let target = existing.name.to_string();
+        return operation(daemon, Request::Update { target, config }, asker).await;
+    }
     operation(daemon, Request::Deploy(config), asker).await
 }
 
@@ -227,22 +284,43 @@ async fn action_route(
                 Err(r) => return r,
             };
             match updated_config(daemon, &target, body) {
-                Ok(config) => Request::Update { target, config },
+                Ok(Some(config)) => Request::Update { target, config },
+                Ok(None) => return unchanged(daemon, &target),
                 Err(e) => return failure_response(daemon, &e, &target),
             }
         }
-        _ => return not_found(),
+        _ => return unmatched(&Method::POST, &["deployments", &target, action]),
     };
     operation(daemon, request, asker).await
 }
 
+/// An update that would roll out the config already serving: no revision is created.
+fn unchanged(daemon: &Daemon, target: &str) -> Response<Body> {
+    let (name, revision) = daemon
+        .manager
+        .get(target)
+        .map(|r| (r.name.to_string(), r.revision.0))
+        .unwrap_or_else(|_| (target.to_owned(), 0));
+    error(
+        StatusCode::CONFLICT,
+        &ApiError::new(
+            "unchanged",
+            format!("nothing changed: '{name}' stays on revision {revision}"),
+        )
+        .with_hint(format!(
+            "edit its conan.toml (or pass --env), then `conan update {name}`; `conan restart {name}` restarts it as it is"
+        )),
+    )
+}
+
 /// The config an update rolls out: the body's config (else the current one), with the
-/// current env under the new one, then the body's source, env and strategy on top.
+/// current env under the new one, then the body's source, env and strategy on top; `None`
+/// when that is the config already serving.
 fn updated_config(
     daemon: &Daemon,
     target: &str,
     body: UpdateBody,
-) -> conan::Result<DeploymentConfig> {
+) -> conan::Result<Option<DeploymentConfig>> {
     let current = daemon.manager.get(target)?;
     let mut config = match body.config {
         Some(mut new) => {
@@ -265,7 +343,11 @@ fn updated_config(
         config.update.strategy = strategy;
     }
     config.validate()?;
-    Ok(config)
+    let serving = matches!(
+        current.status.kind(),
+        conan::StatusKind::Running | conan::StatusKind::Updating
+    );
+    Ok((!serving || config != *current.config).then_some(config))
 }
 
 async fn remove(
@@ -495,10 +577,14 @@ async fn aggregated_logs(daemon: &Daemon, params: &Params) -> Response<Body> {
 }
 
 fn events(daemon: &Daemon, params: &Params) -> Response<Body> {
-    let only: Option<DeploymentId> = params
-        .get("deployment")
-        .and_then(|t| daemon.manager.get(t).ok())
-        .map(|r| r.id);
+    // An unknown deployment is a 404, not every event.
+    let only: Option<DeploymentId> = match params.get("deployment") {
+        Some(t) => match daemon.manager.get(t) {
+            Ok(r) => Some(r.id),
+            Err(e) => return failure_response(daemon, &e, t),
+        },
+        None => None,
+    };
     let mut rx = daemon.manager.subscribe();
     let (tx, response) = ndjson_stream();
     tokio::spawn(async move {
@@ -578,6 +664,7 @@ impl Daemon {
             deployments: self.manager.list().len(),
             state: self.manager.store_health(),
             unsaved: self.manager.unsaved_state(),
+            settings: self.settings.effective(),
         }
     }
 }
@@ -642,5 +729,56 @@ async fn endpoint_control(
     match daemon.manager.traffic_stats(record.id.as_str()) {
         Ok(Some(stats)) => json(StatusCode::OK, &stats),
         _ => no_endpoint(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 11: every route's method is listed for its path, so a wrong method
+    /// answers 405 (with `Allow`) rather than 404.
+    #[test]
+    fn every_route_is_in_the_allowed_methods() {
+        let source = include_str!("routes.rs");
+        let start = source
+            .find("match (&parts.method, segments.as_slice())")
+            .unwrap();
+        let end = start
+            + source[start..]
+                .find("(method, segments) => unmatched")
+                .unwrap();
+        let mut seen = 0;
+        for line in source[start..end].lines() {
+            let Some(rest) = line.trim().strip_prefix("(&Method::") else {
+                continue;
+            };
+            let (method, rest) = rest.split_once(", [").unwrap();
+            let pattern = &rest[..rest.find(']').unwrap()];
+            let segments: Vec<&str> = pattern
+                .split(", ")
+                .map(|s| s.trim_matches('"'))
+                .map(|s| {
+                    if s == "target" || s == "action" {
+                        "x"
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            let method: Method = method.parse().unwrap();
+            let allowed = if segments == ["deployments", "x", "x"] {
+                allowed_methods(&["deployments", "x", "stop"])
+            } else {
+                allowed_methods(&segments)
+            };
+            assert!(
+                allowed.contains(&method),
+                "{method} {segments:?} is not listed"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 15, "read {seen} routes");
+        assert!(allowed_methods(&["nothing"]).is_empty());
     }
 }

@@ -102,8 +102,9 @@ pub struct DeploymentConfig {
     /// `server.js` / `index.js` / `app.js`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_command: Option<String>,
-    /// How readiness and liveness are judged; absent means "the process stays up for
-    /// `restart.min_uptime`".
+    /// How readiness and liveness are judged; absent means "the app accepts TCP on its
+    /// port, or the process stays up for `restart.min_uptime`, whichever comes first"
+    /// (providers that know no port judge by uptime alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     /// When and how fast crashed instances are restarted.
@@ -432,7 +433,8 @@ pub struct RestartPolicy {
         with = "serde_duration"
     )]
     pub reset_after: Duration,
-    /// With no health check, the time a process must stay up to count as started (default 1 s).
+    /// With no health check, the time a process must stay up to count as started, unless it
+    /// accepts TCP on its port sooner (default 1 s).
     #[serde(default = "RestartPolicy::default_min_uptime", with = "serde_duration")]
     pub min_uptime: Duration,
 }

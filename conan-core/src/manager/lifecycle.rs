@@ -8,7 +8,6 @@ use super::ops::Op;
 use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
 use crate::event::{Event, OperationKind};
-use crate::failure::FailureReport;
 use crate::id::Revision;
 use crate::provider::{DeploymentSpec, ObservedStatus, RuntimeInfo};
 use crate::status::{DeploymentStatus, StatusKind, is_allowed};
@@ -173,10 +172,7 @@ impl Op<'_> {
                         Ok(ObservedStatus::Running)
                     );
                 if still_serving {
-                    let failure = e
-                        .failure()
-                        .cloned()
-                        .unwrap_or_else(|| FailureReport::new(e.to_string()));
+                    let failure = e.failure_report();
                     self.transition_with(DeploymentStatus::Running, Some(&revision), |r| {
                         r.last_failure = Some(Arc::new(failure.clone()))
                     })

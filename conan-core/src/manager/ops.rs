@@ -17,7 +17,6 @@ use super::scheduler::Queued;
 use crate::config::DeploymentConfig;
 use crate::error::{Error, Result};
 use crate::event::{Event, OperationKind, Outcome, ReportOrigin, StatusReport};
-use crate::failure::FailureReport;
 use crate::id::{DeploymentId, OperationId, Revision};
 use crate::provider::{DeploymentSpec, DynProvider, KnownDeployment, OperationContext};
 use crate::status::{DeploymentStatus, StatusKind};
@@ -437,10 +436,7 @@ impl Op<'_> {
         error: &Error,
         revision: Option<&RevisionRecord>,
     ) -> Result<DeploymentRecord> {
-        let failure = error
-            .failure()
-            .cloned()
-            .unwrap_or_else(|| FailureReport::new(error.to_string()));
+        let failure = error.failure_report();
         let record = self
             .transition_with(DeploymentStatus::failed(error.to_string()), revision, |r| {
                 r.last_failure = Some(Arc::new(failure.clone()));

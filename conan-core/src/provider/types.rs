@@ -332,11 +332,12 @@ pub struct Metrics {
     /// The memory limit, if one is enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_bytes: Option<u64>,
-    /// Time since the current instance started.
+    /// Time since the current instance started (JSON: `uptime_ms`, a number).
     #[serde(
+        rename = "uptime_ms",
         default,
         skip_serializing_if = "Option::is_none",
-        with = "crate::time::serde_opt_duration"
+        with = "crate::time::serde_opt_millis"
     )]
     pub uptime: Option<Duration>,
     /// Restarts by the supervisor since the deploy.

@@ -71,6 +71,13 @@ pub fn resolve_start(config: &DeploymentConfig, source: &Path) -> Result<Resolve
             },
         });
     }
+    // An unreadable directory (mode 000, another user's) is not "app.js (not found)".
+    if let Err(e) = std::fs::read_dir(source) {
+        return Err(invalid(
+            "source",
+            format!("cannot read {}: {e}", source.display()),
+        ));
+    }
     let mut tried = vec!["start_command (not set)".to_owned()];
     let package = source.join("package.json");
     match std::fs::read_to_string(&package) {
@@ -144,6 +151,28 @@ mod tests {
 
     fn node(file: &str) -> StartCommand {
         StartCommand::Node { file: file.into() }
+    }
+
+    /// Issue 14, item 9: a mode-000 source folder was reported as "app.js (not found)".
+    #[test]
+    fn an_unreadable_source_says_why_not_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let err = resolve_start(&cfg(), &file).unwrap_err().to_string();
+        assert!(err.contains("source: cannot read"), "{err}");
+        assert!(!err.contains("not found"), "{err}");
+        // As a user the mode applies to (root reads any directory).
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::write(locked.join("app.js"), "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if std::fs::read_dir(&locked).is_err() {
+            let err = resolve_start(&cfg(), &locked).unwrap_err().to_string();
+            assert!(err.contains("Permission denied"), "{err}");
+        }
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]

@@ -15,7 +15,7 @@ use conan_core::{
 };
 use conan_provider_docker::{DockerOptions, DockerProvider};
 
-/// The base image the tests build from the host's node (see support/make-node-image.sh).
+/// The base image the tests build from the host's node (see conan-cli/assets/make-node-image.sh).
 pub const BASE_IMAGE: &str = "conan-test/node:20";
 
 /// The label every test deployment carries, valued with the test's unique tag.
@@ -51,7 +51,7 @@ fn repo_root() -> PathBuf {
 pub fn ensure_base_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let script = repo_root().join("tests/support/make-node-image.sh");
+        let script = repo_root().join("../conan-cli/assets/make-node-image.sh");
         let status = Command::new("bash")
             .arg(&script)
             .arg(BASE_IMAGE)

@@ -4,6 +4,7 @@
 # and busybox (static) as /bin/sh plus its applets (wget for HEALTHCHECKs, sleep, ...).
 #
 # Usage: make-node-image.sh [TAG]   (default conan-test/node:20). Does nothing when TAG exists.
+# Shipped as `conan docker base-image` (the CLI embeds this file); tests run it directly.
 set -euo pipefail
 tag="${1:-conan-test/node:20}"
 node_bin="${NODE_BIN:-/usr/bin/node}"
