@@ -147,7 +147,8 @@ fn allowed_methods(segments: &[&str]) -> &'static [Method] {
         [
             "deployments",
             _,
-            "stop" | "start" | "restart" | "rollback" | "update",
+            "stop" | "start" | "restart" | "rollback" | "update" | "pause" | "resume"
+            | "maintenance",
         ] => &[Method::POST],
         _ => &[],
     }
@@ -757,7 +758,7 @@ mod tests {
             let pattern = &rest[..rest.find(']').unwrap()];
             let segments: Vec<&str> = pattern
                 .split(", ")
-                .map(|s| s.trim_matches('"'))
+                .map(|s| s.split(" | ").next().unwrap_or(s).trim_matches('"'))
                 .map(|s| {
                     if s == "target" || s == "action" {
                         "x"
