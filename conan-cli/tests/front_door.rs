@@ -51,6 +51,37 @@ fn raw(home: &Home, request: &str) -> (u16, String) {
     (code, text)
 }
 
+/// POSTs a deploy whose JSON body is `len` bytes; the status code and the answer. The daemon
+/// may answer and close before the whole body is sent: write errors are expected.
+fn oversized_post(home: &Home, len: usize) -> (u16, String) {
+    let mut stream = UnixStream::connect(home.path().join("conan.sock")).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/deployments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < len {
+        let n = chunk.len().min(len - sent);
+        if stream.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
 /// The Done-means of item 5: the four mistakes, all named with their paths, exit 2.
 #[test]
 fn a_config_with_four_mistakes_exits_2_and_names_all_four() {
@@ -257,6 +288,12 @@ fn the_api_answers_405_and_404_and_a_differing_setting_is_warned_about() {
         "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(code, 404, "{text}");
+
+    // Item 12: what axum + tower-http would give is here too: a body past the 4 MiB limit
+    // is answered 413 (the slow-body 408 and head timeouts are in daemon_limits.rs).
+    let (code, text) = oversized_post(&home, 5 * 1024 * 1024);
+    assert_eq!(code, 413, "{text}");
+    assert!(text.contains("length limit"), "{text}");
 
     let quiet = home.conan(&["ls"]).ok();
     assert!(!quiet.stderr.contains("warning"), "{}", quiet.stderr);
