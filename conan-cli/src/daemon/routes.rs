@@ -323,27 +323,13 @@ fn updated_config(
     body: UpdateBody,
 ) -> conan::Result<Option<DeploymentConfig>> {
     let current = daemon.manager.get(target)?;
-    let mut config = match body.config {
-        Some(mut new) => {
-            new.name = current.name.to_string();
-            new.provider = new.provider.or_else(|| current.config.provider.clone());
-            let mut env = current.config.env.clone();
-            env.extend_from(&new.env);
-            new.env = env;
-            new
-        }
-        None => (*current.config).clone(),
-    };
-    if let Some(source) = body.source {
-        config.source = source;
-    }
-    for (k, v) in body.env {
-        config.env.insert(k, v);
-    }
-    if let Some(strategy) = body.strategy {
-        config.update.strategy = strategy;
-    }
-    config.validate()?;
+    // The same merge as the `update_deployment` tool's.
+    let mut change = conan::tools::UpdateChange::default();
+    change.config = body.config;
+    change.source = body.source;
+    change.env = body.env;
+    change.strategy = body.strategy;
+    let config = change.apply(&current)?;
     let serving = matches!(
         current.status.kind(),
         conan::StatusKind::Running | conan::StatusKind::Updating
