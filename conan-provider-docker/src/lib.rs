@@ -55,8 +55,17 @@
 //!   old ones once the new ones are healthy; `rolling` does that `max_parallel` replicas at a
 //!   time; `recreate` stops the old first. A failing new revision is removed and the old one
 //!   keeps serving (with `recreate` and `rolling`, the stopped old containers are started
-//!   again when `auto_rollback` is set). The
-//!   deployment's URL is the new container's published port: there is no proxy in front.
+//!   again when `auto_rollback` is set). The runtime's URL is the new container's
+//!   published port; behind a traffic layer (`conan-proxy`, which the daemon runs) the
+//!   deployment's stable endpoint fronts it: a blue-green update (and so a rollback, an
+//!   update to the old revision's config) calls
+//!   [`OperationContext::cutover`](conan_core::OperationContext::cutover) once the new
+//!   containers are ready and removes the old ones only after their drain.
+//! - **Restarts without a gap**: [`replace`](conan_core::Provider::replace) starts a fresh
+//!   container per replica of the same revision beside the old ones (each on a port the
+//!   daemon picks), gates it, cuts over, then removes the old ones; a failed or cancelled
+//!   replace removes the fresh containers and leaves the old ones serving. A fixed
+//!   `host_port` answers `NotSupported` (the manager then stops and starts).
 //! - **Supervision** is Docker's restart policy; a watcher on the daemon's event stream turns
 //!   a container death into `Restarted` events, or into a failed (or exited) status report
 //!   with the bundle when Docker leaves the deployment down; the manager applies it. The

@@ -1,5 +1,5 @@
-//! The [`Provider`] implementation: deploy, update, start, stop, remove, status, health,
-//! logs and metrics.
+//! The [`Provider`] implementation: deploy, update, start, replace, stop, remove, status,
+//! health, logs and metrics.
 //!
 //! Every call works from what it is handed (the [`KnownDeployment`]) and from the
 //! containers labelled with the deployment's id: a fresh provider instance finds
@@ -9,6 +9,7 @@
 
 mod deploy;
 mod inventory;
+mod replace;
 
 use async_trait::async_trait;
 use bollard::models::ContainerSummary;
@@ -21,7 +22,7 @@ use conan_core::{
 use self::inventory::{ids, of_revision};
 use crate::{DockerProvider, PROVIDER_NAME, container, image, metrics, rollout};
 
-pub(crate) use self::inventory::is_running;
+pub(crate) use self::inventory::{is_running, one_per_replica};
 
 #[async_trait]
 impl Provider for DockerProvider {
@@ -52,13 +53,13 @@ impl Provider for DockerProvider {
         &self,
         ctx: &OperationContext,
         spec: &DeploymentSpec,
-        _previous: Option<&KnownDeployment>,
+        previous: Option<&KnownDeployment>,
     ) -> Result<RuntimeInfo> {
         // Whatever `previous` left (found by label) is replaced; its images stay for
         // rollback until pruned.
         let _busy = self.busy(spec);
         self.state.update(&spec.id, |t| t.unserve());
-        let result = self.deploy_inner(ctx, spec).await;
+        let result = self.deploy_inner(ctx, spec, previous).await;
         if result.is_err() {
             // Nothing of it is left: the provider holds nothing for it any more.
             self.state.remove(&spec.id);
@@ -80,6 +81,16 @@ impl Provider for DockerProvider {
     async fn start(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<RuntimeInfo> {
         let _busy = self.busy(&known.spec);
         self.start_inner(ctx, known).await
+    }
+
+    async fn replace(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+    ) -> Result<RuntimeInfo> {
+        // The replaced containers die on purpose: the supervisor looks away meanwhile.
+        let _busy = self.busy(&known.spec);
+        self.replace_inner(ctx, known).await
     }
 
     async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {

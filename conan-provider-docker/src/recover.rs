@@ -4,7 +4,9 @@
 //! looked up. Running containers of the known revision (or, after an interrupted update,
 //! the newest running revision) are adopted as they are — nothing restarts — and
 //! supervised again (death watcher). Running containers of other
-//! revisions are leftovers of an interrupted rollout and are removed. A deployment without
+//! revisions are leftovers of an interrupted rollout and are removed, and so is a second
+//! container of one replica (an interrupted `replace`: the one the store lists stays, else
+//! the newest), so exactly one container per replica serves. A deployment without
 //! containers comes back `Failed` with the reason; one whose containers all exited comes
 //! back as [`status`](conan_core::Provider::status) would observe it (`Stopped` when it
 //! was stopped on purpose). `conan.managed` containers of deployments the store does not
@@ -20,7 +22,7 @@ use conan_core::{
 use crate::DockerProvider;
 use crate::container;
 use crate::labels::{LABEL_DEPLOYMENT, LABEL_MANAGED, image_tag};
-use crate::provider::is_running;
+use crate::provider::{is_running, one_per_replica};
 use crate::rollout;
 
 impl DockerProvider {
@@ -103,7 +105,15 @@ impl DockerProvider {
                     container::remove_force(&self.docker, id).await;
                 }
             }
-            let instances = self.running_instances(&mine, revision).await?;
+            let running = self.running_instances(&mine, revision).await?;
+            // An interrupted `replace` leaves two containers of one replica: the one the
+            // store knows serves stays, the other goes.
+            let preferred: Vec<String> = k.runtime.instances.iter().map(|i| i.id.clone()).collect();
+            let (instances, extra) = one_per_replica(running, &preferred);
+            for i in &extra {
+                tracing::info!(container = %i.name, "removing a second container of one replica (an interrupted restart)");
+                container::remove_force(&self.docker, &i.id).await;
+            }
             let mut spec = k.spec.clone();
             spec.revision = revision;
             if rollout::options_of(&spec).is_err() {

@@ -253,7 +253,12 @@ impl DockerProvider {
     }
 
     /// Removes containers of a failed start.
-    async fn discard(&self, ctx: &OperationContext, spec: &DeploymentSpec, instances: &[Instance]) {
+    pub(crate) async fn discard(
+        &self,
+        ctx: &OperationContext,
+        spec: &DeploymentSpec,
+        instances: &[Instance],
+    ) {
         if instances.is_empty() {
             return;
         }

@@ -9,7 +9,7 @@ use conan_core::{
     Result, RuntimeInfo,
 };
 
-use super::inventory::{ids, is_running, of_revision};
+use super::inventory::{ids, is_running, of_revision, one_per_replica};
 use crate::container::Instance;
 use crate::error::DockerError;
 use crate::labels::{LABEL_MANAGED, image_tag};
@@ -96,16 +96,23 @@ impl DockerProvider {
     }
 
     /// Containers of `spec.revision` that already run as a full set pass the gate again
-    /// and are adopted: a repeated deploy or update converges on them. `None` when there
-    /// is no such set.
+    /// and are adopted: a repeated deploy or update converges on them (one per replica,
+    /// those of `known` first). `None` when there is no such set.
     async fn adopt(
         &self,
         ctx: &OperationContext,
         spec: &DeploymentSpec,
         containers: &[ContainerSummary],
+        known: Option<&KnownDeployment>,
     ) -> Result<Option<Vec<Instance>>> {
         let wanted = spec.config.replicas.max(1) as usize;
-        let running = self.running_of(containers, spec.revision).await?;
+        let preferred: Vec<String> = known
+            .map(|k| k.runtime.instances.iter().map(|i| i.id.clone()).collect())
+            .unwrap_or_default();
+        let (running, _) = one_per_replica(
+            self.running_of(containers, spec.revision).await?,
+            &preferred,
+        );
         if running.len() != wanted {
             return Ok(None);
         }
@@ -123,12 +130,13 @@ impl DockerProvider {
         &self,
         ctx: &OperationContext,
         spec: &DeploymentSpec,
+        previous: Option<&KnownDeployment>,
     ) -> Result<RuntimeInfo> {
         ctx.check_cancelled("deploy")?;
         let options = rollout::options_of(spec)?;
         let tag = image_tag(spec);
         let existing = self.containers(&spec.id).await?;
-        if let Some(instances) = self.adopt(ctx, spec, &existing).await? {
+        if let Some(instances) = self.adopt(ctx, spec, &existing, previous).await? {
             let others: Vec<&ContainerSummary> = existing
                 .iter()
                 .filter(|c| !instances.iter().any(|i| Some(&i.id) == c.id.as_ref()))
@@ -207,14 +215,14 @@ impl DockerProvider {
     ) -> Result<RuntimeInfo> {
         ctx.check_cancelled("update")?;
         if current.revision() == spec.revision {
-            return self.deploy_inner(ctx, spec).await;
+            return self.deploy_inner(ctx, spec, Some(current)).await;
         }
         let options = rollout::options_of(spec)?;
         let existing = self.containers(&spec.id).await?;
         let old = self.running_of(&existing, current.revision()).await?;
         if old.is_empty() {
             // An interrupted update may already have replaced everything.
-            if let Some(instances) = self.adopt(ctx, spec, &existing).await? {
+            if let Some(instances) = self.adopt(ctx, spec, &existing, Some(current)).await? {
                 let others: Vec<&ContainerSummary> = existing
                     .iter()
                     .filter(|c| !instances.iter().any(|i| Some(&i.id) == c.id.as_ref()))

@@ -25,6 +25,32 @@ pub(super) fn ids(containers: &[&ContainerSummary]) -> Vec<String> {
     containers.iter().filter_map(|c| c.id.clone()).collect()
 }
 
+/// One instance per replica. A replica with several running containers (an interrupted
+/// `replace` left a fresh one beside the old one) keeps the one `preferred` names (the
+/// containers the store knows serve), else the most recently started; the others are
+/// answered apart, for removal.
+pub(crate) fn one_per_replica(
+    instances: Vec<Instance>,
+    preferred: &[String],
+) -> (Vec<Instance>, Vec<Instance>) {
+    let mut keep: Vec<Instance> = Vec::new();
+    let mut extra = Vec::new();
+    for i in instances {
+        let Some(pos) = keep.iter().position(|k| k.replica == i.replica) else {
+            keep.push(i);
+            continue;
+        };
+        let rank = |x: &Instance| (preferred.contains(&x.id), x.started_at);
+        if rank(&i) > rank(&keep[pos]) {
+            extra.push(std::mem::replace(&mut keep[pos], i));
+        } else {
+            extra.push(i);
+        }
+    }
+    keep.sort_by_key(|i| i.replica);
+    (keep, extra)
+}
+
 impl DockerProvider {
     /// Every container of a deployment, running or not.
     pub(super) async fn containers(&self, id: &DeploymentId) -> Result<Vec<ContainerSummary>> {
@@ -193,5 +219,49 @@ impl DockerProvider {
         revision: Revision,
     ) -> Result<Vec<Instance>> {
         self.running_of(containers, revision).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use conan_core::Timestamp;
+
+    use super::*;
+
+    fn instance(id: &str, replica: u32, started_s: u64) -> Instance {
+        Instance {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            replica,
+            revision: Revision(1),
+            host_port: None,
+            started_at: Some(Timestamp::from_system_time(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(started_s),
+            )),
+            image_id: None,
+        }
+    }
+
+    fn ids_of(v: &[Instance]) -> Vec<&str> {
+        v.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    #[test]
+    fn one_container_per_replica_the_known_one_else_the_newest() {
+        let all = vec![
+            instance("old0", 0, 10),
+            instance("new0", 0, 20),
+            instance("new1", 1, 20),
+            instance("old1", 1, 10),
+            instance("only2", 2, 5),
+        ];
+        let (keep, extra) = one_per_replica(all.clone(), &["old0".into(), "old1".into()]);
+        assert_eq!(ids_of(&keep), ["old0", "old1", "only2"]);
+        assert_eq!(ids_of(&extra), ["new0", "new1"]);
+        let (keep, extra) = one_per_replica(all, &[]);
+        assert_eq!(ids_of(&keep), ["new0", "new1", "only2"]);
+        assert_eq!(ids_of(&extra), ["old0", "old1"]);
     }
 }

@@ -11,6 +11,8 @@ const http = require('http');
 const crypto = require('crypto');
 const port = Number(process.env.PORT || 3000);
 const rev = process.env.REV || '?';
+// HOST as the providers set it (0.0.0.0 inside a container, so the published port reaches it).
+const host = process.env.HOST || '127.0.0.1';
 const tag = { 'x-app': 'ws-echo', 'x-rev': rev };
 
 const server = http.createServer((req, res) => {
@@ -69,7 +71,7 @@ server.on('upgrade', (req, socket) => {
 });
 
 server.keepAliveTimeout = 65000;
-server.listen(port, '127.0.0.1', () => console.log(`ws-echo ${rev} listening on ${port}`));
+server.listen(port, host, () => console.log(`ws-echo ${rev} listening on ${port}`));
 process.on('SIGTERM', () => {
   server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 500).unref();
