@@ -1,4 +1,5 @@
-//! End-to-end test of `conan` with the Docker provider: needs a Docker daemon (start one
+//! End-to-end test of `conan` with the Docker provider (behind the daemon's proxy: a
+//! stable URL, container ports apart, a restart without a gap): needs a Docker daemon (start one
 //! with `.ci/docker-up.sh`) and builds the `conan-test/node:20` base image from the host's
 //! node when it is missing (`conan docker base-image`, which runs
 //! conan-cli/assets/make-node-image.sh).
@@ -79,12 +80,32 @@ fn docker_deploy_ls_rm() {
     );
     let url = view["url"].as_str().expect("url");
     assert!(http_get(url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    // The daemon's proxy fronts the container: the URL is the stable endpoint, the
+    // container's published port is shown apart.
+    assert_eq!(view["endpoint"].as_str(), Some(url), "{view}");
+    let instance_url = view["instance_url"].as_str().expect("instance url");
+    assert_ne!(instance_url, url, "{view}");
+    assert!(http_get(instance_url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    assert_eq!(view["ports"].as_array().map(Vec::len), Some(1), "{view}");
 
     let listed = home.listed(&name).expect("listed");
     assert_eq!(listed["status"], "running");
     assert_eq!(listed["container"], container.as_str());
     let ls = home.conan(&["ls"]).ok();
     assert!(ls.stdout.contains("docker"), "{}", ls.stdout);
+
+    // A restart behind the endpoint: a fresh container on a fresh port, the same URL.
+    home.conan(&["restart", &name]).ok();
+    let after = home.listed(&name).expect("listed");
+    assert_eq!(after["url"].as_str(), Some(url), "{after}");
+    assert_ne!(after["container"], container.as_str(), "{after}");
+    assert_ne!(
+        after["instance_url"].as_str(),
+        Some(instance_url),
+        "{after}"
+    );
+    assert!(http_get(url, "/health").is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    assert_eq!(containers(&name).len(), 1, "the old container is gone");
 
     home.conan(&["rm", "--force", &name]).ok();
     assert!(home.listed(&name).is_none());

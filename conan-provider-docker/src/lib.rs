@@ -60,7 +60,10 @@
 //!   deployment's stable endpoint fronts it: a blue-green update (and so a rollback, an
 //!   update to the old revision's config) calls
 //!   [`OperationContext::cutover`](conan_core::OperationContext::cutover) once the new
-//!   containers are ready and removes the old ones only after their drain.
+//!   containers are ready and removes the old ones only after their drain; a rolling update
+//!   cuts over after each batch, and keeps the replaced replicas running (out of rotation)
+//!   until the last batch passed, so a failure routes back to the old set on the ports the
+//!   manager knows (Docker publishes a restarted container on a new port).
 //! - **Restarts without a gap**: [`replace`](conan_core::Provider::replace) starts a fresh
 //!   container per replica of the same revision beside the old ones (each on a port the
 //!   daemon picks), gates it, cuts over, then removes the old ones; a failed or cancelled

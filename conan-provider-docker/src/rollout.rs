@@ -364,12 +364,27 @@ impl DockerProvider {
             }
             UpdateStrategy::Rolling => {
                 let batch = spec.config.update.max_parallel.max(1) as usize;
+                // Behind an endpoint a replaced replica only leaves the rotation (drained)
+                // and keeps running until the rollout succeeded: on failure the old set
+                // serves again on the very ports the manager knows (Docker gives a
+                // restarted container a new published port).
+                let behind_endpoint = ctx.traffic.is_some();
                 let mut new_all: Vec<Instance> = Vec::new();
+                let mut replaced_all: Vec<String> = Vec::new();
                 let mut stopped: Vec<String> = Vec::new();
                 for chunk in replicas.chunks(batch) {
                     match self.launch(ctx, spec, options, artifact, chunk).await {
                         Ok(new) => new_all.extend(new),
                         Err(e) => {
+                            if behind_endpoint && !new_all.is_empty() {
+                                // Back to the whole old set; the new replicas drain.
+                                ctx.cutover(&runtime(
+                                    &self.settings.bind_address,
+                                    &artifact.image,
+                                    &old,
+                                ))
+                                .await;
+                            }
                             self.discard(ctx, spec, &new_all).await;
                             if rollback {
                                 self.restore(ctx, previous, &stopped).await;
@@ -382,11 +397,28 @@ impl DockerProvider {
                         .filter(|i| chunk.contains(&i.replica))
                         .map(|i| i.id.clone())
                         .collect();
+                    replaced_all.extend(replaced.iter().cloned());
+                    // Behind an endpoint: the new replicas join, the replaced ones drain.
+                    let mut routed = new_all.clone();
+                    routed.extend(
+                        old.iter()
+                            .filter(|i| !replaced_all.contains(&i.id))
+                            .cloned(),
+                    );
+                    ctx.cutover(&runtime(
+                        &self.settings.bind_address,
+                        &artifact.image,
+                        &routed,
+                    ))
+                    .await;
                     ctx.events.progress(
                         &spec.id,
                         Phase::Switching,
                         format!("replicas {chunk:?} replaced"),
                     );
+                    if behind_endpoint {
+                        continue;
+                    }
                     if let Err(e) = container::stop_all(&self.docker, &replaced, stop_s).await {
                         tracing::warn!(deployment = %spec.id, error = %e, "could not stop a replaced replica");
                     }

@@ -3,7 +3,8 @@
 //! built per test): a keep-alive load of at least 500 requests per second sees no failure
 //! during a blue-green update, a rollback and a restart (`Provider::replace`: a fresh
 //! container beside the old one); a WebSocket opened before an update works until the old
-//! container's drain ends; a failing new revision never serves. Every test removes its
+//! container's drain ends; a failing new revision never serves; a rolling update of 3
+//! replicas drains each replaced replica before it stops. Every test removes its
 //! containers and images, also when it fails. Without a Docker daemon installed the tests
 //! are skipped with a message; with one installed that does not answer they fail.
 
@@ -110,12 +111,18 @@ impl Drop for Cleanup {
 struct Setup {
     manager: DeploymentManager,
     cleanup: Cleanup,
+    /// One test at a time: container starts on two shared cores would otherwise starve
+    /// the load generator (and the rate it must offer).
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A manager with the Docker provider and a proxy whose endpoints take the 10 ports from
 /// `base` (below the kernel's ephemeral range, where the daemon publishes containers).
 async fn setup(test: &str, base: u16) -> Option<Setup> {
     docker_ready()?;
+    let serial = SERIAL.lock().await;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -139,7 +146,11 @@ async fn setup(test: &str, base: u16) -> Option<Setup> {
         .build()
         .await
         .unwrap();
-    Some(Setup { manager, cleanup })
+    Some(Setup {
+        manager,
+        cleanup,
+        _serial: serial,
+    })
 }
 
 impl Setup {
@@ -345,5 +356,59 @@ async fn docker_a_failing_new_revision_never_serves() {
         stats.revisions.iter().all(|r| r.revision.0 == 1),
         "{stats:?}"
     );
+    s.manager.remove(&name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_rolling_update_of_3_replicas_under_load_fails_no_request() {
+    let Some(s) = setup("roll", 27230).await else {
+        return;
+    };
+    let name = s.name("roll");
+    let rolling = |rev: &str| {
+        let mut c = s.config(&name, rev);
+        c.replicas = 3;
+        c.update.strategy = conan_core::UpdateStrategy::Rolling;
+        c.update.max_parallel = 1;
+        c
+    };
+    let rec = s.manager.deploy(rolling("r1")).await.unwrap();
+    let endpoint = endpoint_of(&rec);
+    assert_eq!(rec.runtime.as_ref().unwrap().instances.len(), 3);
+    let url = format!("http://{endpoint}/");
+
+    let load = Load::start(url.clone(), RATE, WORKERS);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let rec = s.manager.update(&name, rolling("r2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let report = load.stop().await;
+    report.assert_clean("docker rolling update of 3 replicas");
+    assert_eq!(report.revisions.last().unwrap().0, "r2", "{report:?}");
+    let serving: Vec<String> = rec
+        .runtime
+        .as_ref()
+        .unwrap()
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(serving.len(), 3);
+    let left = s.cleanup.containers(false);
+    assert_eq!(left.len(), 3, "the old replicas are gone: {left:?}");
+
+    // A new revision that never gets ready never serves; the old replicas keep serving.
+    let load = Load::start(url, RATE, WORKERS);
+    let mut bad = rolling("r3");
+    bad.env.insert("FAIL_HEALTH", "1");
+    bad.update.healthy_deadline = Duration::from_secs(3);
+    s.manager.update(&name, bad).await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = load.stop().await;
+    assert_eq!(report.failures(), 0, "{report:?}");
+    let revs: Vec<&str> = report.revisions.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(revs, ["r2"], "r3 never served: {report:?}");
+    let rec = s.manager.get(&name).unwrap();
+    assert_eq!(rec.status.kind(), StatusKind::Running);
+    assert_eq!(s.cleanup.containers(true).len(), 3);
     s.manager.remove(&name).await.unwrap();
 }
