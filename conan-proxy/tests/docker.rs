@@ -3,8 +3,8 @@
 //! built per test): a keep-alive load of at least 500 requests per second sees no failure
 //! during a blue-green update, a rollback and a restart (`Provider::replace`: a fresh
 //! container beside the old one); a WebSocket opened before an update works until the old
-//! container's drain ends; a failing new revision never serves; a rolling update of 3
-//! replicas drains each replaced replica before it stops. Every test removes its
+//! container's drain ends; a failing new revision never serves; a rolling update and a
+//! restart of 3 replicas drain each replaced replica before it stops. Every test removes its
 //! containers and images, also when it fails. Without a Docker daemon installed the tests
 //! are skipped with a message; with one installed that does not answer they fail.
 
@@ -360,7 +360,7 @@ async fn docker_a_failing_new_revision_never_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_rolling_update_of_3_replicas_under_load_fails_no_request() {
+async fn docker_rolling_update_and_restart_of_3_replicas_under_load_fail_no_request() {
     let Some(s) = setup("roll", 27230).await else {
         return;
     };
@@ -396,6 +396,29 @@ async fn docker_rolling_update_of_3_replicas_under_load_fails_no_request() {
     let left = s.cleanup.containers(false);
     assert_eq!(left.len(), 3, "the old replicas are gone: {left:?}");
 
+    // A restart of the 3 replicas: 3 fresh containers beside them, then the switch.
+    let load = Load::start(url.clone(), RATE, WORKERS);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = s.manager.restart(&name).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = load.stop().await;
+    report.assert_clean("docker restart of 3 replicas");
+    let fresh: Vec<String> = rec
+        .runtime
+        .as_ref()
+        .unwrap()
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(fresh.len(), 3);
+    assert!(fresh.iter().all(|id| !serving.contains(id)), "all fresh");
+    assert_eq!(
+        s.cleanup.containers(false).len(),
+        3,
+        "the old ones are gone"
+    );
+
     // A new revision that never gets ready never serves; the old replicas keep serving.
     let load = Load::start(url, RATE, WORKERS);
     let mut bad = rolling("r3");
@@ -410,5 +433,10 @@ async fn docker_rolling_update_of_3_replicas_under_load_fails_no_request() {
     let rec = s.manager.get(&name).unwrap();
     assert_eq!(rec.status.kind(), StatusKind::Running);
     assert_eq!(s.cleanup.containers(true).len(), 3);
+    assert_eq!(
+        s.cleanup.containers(false).len(),
+        3,
+        "r3's container was removed"
+    );
     s.manager.remove(&name).await.unwrap();
 }

@@ -65,6 +65,7 @@
 //! | [`remove_forgets`] | after `remove`, `status` is `NotFound` (also for a fresh instance), nothing is left, a second remove succeeds |
 //! | [`failed_deploy_leaves_nothing`] | a deploy that never becomes ready fails permanently and leaves nothing behind |
 //! | [`failed_update_keeps_old`] | a failing update leaves the previous revision serving, and nothing of the attempt |
+//! | [`replace_switches_to_fresh_instances`] | `replace` (unless `NotSupported`) ends with fresh instances of the same revision serving alone, after exactly one `cutover` to them; one instance set on the platform; twice in a row too |
 //! | [`deploy_honours_cancelled_token`] | a deploy whose token is already cancelled answers `Cancelled` and leaves nothing |
 //! | [`cancellation_mid_deploy`] | cancelling a slow deploy after ~300 ms answers `Cancelled` within a few seconds and leaves nothing |
 //! | [`concurrent_operations_through_manager`] | several deployments deployed, updated, stopped, started and removed at once through a [`DeploymentManager`](crate::manager::DeploymentManager) all end as expected |
@@ -126,6 +127,7 @@ mod lifecycle;
 mod manager;
 mod observation;
 mod recovery;
+mod replace;
 mod updates;
 
 pub use faults::{
@@ -137,6 +139,7 @@ pub use lifecycle::{
 pub use manager::concurrent_operations_through_manager;
 pub use observation::{deploy_emits_progress, logs_answer_queries, metrics_and_health};
 pub use recovery::recovery_across_instances;
+pub use replace::replace_switches_to_fresh_instances;
 pub use updates::{
     deploy_is_idempotent, deploy_replaces_failed, deploy_replaces_stopped, failed_update_keeps_old,
     update_is_idempotent, update_rolls_out,
@@ -525,6 +528,7 @@ pub async fn run_all(harness: &ConformanceHarness) {
     remove_forgets(harness).await;
     failed_deploy_leaves_nothing(harness).await;
     failed_update_keeps_old(harness).await;
+    replace_switches_to_fresh_instances(harness).await;
     deploy_honours_cancelled_token(harness).await;
     cancellation_mid_deploy(harness).await;
     concurrent_operations_through_manager(harness).await;
