@@ -157,7 +157,11 @@ impl DockerProviderBuilder {
             || host.contains("://127.0.0.1")
             || host.contains("://localhost");
         let state = Arc::new(crate::state::StateTable::default());
-        let supervisor = crate::supervise::spawn(docker.clone(), Arc::clone(&state));
+        let supervisor = crate::supervise::spawn(
+            docker.clone(),
+            Arc::clone(&state),
+            self.bind_address.clone(),
+        );
         Ok(DockerProvider {
             docker,
             settings: Arc::new(Settings {

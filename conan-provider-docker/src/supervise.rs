@@ -5,7 +5,10 @@
 //! this provider is working on the deployment (deploy, update, start, stop, remove):
 //!
 //! - Docker restarts it → [`EventSink::restarted`](conan_core::EventSink::restarted), with the
-//!   container's restart count as the attempt;
+//!   container's restart count as the attempt, then, once it runs again,
+//!   [`runtime_changed`](conan_core::EventSink::runtime_changed) with the deployment's
+//!   runtime: Docker publishes a restarted container on a **new** host port, and the manager
+//!   (and the proxy routing to that port) must learn it;
 //! - Docker leaves it down and nothing of the revision runs any more → a clean exit under
 //!   `on-failure` is [`exited`](conan_core::EventSink::exited) (the manager moves it to
 //!   Stopped), anything else [`failed`](conan_core::EventSink::failed) with the bundle.
@@ -20,13 +23,13 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptionsBuilder;
-use conan_core::{DeploymentId, ExitStatus, FailureReport, RestartMode};
+use conan_core::{DeploymentId, ExitStatus, FailureReport, ReportOrigin, RestartMode, RuntimeInfo};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::container::{self, Instance};
 use crate::labels::{LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REVISION};
-use crate::state::StateTable;
+use crate::state::{StateTable, Tracked};
 
 /// Stops the watcher when the last provider clone is dropped.
 #[derive(Debug)]
@@ -40,8 +43,9 @@ impl Drop for Supervisor {
     }
 }
 
-/// Starts the watcher (needs a Tokio runtime).
-pub(crate) fn spawn(docker: Docker, state: Arc<StateTable>) -> Supervisor {
+/// Starts the watcher (needs a Tokio runtime). `bind_address` is where containers publish
+/// their ports (for the runtime of a restarted container).
+pub(crate) fn spawn(docker: Docker, state: Arc<StateTable>, bind_address: String) -> Supervisor {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {
@@ -58,9 +62,10 @@ pub(crate) fn spawn(docker: Docker, state: Arc<StateTable>) -> Supervisor {
                     () = token.cancelled() => return,
                     item = events.next() => match item {
                         Some(Ok(message)) => {
-                            let (docker, state) = (docker.clone(), Arc::clone(&state));
+                            let (docker, state, bind) =
+                                (docker.clone(), Arc::clone(&state), bind_address.clone());
                             // Off the stream: judging a death waits a moment for Docker's restart.
-                            tokio::spawn(async move { on_die(&docker, &state, message).await });
+                            tokio::spawn(async move { on_die(&docker, &state, &bind, message).await });
                         }
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "docker event stream broke; reconnecting");
@@ -79,7 +84,7 @@ pub(crate) fn spawn(docker: Docker, state: Arc<StateTable>) -> Supervisor {
     Supervisor { cancel }
 }
 
-async fn on_die(docker: &Docker, state: &StateTable, message: EventMessage) {
+async fn on_die(docker: &Docker, state: &StateTable, bind: &str, message: EventMessage) {
     let Some(actor) = message.actor else { return };
     let (Some(container_id), Some(attrs)) = (actor.id, actor.attributes) else {
         return;
@@ -124,6 +129,10 @@ async fn on_die(docker: &Docker, state: &StateTable, message: EventMessage) {
             .max(1);
         tracing::info!(deployment = %deployment, container = %container_id, %exit, attempt, "container restarted by Docker");
         sink.restarted(&deployment, attempt, exit, Duration::ZERO);
+        if let Some(runtime) = runtime_after_restart(docker, &tracked, &container_id, bind).await {
+            let origin = ReportOrigin::new(tracked.spec.revision, container_id.clone());
+            sink.runtime_changed(&deployment, origin, runtime);
+        }
         return;
     }
     // Down for good: report once nothing of the revision runs.
@@ -170,4 +179,47 @@ async fn on_die(docker: &Docker, state: &StateTable, message: EventMessage) {
     .with_logs(lines);
     tracing::warn!(deployment = %deployment, container = %name, %exit, "deployment failed on its own");
     sink.failed(&deployment, failure);
+}
+
+/// The deployment's runtime once the restarted container `id` runs again (Docker's backoff
+/// is short for a first restart; a container that keeps crashing is judged by its next
+/// death instead): every running container of the serving revision, with its published
+/// port now. `None` when it does not run again within a few seconds, or the listing fails.
+async fn runtime_after_restart(
+    docker: &Docker,
+    tracked: &Tracked,
+    id: &str,
+    bind: &str,
+) -> Option<RuntimeInfo> {
+    let revision = tracked.spec.revision;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let inspect = container::inspect(docker, id).await.ok()?;
+        if container::is_running(&inspect)
+            && container::published_port(&inspect, container::container_port(&tracked.spec))
+                .is_some()
+        {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = container::list_deployment(docker, tracked.spec.id.as_str())
+        .await
+        .ok()?;
+    let mut instances = Vec::new();
+    for c in all
+        .iter()
+        .filter(|c| container::revision_of(c) == Some(revision) && crate::provider::is_running(c))
+    {
+        instances.push(container::instance_of(docker, c).await.ok()?);
+    }
+    instances.sort_by_key(|i| i.replica);
+    Some(crate::rollout::runtime(
+        bind,
+        &crate::labels::image_tag(&tracked.spec),
+        &instances,
+    ))
 }

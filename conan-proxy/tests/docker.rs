@@ -440,3 +440,56 @@ async fn docker_rolling_update_and_restart_of_3_replicas_under_load_fail_no_requ
     );
     s.manager.remove(&name).await.unwrap();
 }
+
+/// Docker restarts a crashed container (SIGKILL) on a new published port; the endpoint follows it
+/// (the provider reports the new runtime and the proxy routes to the new port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_a_container_restarted_by_docker_is_routed_to_on_its_new_port() {
+    let Some(s) = setup("kill", 27240).await else {
+        return;
+    };
+    let name = s.name("kill");
+    let rec = s.manager.deploy(s.config(&name, "r1")).await.unwrap();
+    let endpoint = endpoint_of(&rec);
+    let container = container_of(&rec);
+    let port = rec.runtime.as_ref().unwrap().instances[0].port;
+    // SIGKILL from the host (a crash, not `docker kill`, which Docker counts as a stop).
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &container]).join("");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .is_ok_and(|s| s.success()),
+        "kill -9 {pid}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            s.manager.get(&name).is_ok_and(|r| {
+                r.status.kind() == StatusKind::Running
+                    && r.runtime.as_ref().unwrap().instances[0].port != port
+            })
+        })
+        .await,
+        "the manager learns the restarted container's new port: {:?} (was {port:?})",
+        s.manager
+            .get(&name)
+            .ok()
+            .map(|r| (r.status.clone(), r.runtime.clone()))
+    );
+    let rec = s.manager.get(&name).unwrap();
+    assert_eq!(
+        container_of(&rec),
+        container,
+        "the same container, restarted by Docker"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            get(endpoint, "/")
+                .await
+                .is_some_and(|r| r.0 == 200 && r.1 == "r1")
+        })
+        .await,
+        "the endpoint answers again"
+    );
+    s.manager.remove(&name).await.unwrap();
+}
