@@ -170,6 +170,18 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Run another number of replicas of the serving revision (no new revision): started
+    /// beside the serving ones behind their health gate, or drained and stopped. With
+    /// `replicas = { min, max, .. }` the count stays within the range, and the autoscaler
+    /// moves it on from there.
+    Scale {
+        /// Name or id.
+        name: String,
+        /// The number of replicas.
+        replicas: u32,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Stop and start a deployment.
     Restart {
         /// Name or id.
@@ -360,6 +372,7 @@ impl Command {
             | Command::Rm { json, .. }
             | Command::Update { json, .. }
             | Command::Rollback { json, .. }
+            | Command::Scale { json, .. }
             | Command::History { json, .. }
             | Command::Events { json, .. }
             | Command::Alerts { json } => json.json,

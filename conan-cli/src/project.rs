@@ -270,7 +270,9 @@ pub fn apply(config: &mut DeploymentConfig, overrides: &Overrides) {
         config.port = Some(port);
     }
     if let Some(n) = overrides.replicas {
+        // A fixed count on the command line overrides an autoscaling table.
         config.replicas = n;
+        config.autoscale = None;
     }
     for (k, v) in &overrides.env {
         config.env.insert(k.clone(), v.clone());

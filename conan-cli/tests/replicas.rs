@@ -67,3 +67,81 @@ fn three_replicas_are_shown_with_their_ports_and_a_fixed_port_is_refused() {
     assert!(ls.stdout.contains("(+2 replicas)"), "{}", ls.stdout);
     home.conan(&["rm", &name, "--force"]).ok();
 }
+
+/// `replicas = { min, max, target_in_flight }` in conan.toml, then `conan scale`: the
+/// count and the range in `status --json`, a scale outside the range refused with its
+/// path, the change in `conan events` (event and audit entry), and the count kept when the
+/// daemon restarts (the new daemon adopts both replicas).
+#[test]
+fn an_autoscaled_deployment_is_scaled_by_hand_and_keeps_its_count_across_a_daemon_restart() {
+    let home = Home::new();
+    let name = unique("autos");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(app("hello")).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    // A target idle traffic never reaches: only `conan scale` changes the count.
+    std::fs::write(
+        dir.path().join("conan.toml"),
+        format!(
+            "name = \"{name}\"\nreplicas = {{ min = 1, max = 3, target_in_flight = 50 }}\n[health_check]\npath = \"/health\"\n"
+        ),
+    )
+    .unwrap();
+    home.conan(&["deploy", dir.path().to_str().unwrap()]).ok();
+    let status = home.conan(&["status", &name, "--json"]).ok().json();
+    assert_eq!(status["replicas"], 1, "{status}");
+    assert_eq!(status["autoscale"]["min"], 1, "{status}");
+    assert_eq!(status["autoscale"]["max"], 3, "{status}");
+
+    let scaled = home.conan(&["scale", &name, "2", "--json"]).ok().json();
+    assert_eq!(scaled["replicas"], 2, "{scaled}");
+    assert_eq!(
+        scaled["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{scaled}"
+    );
+    assert_eq!(scaled["revision"], 1, "no new revision: {scaled}");
+    let text = home.conan(&["status", &name]).ok();
+    assert!(
+        text.stdout
+            .contains("2 of 2 in service (autoscaled 1..3, target 50 in flight)"),
+        "{}",
+        text.stdout
+    );
+
+    let refused = home.conan(&["scale", &name, "5"]);
+    assert_ne!(refused.code, 0);
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains("replicas: 5 is outside the autoscaling range"),
+        "{said}"
+    );
+
+    let events = home.conan(&["events"]).ok();
+    assert!(
+        events.stdout.contains("scale 1 -> 2 replicas"),
+        "{}",
+        events.stdout
+    );
+
+    let daemon = home.daemon_pid().expect("daemon pid");
+    home.conan(&["daemon", "stop"]).ok();
+    common::wait_until(
+        "the daemon stops",
+        std::time::Duration::from_secs(10),
+        || !common::alive(daemon),
+    );
+    let adopted = home.listed(&name).expect("listed after the restart");
+    assert_eq!(adopted["status"], "running", "{adopted}");
+    assert_eq!(
+        adopted["replicas"], 2,
+        "the scaled count is kept: {adopted}"
+    );
+    assert_eq!(
+        adopted["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{adopted}"
+    );
+    home.conan(&["rm", &name, "--force"]).ok();
+}

@@ -36,11 +36,14 @@ pub enum Capability {
     Supervision,
     /// Runs the app on this machine, so a local port is reachable.
     LocalNetwork,
+    /// Changes the replica count of a running deployment without a new revision
+    /// (`Provider::scale`), which autoscaling needs.
+    Scale,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::RollingUpdate,
         Capability::BlueGreen,
         Capability::HealthChecks,
@@ -53,6 +56,7 @@ impl Capability {
         Capability::ResourceLimits,
         Capability::Supervision,
         Capability::LocalNetwork,
+        Capability::Scale,
     ];
 
     /// The kebab-case name used in configs (`"blue-green"`).
@@ -71,6 +75,7 @@ impl Capability {
             Capability::ResourceLimits => "resource-limits",
             Capability::Supervision => "supervision",
             Capability::LocalNetwork => "local-network",
+            Capability::Scale => "scale",
         }
     }
 }

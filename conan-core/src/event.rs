@@ -42,6 +42,8 @@ pub enum OperationKind {
     Restart,
     /// Stop and delete everything.
     Remove,
+    /// Change the number of replicas without a new revision.
+    Scale,
 }
 
 impl OperationKind {
@@ -56,6 +58,7 @@ impl OperationKind {
             OperationKind::Stop => "stop",
             OperationKind::Restart => "restart",
             OperationKind::Remove => "remove",
+            OperationKind::Scale => "scale",
         }
     }
 }
@@ -276,6 +279,19 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The replica count of a deployment changed without a new revision (the autoscaler,
+    /// or a `scale` a user asked for).
+    Scaled {
+        /// Deployment.
+        deployment: DeploymentId,
+        /// The count before.
+        from: u32,
+        /// The count now.
+        to: u32,
+        /// Why, with the measured value (`"in-flight requests 17.2 per replica over 10s
+        /// (target 8)"`), or who asked.
+        reason: String,
+    },
     /// A deployment started by an earlier manager process was adopted.
     Recovered {
         /// Deployment.
@@ -363,6 +379,7 @@ impl Event {
             | Event::MonitorRestart { deployment, .. }
             | Event::Failed { deployment, .. }
             | Event::RolledBack { deployment, .. }
+            | Event::Scaled { deployment, .. }
             | Event::Recovered { deployment, .. }
             | Event::Removed { deployment }
             | Event::Alert { deployment, .. } => deployment,

@@ -67,6 +67,7 @@
 //!
 //! This crate never depends on a provider's client libraries (bollard, reqwest, sysinfo).
 
+pub mod autoscale;
 pub mod capability;
 pub mod config;
 pub mod error;
@@ -90,9 +91,9 @@ pub mod traffic;
 
 pub use capability::{Capabilities, Capability};
 pub use config::{
-    ByteSize, CanaryPlan, CanaryStep, ConfigProblem, DeploymentConfig, DeploymentConfigBuilder,
-    EndpointConfig, HealthCheck, HealthCheckKind, Resources, RestartMode, RestartPolicy,
-    StopConfig, StopSignal, UpdatePolicy, UpdateStrategy,
+    Autoscale, ByteSize, CanaryPlan, CanaryStep, ConfigProblem, DeploymentConfig,
+    DeploymentConfigBuilder, EndpointConfig, HealthCheck, HealthCheckKind, Resources, RestartMode,
+    RestartPolicy, StopConfig, StopSignal, UpdatePolicy, UpdateStrategy,
 };
 pub use error::{BoxError, Error, Result};
 pub use event::{

@@ -180,6 +180,7 @@ async fn thousand_concurrent_operations_on_hundred_deployments() {
             }
             // MemoryProvider's crashes are not restarted.
             AuditAction::Restart { .. } => panic!("unexpected restart: {entry:?}"),
+            AuditAction::Scale { .. } => panic!("unexpected scale: {entry:?}"),
         }
     }
     // Retries happen only after transient errors: never after the permanent health-gate failure.

@@ -10,6 +10,7 @@ mod canary;
 mod discovery;
 mod reconcile;
 mod rolling;
+mod scale;
 mod serving;
 
 pub(crate) use reconcile::Markers;
@@ -35,7 +36,7 @@ fn check_supported(
     spec: &DeploymentSpec,
     settings: &crate::LocalSettings,
 ) -> Result<()> {
-    if let (Some(port), n @ 2..) = (spec.config.port, spec.config.replicas) {
+    if let (Some(port), n @ 2..) = (spec.config.port, spec.config.max_replicas()) {
         return Err(Error::InvalidConfig {
             problems: vec![conan_core::ConfigProblem::new(
                 "port",
@@ -107,6 +108,7 @@ impl Provider for LocalProvider {
             .with(Capability::Recovery)
             .with(Capability::Supervision)
             .with(Capability::LocalNetwork)
+            .with(Capability::Scale)
     }
 
     async fn deploy(
@@ -319,6 +321,28 @@ impl Provider for LocalProvider {
             .progress(&spec.id, Phase::Stopping, "stopping the replaced instance");
         inner.retire(&dep).await;
         Ok(info)
+    }
+
+    async fn scale(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+        replicas: u32,
+    ) -> Result<RuntimeInfo> {
+        let mut spec = known.spec.clone();
+        std::sync::Arc::make_mut(&mut spec.config).replicas = replicas.max(1);
+        check_supported(ctx, &spec, &self.inner.settings)?;
+        let inner = &self.inner;
+        inner.remember(ctx);
+        let dep = inner
+            .find(known, ctx.events.clone(), None)
+            .await?
+            .ok_or_else(|| Error::deployment_not_found(spec.id.as_str()))?;
+        let _op = dep.op.lock().await;
+        dep.settle().await;
+        inner.retire(&dep).await;
+        ctx.check_cancelled("scale")?;
+        inner.scale(ctx, &dep, &spec).await
     }
 
     async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {

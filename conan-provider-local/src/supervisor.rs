@@ -171,7 +171,7 @@ impl Supervisor {
     /// Whether another replica of the deployment is in service: then a crash of this one
     /// is this replica's business alone (the deployment keeps running on the others).
     fn others_serve(&self) -> bool {
-        self.spec.config.replicas > 1
+        self.spec.config.max_replicas() > 1
             && self.dep.lock().serving.iter().any(|o| {
                 !Arc::ptr_eq(o, &self.inst)
                     && !o.down.load(Ordering::Acquire)
@@ -223,7 +223,11 @@ impl Supervisor {
     /// Failures within `start_period` of its start do not count.
     async fn wait_watching(&self, proc: &mut Proc) -> conan_core::ExitStatus {
         let config = &self.spec.config;
-        let Some(check) = config.health_check.as_ref().filter(|_| config.replicas > 1) else {
+        let Some(check) = config
+            .health_check
+            .as_ref()
+            .filter(|_| config.max_replicas() > 1)
+        else {
             return proc.wait().await;
         };
         let probe = crate::probe::Probe::for_check(

@@ -75,9 +75,13 @@ pub struct DeploymentView {
     /// When the serving instance started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
-    /// The configured number of replicas.
+    /// The number of replicas it runs: the count a scale set (the autoscaler's or
+    /// `conan scale`'s), else the configured one.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// The autoscaling range and target (`replicas = { min, max, .. }` in its config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<conan::Autoscale>,
     /// Every instance in service (one per replica), each with its own port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceView>,
@@ -159,7 +163,8 @@ impl DeploymentView {
             pid,
             container,
             started_at: first.and_then(|i| i.started_at),
-            replicas: record.config.replicas,
+            replicas: conan::DeploymentManager::replicas_of(record),
+            autoscale: record.config.autoscale.clone(),
             instances: runtime
                 .map(|r| {
                     r.instances
@@ -394,6 +399,13 @@ pub struct UpdateBody {
     /// The update strategy for this rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<UpdateStrategy>,
+}
+
+/// Body of `POST /v1/deployments/{name}/scale`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScaleBody {
+    /// The number of replicas to run (within `replicas.min..=max` when autoscaled).
+    pub replicas: u32,
 }
 
 /// Body of `POST /v1/deployments/{name}/rollback`.

@@ -105,6 +105,10 @@ fn audit_line(entry: &AuditEntry, name: &str, style: Style) -> String {
             style.paint(Color::Yellow, "restart"),
             revision.0
         ),
+        AuditAction::Scale { from, to, reason } => format!(
+            "{} {from} -> {to} replicas ({reason})",
+            style.paint(Color::Bold, "scale")
+        ),
     };
     format!(
         "{} {} {what}",

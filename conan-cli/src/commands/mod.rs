@@ -138,6 +138,11 @@ async fn dispatch(home: &Home, command: Command) -> CliResult {
             operate::update(home, &name, path.as_deref(), env, strategy, json.json).await
         }
         Command::Rollback { name, to, json } => operate::rollback(home, &name, to, json.json).await,
+        Command::Scale {
+            name,
+            replicas,
+            json,
+        } => operate::scale(home, &name, replicas, json.json).await,
         Command::Events { follow, json } => events::run(home, follow, json.json).await,
         Command::Alerts { json } => alerts::run(home, json.json).await,
         Command::Daemon {

@@ -197,6 +197,28 @@ pub async fn rollback(home: &Home, name: &str, to: Option<u64>, json: bool) -> C
     Ok(())
 }
 
+/// `conan scale NAME N`: another number of replicas, same revision.
+pub async fn scale(home: &Home, name: &str, replicas: u32, json: bool) -> CliResult {
+    let client = Client::connect(home).await?;
+    let lines = client
+        .stream(
+            Method::POST,
+            &path_of(name, "scale"),
+            Some(&crate::api::ScaleBody { replicas }),
+        )
+        .await?;
+    let view = progress::follow(lines).await?;
+    report(
+        &view,
+        &format!(
+            "scaled {} to {} replicas ({})",
+            view.name, view.replicas, view.status
+        ),
+        json,
+    );
+    Ok(())
+}
+
 /// `conan pause`, `resume`, `maintenance`: the deployment's endpoint at the proxy.
 pub async fn endpoint(
     home: &Home,

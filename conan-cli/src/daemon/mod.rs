@@ -9,6 +9,10 @@
 //! (`POST /v1/daemon/shutdown`, SIGTERM or SIGINT) refuses new operations, waits for the
 //! running ones, removes the socket and exits; the deployments keep running.
 //!
+//! Beside the server run the monitor and the autoscaler ([`conan::autoscale`], settings
+//! in `[autoscale]`): its scale changes are `scaled` events and `scale` audit entries,
+//! requested by `autoscaler`.
+//!
 //! The daemon runs on one thread (a current-thread Tokio runtime). Nothing that may block
 //! runs on it: file work (the store, the provider's state directory, the socket) goes to
 //! the blocking pool or `tokio::fs`, and log lines are written by a thread of their own
@@ -314,6 +318,13 @@ async fn serve(
     let monitor = conan::monitor::Monitor::builder(manager.clone())
         .settings(settings.monitor.clone())
         .build();
+    // The proxy is always on in the daemon: it counts the requests autoscaling follows.
+    let autoscaler = conan::autoscale::Autoscaler::new(manager.clone())
+        .settings(conan::autoscale::AutoscalerSettings::new(
+            settings.autoscale.interval,
+            settings.autoscale.window,
+        ))
+        .spawn();
     let (metrics_listener, metrics_error) = match settings.metrics_addr {
         Some(addr) => match metrics::bind(addr).await {
             Ok(listener) => (Some(listener), None),
@@ -362,6 +373,7 @@ async fn serve(
     }
     let _ = tokio::fs::remove_file(&socket).await;
     tracing::info!("stopping: waiting for running operations; deployments keep running");
+    autoscaler.shutdown().await;
     monitor.shutdown().await;
     manager.shutdown().await;
     tracing::info!("stopped");

@@ -148,7 +148,7 @@ fn allowed_methods(segments: &[&str]) -> &'static [Method] {
             "deployments",
             _,
             "stop" | "start" | "restart" | "rollback" | "update" | "pause" | "resume"
-            | "maintenance",
+            | "maintenance" | "scale",
         ] => &[Method::POST],
         _ => &[],
     }
@@ -269,6 +269,18 @@ async fn action_route(
         "stop" => Request::Stop { target },
         "start" => Request::Start { target },
         "restart" => Request::Restart { target },
+        "scale" => {
+            let body: crate::api::ScaleBody = match read_json(body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            Request::Scale {
+                target,
+                replicas: body.replicas,
+                reason: None,
+                revision: None,
+            }
+        }
         "rollback" => {
             let body: RollbackBody = match read_json(body).await {
                 Ok(b) => b,

@@ -31,6 +31,10 @@
 //! when = "down"
 //! for = "30s"
 //!
+//! [autoscale]                       # the loop behind `replicas = { min, max, .. }`
+//! interval = "1s"                   # time between samples of the proxy's counters
+//! window = "10s"                    # what a decision averages
+//!
 //! [mcp]                             # `conan mcp`, the agent tools
 //! allowed_roots = ["/srv/apps"]     # a projectPath must lie under one (any when empty)
 //! ```
@@ -66,9 +70,33 @@ pub struct DaemonSettings {
     pub proxy: conan::proxy::ProxySettings,
     /// The agent tools' settings (`conan mcp`).
     pub mcp: McpSettings,
+    /// The autoscaler's settings.
+    pub autoscale: AutoscaleSettings,
     /// Where each setting set by the file or the environment came from (key -> source).
     #[serde(skip)]
     pub sources: BTreeMap<&'static str, String>,
+}
+
+/// `[autoscale]`: how the daemon's autoscaler measures (see `conan::autoscale`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscaleSettings {
+    /// Time between samples (default 1 s).
+    #[serde(with = "conan::time::serde_duration")]
+    pub interval: Duration,
+    /// The samples a decision averages (default the last 10 s).
+    #[serde(with = "conan::time::serde_duration")]
+    pub window: Duration,
+}
+
+impl Default for AutoscaleSettings {
+    fn default() -> Self {
+        let d = conan::autoscale::AutoscalerSettings::default();
+        Self {
+            interval: d.interval,
+            window: d.window,
+        }
+    }
 }
 
 /// `[mcp]`: what `conan mcp` lets an agent do.
@@ -295,6 +323,8 @@ impl DaemonSettings {
             "local.cgroups" => self.local.cgroups.to_string(),
             "docker.base_image" => or_dash(self.docker.base_image.clone()),
             "docker.retry" => conan::time::format_duration(self.docker.retry),
+            "autoscale.interval" => conan::time::format_duration(self.autoscale.interval),
+            "autoscale.window" => conan::time::format_duration(self.autoscale.window),
             "mcp.allowed_roots" if self.mcp.allowed_roots.is_empty() => "-".to_owned(),
             "mcp.allowed_roots" => self
                 .mcp
@@ -366,6 +396,8 @@ const KEYS: &[&str] = &[
     "local.cgroups",
     "docker.base_image",
     "docker.retry",
+    "autoscale.interval",
+    "autoscale.window",
     "mcp.allowed_roots",
 ];
 

@@ -133,6 +133,12 @@ pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String 
             "revision {} failed ({reason}); revision {} keeps serving",
             failed.0, serving.0
         ),
+        Event::Scaled {
+            from, to, reason, ..
+        } => format!(
+            "{} {from} -> {to} replicas: {reason}",
+            style.paint(Color::Bold, "scaled")
+        ),
         Event::Recovered { status, .. } => format!("recovered as {}", status.kind()),
         Event::Removed { .. } => "removed".to_owned(),
         Event::Alert {
@@ -214,10 +220,21 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     {
         rows.push(("port", port.to_string()));
     }
-    if view.replicas > 1 || view.instances.len() > 1 {
+    if view.replicas > 1 || view.instances.len() > 1 || view.autoscale.is_some() {
+        let auto = view.autoscale.as_ref().map_or_else(String::new, |a| {
+            let target = a.target().map_or_else(String::new, |t| match t {
+                conan::config::ScaleTarget::InFlight(v) => format!(", target {v} in flight"),
+                conan::config::ScaleTarget::Cpu(v) => format!(", target {v} % CPU"),
+            });
+            format!(" (autoscaled {}..{}{target})", a.min, a.max)
+        });
         rows.push((
             "replicas",
-            format!("{} of {} in service", view.instances.len(), view.replicas),
+            format!(
+                "{} of {} in service{auto}",
+                view.instances.len(),
+                view.replicas
+            ),
         ));
         for i in &view.instances {
             let port = i.port.map_or_else(|| "-".to_owned(), |p| p.to_string());

@@ -105,9 +105,18 @@ impl DeploymentConfigBuilder {
         self
     }
 
-    /// Number of replicas.
+    /// A fixed number of replicas (turns autoscaling off).
     pub fn replicas(mut self, replicas: u32) -> Self {
         self.config.replicas = replicas;
+        self.config.autoscale = None;
+        self
+    }
+
+    /// Replicas that follow the load within a range (`replicas = { min, max, .. }`); the
+    /// first deploy starts with `min`.
+    pub fn autoscale(mut self, autoscale: super::Autoscale) -> Self {
+        self.config.replicas = autoscale.min;
+        self.config.autoscale = Some(autoscale);
         self
     }
 

@@ -35,3 +35,5 @@ pub const UPDATE_HEALTHY_DEADLINE: Duration = Duration::from_secs(24 * HOUR);
 pub const ENDPOINT_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// `update.canary.steps[].duration`.
 pub const CANARY_STEP: Duration = Duration::from_secs(HOUR);
+/// `replicas.scale_out_cooldown` and `replicas.scale_in_cooldown`: at most 24 h.
+pub const AUTOSCALE_COOLDOWN: Duration = Duration::from_secs(24 * HOUR);

@@ -12,6 +12,8 @@
 //! |---|---|---|
 //! | `source` | `"."` | |
 //! | `replicas` | 1 | |
+//! | `replicas = { min, max, target_in_flight \| target_cpu }` | autoscaling off | |
+//! | `replicas.scale_out_cooldown` / `scale_in_cooldown` | 30 s / 2 min | Kubernetes HPA: no scale-up delay, 5 min scale-down stabilization; AWS ECS: 300 s |
 //! | `health_check.interval` / `timeout` | 10 s / 2 s | Kubernetes probes: 10 s period |
 //! | `health_check.failure_threshold` / `success_threshold` | 3 / 1 | Kubernetes, Docker `--health-retries` |
 //! | `health_check.start_period` | 0 s | Docker `--health-start-period` |
@@ -51,10 +53,13 @@
 //! | `update.min_healthy_time` | 1 h |
 //! | `update.healthy_deadline` | 24 h |
 //! | `endpoint.drain_timeout` | 1 h |
+//! | `replicas.scale_out_cooldown`, `replicas.scale_in_cooldown` | 24 h |
 
+mod autoscale;
 mod builder;
 mod canary;
 pub mod limits;
+mod repr;
 mod units;
 mod validate;
 
@@ -65,6 +70,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use autoscale::{Autoscale, ScaleTarget};
 pub use builder::DeploymentConfigBuilder;
 pub use canary::{CanaryPlan, CanaryStep};
 pub use units::{ByteSize, StopSignal};
@@ -77,74 +83,63 @@ use crate::time::serde_duration;
 
 /// Everything Conan needs to know to deploy one application and keep it healthy.
 ///
-/// `Debug` never shows env values (see [`Env`]).
+/// `Debug` never shows env values (see [`Env`]). Serialized as in `conan.toml`; `replicas`
+/// is an integer, or a table when [`autoscale`](Self::autoscale) is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "repr::ConfigRepr", into = "repr::ConfigRepr")]
 pub struct DeploymentConfig {
     /// The deployment's name: a DNS label (1–63 characters of `a-z`, `0-9`, `-`, not starting
     /// or ending with `-`). Unique among live deployments of a manager.
     pub name: String,
     /// The application's directory (default `"."`).
-    #[serde(default = "default_source")]
     pub source: PathBuf,
     /// The provider to deploy with; when absent the manager picks one (see
     /// [`ProviderRegistry`](crate::ProviderRegistry)).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// Environment variables for the application. Values are secrets.
-    #[serde(default, skip_serializing_if = "Env::is_empty")]
     pub env: Env,
     /// The port the application listens on; when absent the provider assigns one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The command that starts the application (run by `sh -c`); when absent the provider
     /// derives it (for Node.js: `package.json`'s `scripts.start`, then `main`, then
     /// `server.js` / `index.js` / `app.js`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_command: Option<String>,
     /// How readiness and liveness are judged; absent means "the app accepts TCP on its
     /// port, or the process stays up for `restart.min_uptime`, whichever comes first"
     /// (providers that know no port judge by uptime alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     /// When and how fast crashed instances are restarted.
-    #[serde(default)]
     pub restart: RestartPolicy,
     /// How instances are stopped.
-    #[serde(default)]
     pub stop: StopConfig,
     /// Memory and CPU limits.
-    #[serde(default, skip_serializing_if = "Resources::is_unlimited")]
     pub resources: Resources,
-    /// How many instances to run (default 1).
-    #[serde(default = "default_replicas")]
+    /// How many instances to run (default 1). With [`autoscale`](Self::autoscale) this is
+    /// its `min`, the count a first deploy starts with; the count set later (by the
+    /// autoscaler or `conan scale`) is kept in the deployment's runtime
+    /// ([`RuntimeInfo::replicas`](crate::RuntimeInfo::replicas)) and handed to providers as
+    /// this field of the spec's config.
     pub replicas: u32,
+    /// The replica range and target when the replica count follows the load
+    /// (`replicas = { min, max, target_in_flight | target_cpu }`); `None` for a fixed count.
+    pub autoscale: Option<Autoscale>,
     /// How a new revision replaces the running one.
-    #[serde(default)]
     pub update: UpdatePolicy,
     /// The deployment's stable endpoint (a reverse proxy in front of its instances, when
     /// the manager has a traffic layer: see [`crate::traffic`]).
-    #[serde(default, skip_serializing_if = "EndpointConfig::is_default")]
     pub endpoint: EndpointConfig,
     /// Capabilities the chosen provider must have.
-    #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
     pub requirements: Capabilities,
     /// Free-form labels, copied onto what the provider creates (container labels, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Options for one provider each, keyed by provider name. Conan core never reads them;
     /// each provider decodes its own table into its own typed struct with
     /// [`DeploymentConfig::provider_options_for`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provider_options: BTreeMap<String, serde_json::Value>,
 }
 
-fn default_source() -> PathBuf {
+pub(super) fn default_source() -> PathBuf {
     PathBuf::from(".")
-}
-
-fn default_replicas() -> u32 {
-    1
 }
 
 impl DeploymentConfig {
@@ -163,6 +158,7 @@ impl DeploymentConfig {
             stop: StopConfig::default(),
             resources: Resources::default(),
             replicas: 1,
+            autoscale: None,
             update: UpdatePolicy::default(),
             endpoint: EndpointConfig::default(),
             requirements: Capabilities::none(),
@@ -240,6 +236,14 @@ impl DeploymentConfig {
                     )],
                 }),
         }
+    }
+
+    /// The most replicas this config may run: `autoscale.max`, else `replicas`.
+    #[must_use]
+    pub fn max_replicas(&self) -> u32 {
+        self.autoscale
+            .as_ref()
+            .map_or(self.replicas, |a| a.max.max(self.replicas))
     }
 
     /// The effective health-check interval, if a check is configured.

@@ -397,3 +397,76 @@ fn a_rolling_update_that_cannot_move_and_a_bad_canary_plan_are_errors_with_paths
         vec![10, 50]
     );
 }
+
+#[test]
+fn replicas_take_a_count_or_an_autoscaling_table() {
+    let fixed = DeploymentConfig::from_toml_str("name = \"web\"\nreplicas = 3\n").unwrap();
+    assert_eq!((fixed.replicas, fixed.autoscale.is_none()), (3, true));
+    let auto = DeploymentConfig::from_toml_str(
+        "name = \"web\"\nreplicas = { min = 2, max = 5, target_in_flight = 8, scale_in_cooldown = \"5m\" }\n",
+    )
+    .unwrap();
+    let a = auto.autoscale.clone().unwrap();
+    assert_eq!(auto.replicas, 2, "starts at min");
+    assert_eq!((a.min, a.max, a.target_in_flight), (2, 5, Some(8.0)));
+    assert_eq!(a.scale_out_cooldown, Duration::from_secs(30));
+    assert_eq!(a.scale_in_cooldown, Duration::from_secs(300));
+    assert_eq!(auto.max_replicas(), 5);
+    // Round trips: TOML, JSON (the store's form), and an old integer in JSON.
+    let again = DeploymentConfig::from_toml_str(&auto.to_toml_string().unwrap()).unwrap();
+    assert_eq!(again, auto);
+    let json = serde_json::to_string(&auto).unwrap();
+    assert!(json.contains("\"replicas\":{\"min\":2"), "{json}");
+    assert_eq!(DeploymentConfig::from_json_str(&json).unwrap(), auto);
+    let old = DeploymentConfig::from_json_str(r#"{"name":"web","replicas":4}"#).unwrap();
+    assert_eq!(old.replicas, 4);
+    let cpu = DeploymentConfig::from_json_str(
+        r#"{"name":"web","replicas":{"min":1,"max":3,"target_cpu":70}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cpu.autoscale.unwrap().target(),
+        Some(crate::config::ScaleTarget::Cpu(70.0))
+    );
+    let built = DeploymentConfig::builder("web")
+        .autoscale(Autoscale::in_flight(1, 4, 8.0))
+        .build()
+        .unwrap();
+    assert_eq!(built.replicas, 1);
+}
+
+#[test]
+fn autoscaling_problems_are_all_listed_with_their_paths() {
+    let err = DeploymentConfig::from_toml_str(
+        "name = \"web\"\nreplicas = { min = 0, max = 0, target_in_flight = -1, target_cpu = 50, scale_out_cooldown = \"2d\" }\n[endpoint]\nenabled = false\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "replicas.min: must be at least 1",
+        "replicas: set one target, target_in_flight or target_cpu, not both",
+        "replicas.target_in_flight: must be a number above 0 (got -1)",
+        "replicas.scale_out_cooldown: at most 24h",
+        "replicas: autoscaling needs the deployment's endpoint",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    let err = DeploymentConfig::from_toml_str("name = \"web\"\nreplicas = { min = 3, max = 2 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("replicas.max: must be at least replicas.min (3)"),
+        "{err}"
+    );
+    assert!(err.contains("needs a target"), "{err}");
+    let err = DeploymentConfig::from_toml_str(
+        "name = \"web\"\nreplicas = { min = 1, max = 2, target = 3 }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown field `target`"), "{err}");
+    let err = DeploymentConfig::from_toml_str("name = \"web\"\nreplicas = \"two\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a number of replicas, or a table"), "{err}");
+}

@@ -257,7 +257,14 @@ pub(super) fn problems(c: &DeploymentConfig) -> Vec<ConfigProblem> {
         );
     }
 
-    p.at_least_one("replicas", c.replicas);
+    match &c.autoscale {
+        None => p.at_least_one("replicas", c.replicas),
+        Some(a) => {
+            for (path, message) in a.problems(c) {
+                p.push(path, message);
+            }
+        }
+    }
     if let Some(plan) = &c.update.canary {
         for (path, message) in plan.problems() {
             p.push(path, message);

@@ -55,6 +55,19 @@ pub enum Request {
         /// Deployment id or name.
         target: String,
     },
+    /// Run another number of replicas of the serving revision (no new revision): see
+    /// [`DeploymentManager::scale`](super::DeploymentManager::scale).
+    Scale {
+        /// Deployment id or name.
+        target: String,
+        /// The new count.
+        replicas: u32,
+        /// Why (the autoscaler's measurement), for the event and the audit entry.
+        reason: Option<String>,
+        /// Applies only while this revision serves (what an autoscaler measured); `None`:
+        /// whatever serves.
+        revision: Option<Revision>,
+    },
     /// What a monitor asks for a running deployment that is alive but not serving well:
     /// restart it, or give up on it. Applies only while `origin` (the revision and instance
     /// the monitor observed) still serves and the deployment runs; otherwise (a user's
@@ -94,6 +107,7 @@ impl Request {
             | Request::Stop { target }
             | Request::Restart { target }
             | Request::Remove { target }
+            | Request::Scale { target, .. }
             | Request::Heal { target, .. } => Some(target),
         }
     }
@@ -109,6 +123,7 @@ impl Request {
             Request::Stop { .. } => OperationKind::Stop,
             Request::Restart { .. } => OperationKind::Restart,
             Request::Remove { .. } => OperationKind::Remove,
+            Request::Scale { .. } => OperationKind::Scale,
             Request::Heal { action, .. } => match action {
                 HealAction::Restart => OperationKind::Restart,
                 HealAction::Fail(_) => OperationKind::Stop,

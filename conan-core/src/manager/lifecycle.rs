@@ -127,9 +127,15 @@ impl Op<'_> {
             super::traffic::set_endpoint(r, endpoint);
         })
         .await?;
-        let spec = DeploymentSpec::new(record.id.clone(), new_rev, config.clone());
+        // An autoscaled deployment keeps its current count across the rollout.
+        let count = super::scale::carried(&record, &config);
+        let spec = DeploymentSpec::new(
+            record.id.clone(),
+            new_rev,
+            super::scale::with_count(&config, count),
+        );
         let known = Self::known(&record);
-        let deadline = self.inner.timeouts(provider.name()).rollout(&config);
+        let deadline = self.inner.timeouts(provider.name()).rollout(&spec.config);
         let result = if from == StatusKind::Running {
             // The provider switches the endpoint to the new revision once it passed its gate.
             self.cutover = self.cutover_for(&config);
@@ -158,7 +164,7 @@ impl Op<'_> {
                 self.transition_with(DeploymentStatus::Running, Some(&revision), |r| {
                     r.revision = new_rev;
                     r.config = config;
-                    r.runtime = Some(Arc::new(runtime));
+                    r.runtime = Some(Arc::new(runtime.with_replicas(count)));
                 })
                 .await
             }

@@ -47,6 +47,7 @@ mod recovery;
 mod registry;
 mod reports;
 mod retry;
+mod scale;
 mod scheduler;
 mod traffic;
 
@@ -268,6 +269,7 @@ impl Inner {
                 let registry = self.registry();
                 let chosen = registry.resolve(config)?;
                 check_fit(&*chosen, config)?;
+                self.check_autoscale(config)?;
                 let provider = registry.shared_name(chosen.name());
                 let id = DeploymentId::generate();
                 let now = Timestamp::now();
@@ -301,6 +303,7 @@ impl Inner {
                     if let Some(p) = self.registry().get(&entry.provider) {
                         check_fit(&**p, config)?;
                     }
+                    self.check_autoscale(config)?;
                 }
                 (id, entry.map(|e| e.provider.clone()))
             }
@@ -337,6 +340,20 @@ impl Inner {
             rx,
             manager: Arc::downgrade(self),
         })
+    }
+
+    /// Autoscaling reads the traffic layer's counters and routes through it: a manager
+    /// without one refuses an autoscaled config.
+    fn check_autoscale(&self, config: &DeploymentConfig) -> Result<()> {
+        if config.autoscale.is_some() && self.traffic.is_none() {
+            return Err(Error::InvalidConfig {
+                problems: vec![ConfigProblem::new(
+                    "replicas",
+                    "autoscaling needs the proxy in front of the deployment, and this manager has no traffic layer; use a fixed count (replicas = N)",
+                )],
+            });
+        }
+        Ok(())
     }
 
     fn spawn_all(self: &Arc<Self>, jobs: impl IntoIterator<Item = Queued<ops::Job>>) {
@@ -383,7 +400,22 @@ impl Inner {
 /// fixed `port` for several replicas where instances share the host's network (they would
 /// all bind the same port).
 fn check_fit(provider: &crate::provider::DynProvider, config: &DeploymentConfig) -> Result<()> {
-    if config.replicas > 1
+    if config.autoscale.is_some()
+        && !provider
+            .capabilities()
+            .contains(crate::capability::Capability::Scale)
+    {
+        return Err(Error::InvalidConfig {
+            problems: vec![ConfigProblem::new(
+                "replicas",
+                format!(
+                    "provider '{}' cannot scale a running deployment, which autoscaling needs; use a fixed count (replicas = N)",
+                    provider.name()
+                ),
+            )],
+        });
+    }
+    if config.max_replicas() > 1
         && let Some(port) = config.port
         && provider
             .capabilities()
@@ -395,7 +427,7 @@ fn check_fit(provider: &crate::provider::DynProvider, config: &DeploymentConfig)
                 format!(
                     "a fixed port ({port}) allows only one replica on provider '{}' (replicas = {}): remove `port` and each replica gets its own PORT",
                     provider.name(),
-                    config.replicas
+                    config.max_replicas()
                 ),
             )],
         });
@@ -466,6 +498,19 @@ impl DeploymentManager {
             Request::Stop { target } => (ops::Target::Ref(target), ops::JobKind::Stop),
             Request::Restart { target } => (ops::Target::Ref(target), ops::JobKind::Restart),
             Request::Remove { target } => (ops::Target::Ref(target), ops::JobKind::Remove),
+            Request::Scale {
+                target,
+                replicas,
+                reason,
+                revision,
+            } => (
+                ops::Target::Ref(target),
+                ops::JobKind::Scale(Box::new(scale::ScaleJob {
+                    replicas,
+                    reason,
+                    revision,
+                })),
+            ),
             Request::Heal {
                 target,
                 origin,
@@ -548,6 +593,31 @@ impl DeploymentManager {
             target: target.to_owned(),
         })
         .await
+    }
+
+    /// Sets the number of replicas of `target` without a new revision, and waits (see
+    /// [`Request::Scale`]): a running deployment's provider starts or stops replicas
+    /// (health-gated, drained); a stopped or failed one keeps the count for its next
+    /// start. Emits [`Event::Scaled`] when the count changed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] at `replicas` for a count outside the autoscaling range (or
+    /// several replicas with a fixed port); [`Error::NotSupported`] when the provider cannot
+    /// scale; the provider's error (the replicas that served keep serving).
+    pub async fn scale(&self, target: &str, replicas: u32) -> Result<DeploymentRecord> {
+        self.run(Request::Scale {
+            target: target.to_owned(),
+            replicas,
+            reason: None,
+            revision: None,
+        })
+        .await
+    }
+
+    /// The replica count `record` runs: the one a scale set, else its config's.
+    #[must_use]
+    pub fn replicas_of(record: &DeploymentRecord) -> u32 {
+        scale::replicas_of(record)
     }
 
     /// Stops and deletes a deployment and waits; its audit entries stay.

@@ -44,6 +44,8 @@ pub(crate) enum JobKind {
     /// Reconciling the record with what the provider finds after a restart of the managing
     /// process (or when the provider is added later).
     Recover,
+    /// A new replica count, same revision.
+    Scale(Box<super::scale::ScaleJob>),
 }
 
 impl JobKind {
@@ -56,6 +58,7 @@ impl JobKind {
             JobKind::Stop => OperationKind::Stop,
             JobKind::Restart => OperationKind::Restart,
             JobKind::Remove => OperationKind::Remove,
+            JobKind::Scale(_) => OperationKind::Scale,
             JobKind::Heal(heal) => match heal.1 {
                 HealAction::Restart => OperationKind::Restart,
                 HealAction::Fail(_) => OperationKind::Stop,
@@ -282,6 +285,15 @@ impl Inner {
     }
 }
 
+/// The scaled count of a record and the revision it belongs to (see
+/// [`super::scale::keep_count`]).
+pub(super) fn scaled(record: &DeploymentRecord) -> (Option<u32>, Revision) {
+    (
+        record.runtime.as_ref().and_then(|r| r.replicas),
+        record.revision,
+    )
+}
+
 /// The text of a panic payload (a `&str` or `String` message, as `panic!` makes).
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
@@ -332,10 +344,12 @@ impl Op<'_> {
                 crate::status::transition(from, to.kind())?;
             }
             let endpoint = super::traffic::endpoint_of(&entry.record);
+            let count = scaled(&entry.record);
             entry.record.status = to;
             entry.record.updated_at = Timestamp::now();
             update(&mut entry.record);
             super::traffic::keep_endpoint(&mut entry.record, endpoint);
+            super::scale::keep_count(&mut entry.record, count);
             (entry.record.clone(), from)
         };
         let entry = AuditEntry::new(
@@ -423,10 +437,16 @@ impl Op<'_> {
         result
     }
 
-    /// What the store knows of the deployment, as a provider is handed it.
+    /// What the store knows of the deployment, as a provider is handed it (with the scaled
+    /// replica count in the spec's config, see [`super::scale`]).
     pub(super) fn known(record: &DeploymentRecord) -> KnownDeployment {
+        let count = record.runtime.as_ref().and_then(|r| r.replicas);
         KnownDeployment::new(
-            DeploymentSpec::new(record.id.clone(), record.revision, record.config.clone()),
+            DeploymentSpec::new(
+                record.id.clone(),
+                record.revision,
+                super::scale::with_count(&record.config, count),
+            ),
             record.runtime.clone().unwrap_or_default(),
         )
     }
@@ -480,6 +500,7 @@ impl Op<'_> {
             JobKind::Observe(report) => self.observe(report).await,
             JobKind::Heal(heal) => self.heal(&heal.0, &heal.1).await,
             JobKind::Recover => self.recover().await,
+            JobKind::Scale(job) => self.scale(job).await,
         }
     }
 }

@@ -152,7 +152,8 @@ async fn a_stop_whose_state_write_fails_still_stops_and_the_write_lands_later() 
         .filter_map(|e| match e.action {
             crate::store::AuditAction::Transition { from, to } => Some((from, to)),
             crate::store::AuditAction::Operation { .. }
-            | crate::store::AuditAction::Restart { .. } => None,
+            | crate::store::AuditAction::Restart { .. }
+            | crate::store::AuditAction::Scale { .. } => None,
         })
         .skip(2) // the deploy's
         .collect();

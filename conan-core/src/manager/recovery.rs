@@ -341,8 +341,10 @@ impl Op<'_> {
                 .get_mut(&self.deployment)
                 .ok_or_else(|| Error::deployment_not_found(self.deployment.as_str()))?;
             let endpoint = super::traffic::endpoint_of(&entry.record);
+            let count = super::ops::scaled(&entry.record);
             update(&mut entry.record);
             super::traffic::keep_endpoint(&mut entry.record, endpoint);
+            super::scale::keep_count(&mut entry.record, count);
             entry.record.updated_at = crate::time::Timestamp::now();
             entry.record.clone()
         };

@@ -268,6 +268,32 @@ pub trait Provider: Send + Sync + 'static {
         })
     }
 
+    /// Changes the number of running instances of `known` (its revision, `known.spec`) to
+    /// `replicas`, without a new revision, and answers the new runtime. Scaling out starts
+    /// the extra instances beside the serving ones, waits for their readiness gate, then
+    /// calls [`OperationContext::cutover`] with the runtime that includes them; scaling in
+    /// first calls `cutover` with the runtime without the instances it removes (the
+    /// manager's traffic layer stops sending them requests and waits for those in flight),
+    /// and only then stops them. On failure the instances that served keep serving. A
+    /// provider that has this method declares [`Capability::Scale`](crate::Capability::Scale);
+    /// the default answers [`Error::NotSupported`].
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`]; [`Error::NotFound`] when nothing of `known` runs; otherwise
+    /// as [`update`](Self::update) (a new instance that fails its gate).
+    async fn scale(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+        replicas: u32,
+    ) -> Result<RuntimeInfo> {
+        let _ = (ctx, known, replicas);
+        Err(Error::NotSupported {
+            operation: "scaling a running deployment".to_owned(),
+            provider: self.name().to_owned(),
+        })
+    }
+
     /// Stops every instance (the config's stop signal, then a kill after `stop.timeout`).
     /// What a later [`start`](Self::start) needs is kept.
     ///
@@ -398,6 +424,14 @@ macro_rules! forward_provider {
                 known: &KnownDeployment,
             ) -> Result<RuntimeInfo> {
                 (**self).replace(ctx, known).await
+            }
+            async fn scale(
+                &self,
+                ctx: &OperationContext,
+                known: &KnownDeployment,
+                replicas: u32,
+            ) -> Result<RuntimeInfo> {
+                (**self).scale(ctx, known, replicas).await
             }
             async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {
                 (**self).stop(ctx, known).await

@@ -159,6 +159,12 @@ pub struct RuntimeInfo {
     /// `endpoint.enabled = false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<std::net::SocketAddr>,
+    /// The replica count a scale set (the autoscaler's or `conan scale`'s), set by the
+    /// manager, never by a provider, and kept across every runtime a provider answers
+    /// until a new revision rolls out. `None`: the config's `replicas`. Providers read the
+    /// count from the spec's config, where the manager puts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
     /// Provider-specific details (image id, remote service id, ...): whatever the provider
     /// needs to find the deployment again after a restart. Never secrets: it is stored
     /// and shown by `conan status --json`.
@@ -201,6 +207,13 @@ impl RuntimeInfo {
         self
     }
 
+    /// The same, with the scaled replica count (see [`RuntimeInfo::replicas`]).
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: Option<u32>) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
     /// The same, with a detail set.
     #[must_use]
     pub fn with_detail(
@@ -225,6 +238,7 @@ impl RuntimeInfo {
             instances: Vec::new(),
             url: None,
             endpoint: self.endpoint,
+            replicas: self.replicas,
             details: self.details.clone(),
         }
     }

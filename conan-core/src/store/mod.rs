@@ -140,6 +140,16 @@ pub enum AuditAction {
         /// The backoff delay before the restart, in milliseconds.
         delay_ms: u64,
     },
+    /// The replica count changed without a new revision (written with the `scale`
+    /// operation's own entry, which says who asked).
+    Scale {
+        /// The count before.
+        from: u32,
+        /// The count now.
+        to: u32,
+        /// Why, with the measured value.
+        reason: String,
+    },
 }
 
 /// One line of the audit log.

@@ -367,6 +367,20 @@ impl<P: Provider> Provider for FaultyProvider<P> {
             .await
     }
 
+    async fn scale(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+        replicas: u32,
+    ) -> Result<RuntimeInfo> {
+        self.run(
+            Call::Update,
+            Some(ctx),
+            self.inner.scale(ctx, known, replicas),
+        )
+        .await
+    }
+
     async fn stop(&self, ctx: &OperationContext, known: &KnownDeployment) -> Result<()> {
         self.run(Call::Stop, Some(ctx), self.inner.stop(ctx, known))
             .await

@@ -26,6 +26,8 @@ pub enum ProviderOp {
     Recover,
     /// `status` (delays do not apply to it; the other faults do).
     Status,
+    /// `scale`.
+    Scale,
 }
 
 impl ProviderOp {
@@ -38,11 +40,12 @@ impl ProviderOp {
             ProviderOp::Remove => "remove",
             ProviderOp::Recover => "recover",
             ProviderOp::Status => "status",
+            ProviderOp::Scale => "scale",
         }
     }
 
     /// Every op, in declaration order (the index of the call counters).
-    pub const ALL: [ProviderOp; 7] = [
+    pub const ALL: [ProviderOp; 8] = [
         ProviderOp::Deploy,
         ProviderOp::Update,
         ProviderOp::Start,
@@ -50,6 +53,7 @@ impl ProviderOp {
         ProviderOp::Remove,
         ProviderOp::Recover,
         ProviderOp::Status,
+        ProviderOp::Scale,
     ];
 }
 

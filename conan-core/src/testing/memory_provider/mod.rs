@@ -402,6 +402,7 @@ impl Provider for MemoryProvider {
             Capability::Recovery,
             Capability::Replicas,
             Capability::Supervision,
+            Capability::Scale,
         ]
         .into_iter()
         .collect()
@@ -544,6 +545,29 @@ impl Provider for MemoryProvider {
         drop(call);
         ctx.events.healthy(known.id());
         self.supervise(ending, &ctx.events, known.id(), instance);
+        Ok(runtime)
+    }
+
+    /// Records the count in the held spec (the backend runs one instance whatever the
+    /// count) after the call's wait, like instances that start; the cutover sees it.
+    async fn scale(
+        &self,
+        ctx: &OperationContext,
+        known: &KnownDeployment,
+        replicas: u32,
+    ) -> Result<RuntimeInfo> {
+        let call = self.enter(Some(ctx), ProviderOp::Scale, Ids::One(known.id()))?;
+        call.wait(ctx).await?;
+        let runtime = self.read(known.id(), |held| {
+            if !held.state.is_running() {
+                return None;
+            }
+            std::sync::Arc::make_mut(&mut held.spec.config).replicas = replicas;
+            Some(held.runtime())
+        })?;
+        let runtime = runtime.ok_or_else(|| Self::not_found(known.id()))?;
+        drop(call);
+        ctx.cutover(&runtime).await;
         Ok(runtime)
     }
 
