@@ -2,8 +2,8 @@
 //! (`recreate`, `blue-green`, `rolling`).
 
 use conan_core::{
-    DeploymentSpec, Error, HealthReport, HealthStatus, OperationContext, Phase, Result,
-    RuntimeInfo, Timestamp, UpdateStrategy,
+    DeploymentSpec, Error, HealthReport, HealthStatus, OperationContext, Phase, ReportOrigin,
+    Result, RuntimeInfo, Timestamp, UpdateStrategy,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -287,7 +287,10 @@ impl DockerProvider {
         }
     }
 
-    /// Puts stopped containers of the previous revision back (after a failed update).
+    /// Puts stopped containers of the previous revision back (after a failed update), and
+    /// reports the runtime they serve with: Docker publishes a restarted container on a
+    /// new host port, and the manager (which keeps the previous runtime after a failed
+    /// update) and its proxy must route there.
     async fn restore(&self, ctx: &OperationContext, previous: &DeploymentSpec, ids: &[String]) {
         if ids.is_empty() {
             return;
@@ -295,6 +298,35 @@ impl DockerProvider {
         let undo = undo_context(ctx);
         if let Err(e) = self.resume(&undo, previous, ids).await {
             tracing::error!(deployment = %previous.id, error = %e, "putting the previous revision back failed");
+            return;
+        }
+        let serving = async {
+            let all = container::list_deployment(&self.docker, previous.id.as_str()).await?;
+            let mut instances = Vec::new();
+            for c in all.iter().filter(|c| {
+                container::revision_of(c) == Some(previous.revision)
+                    && crate::provider::is_running(c)
+            }) {
+                instances.push(container::instance_of(&self.docker, c).await?);
+            }
+            instances.sort_by_key(|i| i.replica);
+            Ok::<_, crate::error::DockerError>(instances)
+        }
+        .await;
+        match serving {
+            Ok(instances) if !instances.is_empty() => {
+                let origin = ReportOrigin::new(previous.revision, instances[0].id.clone());
+                let info = runtime(
+                    &self.settings.bind_address,
+                    &crate::labels::image_tag(previous),
+                    &instances,
+                );
+                ctx.events.runtime_changed(&previous.id, origin, info);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(deployment = %previous.id, error = %e, "could not read the restored containers' ports");
+            }
         }
     }
 

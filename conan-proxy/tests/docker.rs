@@ -4,7 +4,9 @@
 //! during a blue-green update, a rollback and a restart (`Provider::replace`: a fresh
 //! container beside the old one); a WebSocket opened before an update works until the old
 //! container's drain ends; a failing new revision never serves; a rolling update and a
-//! restart of 3 replicas drain each replaced replica before it stops. Every test removes its
+//! restart of 3 replicas drain each replaced replica before it stops; a container Docker
+//! restarts after a crash, or a failed `recreate` update puts back, is published on a new
+//! port, and the endpoint follows it. Every test removes its
 //! containers and images, also when it fails. Without a Docker daemon installed the tests
 //! are skipped with a message; with one installed that does not answer they fail.
 
@@ -490,6 +492,56 @@ async fn docker_a_container_restarted_by_docker_is_routed_to_on_its_new_port() {
         })
         .await,
         "the endpoint answers again"
+    );
+    s.manager.remove(&name).await.unwrap();
+}
+
+/// A failed `recreate` update puts the stopped old container back, which Docker publishes
+/// on a new port: the endpoint follows it (a gap during the update is what `recreate`
+/// means; a dead endpoint after it is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_a_failed_recreate_update_serves_the_restored_container_through_the_endpoint() {
+    let Some(s) = setup("recreate", 27250).await else {
+        return;
+    };
+    let name = s.name("recreate");
+    let recreate = |rev: &str| {
+        let mut c = s.config(&name, rev);
+        c.update.strategy = conan_core::UpdateStrategy::Recreate;
+        c
+    };
+    let rec = s.manager.deploy(recreate("r1")).await.unwrap();
+    let endpoint = endpoint_of(&rec);
+    let container = container_of(&rec);
+    let mut bad = recreate("r2");
+    bad.env.insert("FAIL_HEALTH", "1");
+    bad.update.healthy_deadline = Duration::from_secs(3);
+    s.manager.update(&name, bad).await.unwrap_err();
+    let published = || {
+        docker(&["port", &container, "3000/tcp"])
+            .first()
+            .and_then(|l| l.rsplit(':').next()?.parse::<u16>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.manager.get(&name).is_ok_and(|r| {
+                r.status.kind() == StatusKind::Running
+                    && r.runtime.as_ref().unwrap().instances[0].port == published()
+            })
+        })
+        .await,
+        "the record names the restored container's port {:?}: {:?}",
+        published(),
+        s.manager.get(&name).ok().and_then(|r| r.runtime.clone())
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            get(endpoint, "/")
+                .await
+                .is_some_and(|r| r.0 == 200 && r.1 == "r1")
+        })
+        .await,
+        "the endpoint serves the restored container"
     );
     s.manager.remove(&name).await.unwrap();
 }
