@@ -116,10 +116,26 @@ pub fn pm2_install(dir: &Path) -> Option<PathBuf> {
     (ok && bin.exists()).then_some(bin)
 }
 
-/// `pm2 ARGS` with its state in `home` (`PM2_HOME`), run in `app_dir`, output discarded.
+/// Gives `command` the environment a Conan app gets: only the variables of
+/// [`DEFAULT_INHERITED_ENV`](conan_provider_local::DEFAULT_INHERITED_ENV) from this
+/// process. Every peer's node starts with the same environment, so a comparison measures
+/// the tools, not the environment: on a machine with `NODE_EXTRA_CA_CERTS` set, node reads
+/// the certificate bundle at startup (about 100 ms here), and Conan's apps do not inherit it.
+pub fn app_env(command: &mut Command) -> &mut Command {
+    command
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|n| conan_provider_local::DEFAULT_INHERITED_ENV.contains(&n))
+        }))
+}
+
+/// `pm2 ARGS` with its state in `home` (`PM2_HOME`), run in `app_dir`, output discarded;
+/// its environment is [`app_env`]'s.
 #[must_use]
 pub fn pm2_command(pm2: &Path, home: &Path, app_dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(pm2);
+    app_env(&mut c);
     c.args(args)
         .env("PM2_HOME", home)
         .current_dir(app_dir)

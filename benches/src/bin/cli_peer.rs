@@ -26,14 +26,16 @@
 //!
 //! Row 1 is measured twice: with `--health /health` (bare: poll `GET /health`) and with no
 //! health check (bare: poll a TCP connect; conan: ready when the app accepts TCP on its
-//! PORT). `--ready-only` stops after these rows.
+//! PORT). The bare starts and the deploys alternate, so a change of the machine's load
+//! hits both sides alike, and the bare node gets the environment a Conan app gets
+//! (`app_env`). `--ready-only` stops after these rows.
 //!
 //! ```text
 //! cargo run --release -p conan-benches --bin cli_peer -- [--apps N] [--runs N] [--cpu-secs S] [--no-pm2] [--no-supervisord] [--ready-only]
 //! ```
 
+use conan_benches::{app_env, free_port, median, ms, pm2_command, pm2_install, rss_kib};
 use conan_benches::{arg_u64 as arg, workspace_root as root};
-use conan_benches::{free_port, median, ms, pm2_command, pm2_install, rss_kib};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -144,31 +146,29 @@ fn wait_listening(port: u16) {
     }
 }
 
-/// Spawn `node app.js` and poll until ready: `GET /health` answers 200 (`health`), or the
-/// port accepts a TCP connection.
-fn bare_ready(runs: u64, health: bool) -> Duration {
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let port = free_port();
-        let t = Instant::now();
-        let mut child: Child = Command::new("node")
-            .arg("app.js")
-            .current_dir(hello())
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn node");
-        if health {
-            wait_healthy(port);
-        } else {
-            wait_listening(port);
-        }
-        times.push(t.elapsed());
-        let _ = child.kill();
-        let _ = child.wait();
+/// Spawns `node app.js` and polls until ready: `GET /health` answers 200 (`health`), or
+/// the port accepts a TCP connection. The node gets a Conan app's environment
+/// ([`app_env`]).
+fn bare_once(health: bool) -> Duration {
+    let port = free_port();
+    let t = Instant::now();
+    let mut child: Child = app_env(&mut Command::new("node"))
+        .arg("app.js")
+        .current_dir(hello())
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn node");
+    if health {
+        wait_healthy(port);
+    } else {
+        wait_listening(port);
     }
-    median(&mut times)
+    let took = t.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    took
 }
 
 fn conan_bin() -> PathBuf {
@@ -285,22 +285,31 @@ fn unhealthy_to_restarted(conan: &Conan, runs: u64) -> Duration {
 
 /// `conan deploy` of hello to ready, with `--health /health` or with no health check
 /// (ready when it accepts TCP on its PORT, or after `min_uptime`).
-fn conan_ready(conan: &Conan, runs: u64, health: bool) -> Duration {
+fn conan_once(conan: &Conan, name: &str, health: bool) -> Duration {
     let hello = hello();
     let hello = hello.to_str().expect("utf-8 path");
-    let mut times = Vec::new();
-    for i in 0..runs {
-        let name = format!("ready-{}-{i}", if health { "h" } else { "n" });
-        let mut args = vec!["deploy", hello, "--name", &name];
-        if health {
-            args.extend(["--health", "/health"]);
-        }
-        let t = Instant::now();
-        conan.ok(&args);
-        times.push(t.elapsed());
-        conan.ok(&["rm", "--force", &name]);
+    let mut args = vec!["deploy", hello, "--name", name];
+    if health {
+        args.extend(["--health", "/health"]);
     }
-    median(&mut times)
+    let t = Instant::now();
+    conan.ok(&args);
+    let took = t.elapsed();
+    conan.ok(&["rm", "--force", name]);
+    took
+}
+
+/// Start to ready, bare and through `conan deploy`, runs interleaved (a bare start, then a
+/// deploy, and so on) so that a change of the machine's load hits both sides alike:
+/// the medians of (bare, conan).
+fn ready_pair(conan: &Conan, runs: u64, health: bool) -> (Duration, Duration) {
+    let (mut bare, mut deploy) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        bare.push(bare_once(health));
+        let name = format!("ready-{}-{i}", if health { "h" } else { "n" });
+        deploy.push(conan_once(conan, &name, health));
+    }
+    (median(&mut bare), median(&mut deploy))
 }
 
 fn pm2_peer(pm2: &Path, home: &Path, runs: u64, apps: u64, cpu_secs: u64, bare: Duration) {
@@ -413,7 +422,7 @@ impl Supervisord {
         }
         let conf_path = d.join("supervisord.conf");
         std::fs::write(&conf_path, conf).expect("write supervisord.conf");
-        let child = Command::new(bin.join("supervisord"))
+        let child = app_env(&mut Command::new(bin.join("supervisord")))
             .arg("-n")
             .arg("-c")
             .arg(&conf_path)
@@ -573,17 +582,15 @@ fn main() {
     };
     println!("cli_peer: {runs} runs (median), {apps} idle apps, CPU over {cpu_secs} s");
 
-    let bare = bare_ready(runs, true);
     conan.ok(&["ls"]); // starts the daemon: deploys are timed against a running daemon
-    let ready = conan_ready(&conan, runs, true);
+    let (bare, ready) = ready_pair(&conan, runs, true);
     println!(
         "  start to ready: bare node + poll {}, conan deploy {} ({:.2}x bare)",
         ms(bare),
         ms(ready),
         ready.as_secs_f64() / bare.as_secs_f64()
     );
-    let bare_tcp = bare_ready(runs, false);
-    let ready_tcp = conan_ready(&conan, runs, false);
+    let (bare_tcp, ready_tcp) = ready_pair(&conan, runs, false);
     println!(
         "  start to ready, no health check: bare node + TCP poll {}, conan deploy {} ({:.2}x bare)",
         ms(bare_tcp),

@@ -12,7 +12,7 @@
 //! cargo run --release -p conan-benches --bin local_peer -- [--runs N] [--lines N] [--no-pm2]
 //! ```
 
-use conan_benches::{free_port, median, ms, pm2_command, pm2_install, rss_kib};
+use conan_benches::{app_env, free_port, median, ms, pm2_command, pm2_install, rss_kib};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ async fn bare_ready(runs: usize) -> (Duration, u64) {
     for _ in 0..runs {
         let port = free_port();
         let t = Instant::now();
-        let mut child = Command::new("node")
+        let mut child = app_env(&mut Command::new("node"))
             .arg("app.js")
             .current_dir(apps().join("hello"))
             .env("PORT", port.to_string())
@@ -126,7 +126,7 @@ fn bare_burst(lines: u32, runs: usize, dir: &Path) -> Duration {
     for i in 0..runs {
         let out = std::fs::File::create(dir.join(format!("burst-{i}.out"))).expect("file");
         let t = Instant::now();
-        let status = Command::new("node")
+        let status = app_env(&mut Command::new("node"))
             .args(["app.js", &lines.to_string()])
             .current_dir(apps().join("burst"))
             .stdout(out)

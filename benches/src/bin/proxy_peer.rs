@@ -5,25 +5,27 @@
 //!    without the proxy (the client keeps the instance URL it was given), with `pm2 reload`
 //!    in fork mode and in cluster mode (2 workers). A failure is a connection error, a 5xx
 //!    the app did not send (ws-echo tags its answers `x-app`), or a timeout (5 s).
+//!    (This part runs the manager, the local provider and the proxy in this process, as
+//!    the daemon does.)
 //! 2. **Proxy overhead** with `wrk` (`-t2 -c64 -d10s --latency`): the app directly, through
-//!    Conan's proxy (2 worker threads) and through nginx (2 workers, `upstream` with
-//!    `keepalive 64`), the same app.
-//! 3. **Memory**: the RSS of this process (the manager, the local provider and the proxy,
-//!    as the daemon runs them) with 50 proxied deployments, minus the RSS before.
+//!    the endpoint of a real `conan` daemon (its proxy runs on the daemon's one thread) and
+//!    through nginx (2 workers, `upstream` with `keepalive 64`), the same app instance;
+//!    `--rounds N` (3) rounds of the three, interleaved, and the median of each.
+//! 3. **Memory**: the daemon's RSS with 50 proxied deployments (each endpoint used once).
 //!
 //! `wrk` and `nginx` come from Debian (`.ci/apt-need.sh` installs them), PM2 from npm into a
-//! temp dir. Run: `cargo run --release -p conan-benches --bin proxy_peer -- [--no-pm2]
-//! [--no-wrk] [--no-rss]`
+//! temp dir; the daemon is the release `conan` (`CONAN_BIN`, else built). Run:
+//! `cargo run --release -p conan-benches --bin proxy_peer -- [--no-pm2] [--no-wrk]
+//! [--no-rss] [--rounds N]`
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use conan_benches::{pm2_command, pm2_install, rss_kib, workspace_root};
+use conan_benches::{arg_u64, pm2_command, pm2_install, release_conan, rss_kib, workspace_root};
 use conan_core::{DeploymentConfig, DeploymentManager, HealthCheck};
 use conan_provider_local::LocalProvider;
 use conan_proxy::{Proxy, ProxySettings};
@@ -195,7 +197,8 @@ fn pm2_reload(pm2: &Path, home: &Path, cluster: bool, port: u16) -> Option<Failu
     Some(failures)
 }
 
-fn wrk(url: &str) -> Option<(f64, String)> {
+/// `wrk` against `url`: (requests per second, p99 latency in ms, errors as text).
+fn wrk(url: &str) -> Option<(f64, f64, String)> {
     let out = Command::new("wrk")
         .args(["-t2", "-c64", "-d10s", "--latency", url])
         .output()
@@ -212,19 +215,47 @@ fn wrk(url: &str) -> Option<(f64, String)> {
         .lines()
         .find(|l| l.trim_start().starts_with("99%"))?
         .split_whitespace()
-        .nth(1)?
-        .to_owned();
+        .nth(1)?;
     let errors = text
         .lines()
         .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
         .map(|l| format!(" ({})", l.trim()))
         .unwrap_or_default();
-    Some((rps, format!("p99 {p99}{errors}")))
+    Some((rps, wrk_ms(p99)?, errors))
 }
 
-fn nginx(dir: &Path, listen: u16, upstream: u16) -> Option<std::process::Child> {
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
+/// A wrk latency (`812.00us`, `1.20ms`, `2.01s`) in milliseconds.
+fn wrk_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    match unit {
+        "us" => Some(n / 1000.0),
+        "ms" => Some(n),
+        "s" => Some(n * 1000.0),
+        "m" => Some(n * 60_000.0),
+        _ => None,
+    }
+}
+
+/// nginx as a reverse proxy with keep-alive to `upstream`, in the foreground; stopped on
+/// drop with SIGTERM (its fast shutdown: the master takes its workers down; a SIGKILL
+/// would leave them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Nginx {
+    fn start(dir: &Path, listen: u16, upstream: u16) -> Option<Self> {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
         &conf,
         format!(
             "worker_processes 2;\ndaemon off;\npid {pid};\nerror_log {dir}/error.log;\n\
@@ -240,20 +271,22 @@ fn nginx(dir: &Path, listen: u16, upstream: u16) -> Option<std::process::Child> 
         ),
     )
     .ok()?;
-    let child = Command::new("nginx")
-        .args(["-c"])
-        .arg(&conf)
-        .args(["-p"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let up = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok()
-    });
-    up.then_some(child)
+        let child = Command::new("nginx")
+            .args(["-c"])
+            .arg(&conf)
+            .args(["-p"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let up = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok()
+        });
+        let nginx = Self(child);
+        up.then_some(nginx)
+    }
 }
 
 fn free_port() -> u16 {
@@ -316,83 +349,192 @@ fn main() {
         println!("  pm2: npm install failed; skipped");
     }
 
-    if has("--no-wrk") {
-        println!("## wrk: skipped (--no-wrk)");
-    } else {
-        println!("## proxy overhead: wrk -t2 -c64 -d10s --latency, GET / of ws-echo");
-        let rec = rt
-            .block_on(manager.deploy(config("peer-wrk", "r1", true)))
-            .expect("deploy");
-        let rt_info = rec.runtime.as_deref().expect("runtime");
-        let endpoint = rt_info.endpoint.expect("endpoint");
-        let direct = rt_info.url.clone().expect("url");
-        let port: u16 = direct
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        let nginx_port = free_port();
-        let nginx_dir = tmp.path().join("nginx");
-        let _ = std::fs::create_dir_all(&nginx_dir);
-        let mut ng = nginx(&nginx_dir, nginx_port, port);
-        for (label, url) in [
-            ("app directly", format!("{direct}/")),
-            ("conan proxy", format!("http://{endpoint}/")),
-            ("nginx", format!("http://127.0.0.1:{nginx_port}/")),
-        ] {
-            if label == "nginx" && ng.is_none() {
-                println!("  nginx: did not start");
-                continue;
-            }
-            match wrk(&url) {
-                Some((rps, rest)) => println!("  {label}: {rps:.0} req/s, {rest}"),
-                None => println!("  {label}: wrk failed (is it installed? .ci/apt-need.sh wrk)"),
-            }
-        }
-        if let Some(child) = ng.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = rt.block_on(manager.remove("peer-wrk"));
-    }
-
+    rt.block_on(manager.shutdown());
+    let daemon = Daemon::start(tmp.path());
+    // Memory first, on a daemon that served no load yet.
     if has("--no-rss") {
         println!("## rss: skipped (--no-rss)");
     } else {
-        let before = rss_kib(std::process::id());
-        let mut endpoints: Vec<SocketAddr> = Vec::new();
-        rt.block_on(async {
-            for i in 0..50 {
-                let rec = manager
-                    .deploy(config(&format!("idle-{i}"), "r1", true))
-                    .await
-                    .expect("deploy");
-                endpoints.extend(rec.runtime.as_deref().and_then(|r| r.endpoint));
-            }
-            // One request through each endpoint, so each has a pooled backend connection.
-            let client: Client<HttpConnector, Empty<Bytes>> =
-                Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-            for e in &endpoints {
-                let _ = client
-                    .get(format!("http://{e}/").parse().expect("uri"))
-                    .await;
-            }
-        });
-        let t = Instant::now();
-        std::thread::sleep(Duration::from_secs(2));
-        let after = rss_kib(std::process::id());
-        println!(
-            "## rss with 50 proxied deployments: {:.1} MiB total ({:.1} MiB more than with none; {} endpoints), measured {:?} after",
-            after as f64 / 1024.0,
-            after.saturating_sub(before) as f64 / 1024.0,
-            endpoints.len(),
-            t.elapsed()
-        );
-        rt.block_on(async {
-            for i in 0..50 {
-                let _ = manager.remove(&format!("idle-{i}")).await;
-            }
-        });
+        daemon_rss(&daemon);
     }
-    rt.block_on(manager.shutdown());
+    if has("--no-wrk") {
+        println!("## wrk: skipped (--no-wrk)");
+    } else {
+        overhead(&daemon, tmp.path(), arg_u64("--rounds", 3).max(1));
+    }
+}
+
+/// A `conan` daemon of its own home (the release binary, see [`release_conan`]), stopped
+/// on drop.
+struct Daemon {
+    bin: PathBuf,
+    home: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Self {
+        let d = Self {
+            bin: release_conan(),
+            home: dir.join("conan-home"),
+        };
+        d.ok(&["ls"]);
+        d
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("CONAN_HOME", &self.home)
+            .env("CONAN_PORT_RANGE", "46000-46999")
+            .env("CONAN_PROXY_PORT_RANGE", "45000-45999")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run conan")
+    }
+
+    fn ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "conan {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `(url, app port)` of `name` in `conan ls --json`: the endpoint and the instance's port.
+    fn addresses(&self, name: &str) -> (String, u16) {
+        let out = self.ok(&["ls", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ls --json");
+        let d = list
+            .as_array()
+            .and_then(|l| l.iter().find(|d| d["name"] == name))
+            .expect("deployed");
+        let url = d["url"].as_str().expect("url").to_owned();
+        let port = d["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+        (url, port.expect("port"))
+    }
+
+    fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.home.join("daemon.lock"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("daemon pid")
+    }
+}
+
+impl Drop for Daemon {
+    /// Removes every deployment left (a step that panicked), then stops the daemon.
+    fn drop(&mut self) {
+        let out = self.run(&["ls", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for d in list.as_array().into_iter().flatten() {
+            if let Some(name) = d["name"].as_str() {
+                let _ = self.run(&["rm", "--force", name]);
+            }
+        }
+        let _ = self.run(&["daemon", "stop"]);
+    }
+}
+
+/// Proxy overhead: `wrk` against the app directly, through the daemon's proxy (the
+/// endpoint `conan deploy` gives) and through nginx, the same instance; `rounds` rounds of
+/// the three, interleaved, and the median of each.
+fn overhead(daemon: &Daemon, dir: &Path, rounds: u64) {
+    println!(
+        "## proxy overhead: wrk -t2 -c64 -d10s --latency, GET / of ws-echo, {rounds} rounds interleaved (median)"
+    );
+    let app = app_dir();
+    daemon.ok(&[
+        "deploy",
+        app.to_str().expect("utf-8 path"),
+        "--name",
+        "peer-wrk",
+    ]);
+    let (endpoint, port) = daemon.addresses("peer-wrk");
+    let nginx_port = free_port();
+    let nginx_dir = dir.join("nginx");
+    let _ = std::fs::create_dir_all(&nginx_dir);
+    let ng = Nginx::start(&nginx_dir, nginx_port, port);
+    let targets = [
+        ("app directly", format!("http://127.0.0.1:{port}/")),
+        ("conan proxy (daemon)", format!("{endpoint}/")),
+        ("nginx", format!("http://127.0.0.1:{nginx_port}/")),
+    ];
+    let mut results: Vec<Vec<(f64, f64, String)>> = vec![Vec::new(); targets.len()];
+    for _ in 0..rounds {
+        for (i, (label, url)) in targets.iter().enumerate() {
+            if *label == "nginx" && ng.is_none() {
+                continue;
+            }
+            if let Some(r) = wrk(url) {
+                results[i].push(r);
+            }
+        }
+    }
+    let mut medians = Vec::new();
+    for ((label, _), mut runs) in targets.iter().zip(results) {
+        if runs.is_empty() {
+            println!("  {label}: no result (wrk missing, or nginx did not start)");
+            medians.push(None);
+            continue;
+        }
+        let rps = median_f64(runs.iter().map(|r| r.0).collect());
+        let p99 = median_f64(runs.iter().map(|r| r.1).collect());
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let errors: String = runs.iter().map(|r| r.2.as_str()).collect();
+        println!("  {label}: {rps:.0} req/s, p99 {p99:.2} ms{errors}");
+        medians.push(Some((rps, p99)));
+    }
+    if let (Some((c_rps, c_p99)), Some((n_rps, n_p99))) = (medians[1], medians[2]) {
+        println!(
+            "  conan proxy / nginx: {:.2}x the requests per second, {:.2}x the p99 latency",
+            c_rps / n_rps,
+            c_p99 / n_p99
+        );
+    }
+    drop(ng);
+    daemon.ok(&["rm", "--force", "peer-wrk"]);
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The daemon's RSS with 50 proxied deployments of ws-echo (each endpoint used once, so it
+/// holds a pooled backend connection), against its RSS with none.
+fn daemon_rss(daemon: &Daemon) {
+    let before = rss_kib(daemon.pid());
+    let app = app_dir();
+    let app = app.to_str().expect("utf-8 path");
+    let names: Vec<String> = (0..50).map(|i| format!("idle-{i}")).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    for name in &names {
+        daemon.ok(&["deploy", app, "--name", name]);
+        let (endpoint, _) = daemon.addresses(name);
+        let answered = rt.block_on(async {
+            client
+                .get(format!("{endpoint}/").parse().expect("uri"))
+                .await
+                .is_ok()
+        });
+        assert!(answered, "{name} answers through its endpoint");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(daemon.pid());
+    println!(
+        "## daemon RSS with 50 proxied deployments: {:.1} MiB ({:.1} MiB with none)",
+        after as f64 / 1024.0,
+        before as f64 / 1024.0,
+    );
+    for name in &names {
+        daemon.ok(&["rm", "--force", name]);
+    }
 }
