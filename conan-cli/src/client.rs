@@ -33,6 +33,22 @@ pub struct Client {
     requested_by: Option<String>,
 }
 
+/// The settings check of this command ([`Client::check_settings`]), once started.
+static SETTINGS_CHECK: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Waits (up to 2 s) for the settings check a command started, so its warning is printed
+/// before the command exits.
+pub async fn settings_checked() {
+    let pending = SETTINGS_CHECK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(check) = pending {
+        let _ = tokio::time::timeout(Duration::from_secs(2), check).await;
+    }
+}
+
 /// The request header that names who asks (`mcp:claude-desktop 1.2`).
 pub const REQUESTED_BY: &str = "x-conan-requested-by";
 
@@ -56,7 +72,7 @@ impl Client {
         };
         match UnixStream::connect(&client.socket).await {
             Ok(_) => {
-                client.warn_about_settings().await;
+                client.check_settings();
                 return Ok(client);
             }
             Err(e) if nobody_home(&e) => {}
@@ -87,14 +103,26 @@ impl Client {
 
     /// When this command's environment sets a daemon setting (`CONAN_DOCKER_BASE_IMAGE`,
     /// ...) that differs from what the running daemon uses, says so on stderr: the daemon
-    /// read its settings when it started. Asks the daemon only when such a variable is set.
-    async fn warn_about_settings(&self) {
+    /// read its settings when it started. Asks the daemon only when such a variable is
+    /// set, once per command, beside the command's own requests rather than before them
+    /// (it is off a deploy's critical path); [`settings_checked`] waits for it.
+    fn check_settings(&self) {
         let any = crate::daemon::settings::ENV_SETTINGS
             .iter()
             .any(|s| std::env::var_os(s.var).is_some());
-        if !any {
+        let mut pending = SETTINGS_CHECK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !any || pending.is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let client = self.clone();
+        *pending = Some(tokio::spawn(async move {
+            client.warn_about_settings().await;
+        }));
+    }
+
+    async fn warn_about_settings(&self) {
         let Ok(info) = self.get::<crate::api::DaemonInfo>("/daemon").await else {
             return;
         };

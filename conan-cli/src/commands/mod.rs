@@ -41,7 +41,15 @@ pub fn run(command: Command) -> CliResult {
                 .enable_all()
                 .build()
                 .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
-            runtime.block_on(dispatch(&home, other))
+            let result = runtime.block_on(async {
+                let result = dispatch(&home, other).await;
+                crate::client::settings_checked().await;
+                result
+            });
+            // Nothing runs on the blocking pool once the command is done: exit without
+            // waiting for its idle threads to wind down.
+            runtime.shutdown_background();
+            result
         }
     }
 }
