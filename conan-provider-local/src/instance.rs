@@ -252,8 +252,11 @@ impl Instance {
         self.save_record();
     }
 
-    /// Spawns the instance's process (first start or restart).
-    pub fn spawn(
+    /// Spawns the instance's process (first start or restart) and moves it into its
+    /// cgroup. The move waits for the kernel (an RCU grace period: 10–25 ms here) on a
+    /// blocking thread, so the runtime's thread (the proxy, probes, every other
+    /// deployment) is not held meanwhile.
+    pub async fn spawn(
         &self,
         settings: &LocalSettings,
         launch: &Launch,
@@ -320,7 +323,16 @@ impl Instance {
         let pid = child.id().unwrap_or(0);
         let start_time = procfs::stat(pid).map_or(0, |s| s.start_time);
         self.set_process(pid, start_time);
-        self.tree().contain(settings, &spec.config.resources);
+        if settings.cgroups {
+            let tree = self.tree();
+            let settings = settings.clone();
+            let resources = spec.config.resources.clone();
+            let moved =
+                tokio::task::spawn_blocking(move || tree.contain(&settings, &resources)).await;
+            if let Err(e) = moved {
+                tracing::warn!(error = %e, "moving an instance into its cgroup did not finish");
+            }
+        }
         Ok(Proc::Child(child))
     }
 }

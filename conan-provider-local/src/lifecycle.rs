@@ -199,7 +199,7 @@ impl Inner {
             Phase::Starting,
             format!("starting on port {port}"),
         );
-        let mut proc = match inst.spawn(&self.settings, &launch, spec, &source) {
+        let mut proc = match inst.spawn(&self.settings, &launch, spec, &source).await {
             Ok(p) => p,
             Err(e) => {
                 armed.disarm();

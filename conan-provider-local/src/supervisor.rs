@@ -390,12 +390,11 @@ impl Supervisor {
                     if self.stopping() {
                         return;
                     }
-                    match self.inst.spawn(
-                        &self.inner.settings,
-                        &self.launch,
-                        &self.spec,
-                        &self.source,
-                    ) {
+                    match self
+                        .inst
+                        .spawn(&self.inner.settings, &self.launch, &self.spec, &self.source)
+                        .await
+                    {
                         Ok(p) => {
                             proc = p;
                             self.dep.persist();
@@ -446,12 +445,11 @@ impl Supervisor {
                     if self.stopping() {
                         return;
                     }
-                    match self.inst.spawn(
-                        &self.inner.settings,
-                        &self.launch,
-                        &self.spec,
-                        &self.source,
-                    ) {
+                    match self
+                        .inst
+                        .spawn(&self.inner.settings, &self.launch, &self.spec, &self.source)
+                        .await
+                    {
                         Ok(p) => {
                             proc = p;
                             self.dep.set_observed(ObservedStatus::Running);

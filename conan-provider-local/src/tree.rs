@@ -59,8 +59,8 @@ impl TreeRef {
         if !settings.cgroups {
             return;
         }
-        // Moving a process into a cgroup waits for the kernel (an RCU grace period: about
-        // 10 ms, more under load), on the calling thread like the spawn itself.
+        // Moving a process into a cgroup waits for the kernel (an RCU grace period: 10–25
+        // ms, more under load): `Instance::spawn` calls this on a blocking thread.
         let (Some(leader), Some(cg)) = (self.leader, self.cgroup_path()) else {
             return;
         };
