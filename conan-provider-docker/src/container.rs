@@ -312,6 +312,25 @@ pub(crate) async fn instance_of(docker: &Docker, c: &ContainerSummary) -> Docker
     })
 }
 
+/// The running containers of `revision` of a deployment as instances, by replica, with the
+/// ports they are published on now.
+pub(crate) async fn running_instances(
+    docker: &Docker,
+    deployment: &str,
+    revision: Revision,
+) -> DockerResult<Vec<Instance>> {
+    let all = list_deployment(docker, deployment).await?;
+    let mut instances = Vec::new();
+    for c in all
+        .iter()
+        .filter(|c| revision_of(c) == Some(revision) && crate::provider::is_running(c))
+    {
+        instances.push(instance_of(docker, c).await?);
+    }
+    instances.sort_by_key(|i| i.replica);
+    Ok(instances)
+}
+
 /// Stops a container gracefully (its configured signal, then SIGKILL after `timeout_s`).
 /// A container that is gone or already stopped is fine.
 pub(crate) async fn stop(docker: &Docker, id: &str, timeout_s: u64) -> DockerResult<()> {

@@ -300,19 +300,9 @@ impl DockerProvider {
             tracing::error!(deployment = %previous.id, error = %e, "putting the previous revision back failed");
             return;
         }
-        let serving = async {
-            let all = container::list_deployment(&self.docker, previous.id.as_str()).await?;
-            let mut instances = Vec::new();
-            for c in all.iter().filter(|c| {
-                container::revision_of(c) == Some(previous.revision)
-                    && crate::provider::is_running(c)
-            }) {
-                instances.push(container::instance_of(&self.docker, c).await?);
-            }
-            instances.sort_by_key(|i| i.replica);
-            Ok::<_, crate::error::DockerError>(instances)
-        }
-        .await;
+        let serving =
+            container::running_instances(&self.docker, previous.id.as_str(), previous.revision)
+                .await;
         match serving {
             Ok(instances) if !instances.is_empty() => {
                 let origin = ReportOrigin::new(previous.revision, instances[0].id.clone());

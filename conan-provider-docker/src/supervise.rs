@@ -206,17 +206,9 @@ async fn runtime_after_restart(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all = container::list_deployment(docker, tracked.spec.id.as_str())
+    let instances = container::running_instances(docker, tracked.spec.id.as_str(), revision)
         .await
         .ok()?;
-    let mut instances = Vec::new();
-    for c in all
-        .iter()
-        .filter(|c| container::revision_of(c) == Some(revision) && crate::provider::is_running(c))
-    {
-        instances.push(container::instance_of(docker, c).await.ok()?);
-    }
-    instances.sort_by_key(|i| i.replica);
     Some(crate::rollout::runtime(
         bind,
         &crate::labels::image_tag(&tracked.spec),
