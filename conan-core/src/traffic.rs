@@ -23,9 +23,9 @@
 //!   removes to drain (up to `endpoint.drain_timeout`), so a `stop` reaches the provider
 //!   only once in-flight requests finished.
 //! - **blue-green update and rollback**: the provider starts the new revision beside the
-//!   old one, waits for its readiness gate, then calls [`OperationContext::cutover`] with
-//!   the new runtime: the manager routes to the new instances only and waits for the old
-//!   ones to drain. Only then does the provider stop the old instances. A new revision that
+//!   old one, waits for its readiness gate, then calls
+//!   [`OperationContext::cutover`](crate::OperationContext::cutover) with the new runtime:
+//!   the manager routes to the new instances only and waits for the old ones to drain. Only then does the provider stop the old instances. A new revision that
 //!   fails its gate never reaches `cutover`, so it never serves. (A provider that does not
 //!   call `cutover` is switched when its `update` returns, after it stopped the old side:
 //!   correct, but not zero-downtime.)

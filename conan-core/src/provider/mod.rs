@@ -8,9 +8,10 @@
 //! # What the provider may rely on
 //!
 //! - **One call per deployment at a time.** The manager never runs two calls that change a
-//!   deployment (`deploy`, `update`, `start`, `stop`, `remove`, `recover`) at once for the
-//!   same deployment id; calls for different deployments run concurrently. Read-only calls
-//!   (`status`, `logs`, `metrics`, `health`) may run at any time.
+//!   deployment (`deploy`, `update`, `start`, `replace`, `scale`, `stop`, `remove`,
+//!   `recover`) at once for the same deployment id; calls for different deployments run
+//!   concurrently. Read-only calls (`status`, `logs`, `metrics`, `health`) may run at any
+//!   time.
 //! - **It is handed what the store knows.** Every call after `deploy` receives a
 //!   [`KnownDeployment`]: the spec of the current revision and the [`RuntimeInfo`] the
 //!   provider last returned (persisted across restarts of the managing process, including
@@ -19,8 +20,9 @@
 //! - **Which call, when.** `deploy` when the provider holds nothing that serves the
 //!   deployment (a first deploy; an update, rollback or start of a deployment that is
 //!   stopped, failed or never came up). `update` only while the deployment runs. `start`
-//!   only for a deployment stopped on purpose, at its recorded revision. `stop` and `remove`
-//!   in any state.
+//!   only for a deployment stopped on purpose, at its recorded revision. `replace` only
+//!   while it runs behind an endpoint (a restart or a heal). `stop` and `remove` in any
+//!   state.
 //! - **Bounded calls.** The manager gives each call a deadline (deploy and update: the
 //!   config's `update.healthy_deadline` plus a build allowance; stop and remove: the config's
 //!   `stop.timeout` plus a margin; the others a fixed bound). When the deadline passes, or
