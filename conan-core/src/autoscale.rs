@@ -27,7 +27,9 @@
 //! sampled, and its window starts afresh once it runs again; so does a deployment whose
 //! count changed (after a scale, the samples described the old count). At most one scale
 //! per deployment is in flight. The cool-downs run from the last change this autoscaler
-//! saw, or from when it first saw the deployment running.
+//! saw while the deployment ran (its own, or a user's `scale`); a deployment it has seen
+//! no change of since it last saw it running (just deployed, updated, restarted, or after
+//! a daemon restart) needs one full window only.
 //!
 //! # Running it
 //!
@@ -147,8 +149,8 @@ pub fn decide(
 struct Track {
     revision: Revision,
     replicas: u32,
-    /// Since the last change (or since first seen running).
-    since: Instant,
+    /// When the last change was seen (`None`: none since first seen running).
+    since: Option<Instant>,
     samples: VecDeque<(Instant, f64)>,
     /// The scale it asked for, while in flight.
     pending: Option<JoinHandle<()>>,
@@ -251,7 +253,7 @@ impl Autoscaler {
             .or_insert_with(|| Track {
                 revision: record.revision,
                 replicas,
-                since: now,
+                since: None,
                 samples: VecDeque::new(),
                 pending: None,
             });
@@ -263,7 +265,7 @@ impl Autoscaler {
             // A change (ours, a user's scale, an update): measure the new state afresh.
             track.revision = record.revision;
             track.replicas = replicas;
-            track.since = now;
+            track.since = Some(now);
             track.samples.clear();
         }
         let Some(target) = policy.target() else {
@@ -312,13 +314,10 @@ impl Autoscaler {
         }
         #[allow(clippy::cast_precision_loss)]
         let load = track.samples.iter().map(|(_, v)| v).sum::<f64>() / track.samples.len() as f64;
-        let Some(decision) = decide(
-            policy,
-            replicas,
-            load,
-            now.duration_since(track.since),
-            window,
-        ) else {
+        let since_change = track
+            .since
+            .map_or(Duration::MAX, |at| now.duration_since(at));
+        let Some(decision) = decide(policy, replicas, load, since_change, window) else {
             return;
         };
         let request = Request::Scale {
@@ -340,7 +339,7 @@ impl Autoscaler {
                     }
                 }));
                 // A failed scale waits out the cool-down too, instead of retrying each tick.
-                track.since = now;
+                track.since = Some(now);
                 track.samples.clear();
             }
             Err(e) => {

@@ -308,3 +308,89 @@ async fn an_unhealthy_replica_leaves_the_serving_set_and_is_restarted_alone() {
     p.remove(&ctx, &known(&s)).await.unwrap();
     assert!(marked(s.id.as_str()).is_empty());
 }
+
+/// `Provider::scale`: out from 1 to 3 (each new replica on its own port, routed in by one
+/// cutover once all are ready, the first one untouched), in to 1 (the cutover without the
+/// removed replicas comes while they still run: drained first, stopped after), a scale-out
+/// that cannot get its ports leaves the serving replica alone, and a stale revision is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_and_in_routes_before_it_stops_and_a_failed_scale_leaves_the_serving_replicas() {
+    use std::sync::{Arc, Mutex};
+    // Three ports only: a scale to 4 cannot get them.
+    let (p, _dir) = provider(26400..=26402);
+    let s = spec(replicas(&unique("scale"), 1));
+    let _g = Guard::new(&[&s.id]);
+    let (ctx, _reports, _events) = reporting();
+    let first = p.deploy(&ctx, &s, None).await.unwrap();
+    let first_pid = *pids_of(&first).iter().next().unwrap();
+
+    // Each cutover: the ports it routes to, and how many deployment processes live then.
+    type Cutovers = Arc<Mutex<Vec<(BTreeSet<u16>, usize)>>>;
+    let seen: Cutovers = Arc::default();
+    let record = seen.clone();
+    let id = s.id.to_string();
+    let cutover = conan_core::traffic::Cutover::new(move |rt: RuntimeInfo| {
+        let (record, id) = (record.clone(), id.clone());
+        Box::pin(async move {
+            record
+                .lock()
+                .unwrap()
+                .push((ports_of(&rt), marked(&id).len()));
+        })
+    });
+    let routed = ctx.clone().with_cutover(Some(cutover));
+
+    let out = p.scale(&routed, &known(&s), 3).await.unwrap();
+    assert_eq!(out.instances.len(), 3, "{out:?}");
+    assert_eq!(ports_of(&out).len(), 3, "each replica on its own port");
+    assert!(
+        pids_of(&out).contains(&first_pid),
+        "the serving replica stays"
+    );
+    for port in ports_of(&out) {
+        assert_eq!(get(port, "/").await, Some(200), "port {port}");
+    }
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![(ports_of(&out), 3)],
+        "one cutover, once all three were ready"
+    );
+    let mut scaled = known(&s);
+    scaled.runtime = out.clone().into();
+    std::sync::Arc::make_mut(&mut scaled.spec.config).replicas = 3;
+
+    // Scaling in: routed without the removed two while they still run, then they stop.
+    seen.lock().unwrap().clear();
+    let back = p.scale(&routed, &scaled, 1).await.unwrap();
+    assert_eq!(
+        pids_of(&back),
+        BTreeSet::from([first_pid]),
+        "the oldest stays"
+    );
+    let cutovers = seen.lock().unwrap().clone();
+    assert_eq!(cutovers.len(), 1, "{cutovers:?}");
+    assert_eq!(cutovers[0].0, ports_of(&back));
+    assert_eq!(cutovers[0].1, 3, "drained before they were stopped");
+    assert!(wait_until(Duration::from_secs(10), || marked(s.id.as_str()).len() == 1).await);
+
+    // Out of ports: the failed scale-out leaves nothing, the replica serves on.
+    let mut one = known(&s);
+    one.runtime = back.clone().into();
+    let err = p.scale(&routed, &one, 4).await.unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert!(wait_until(Duration::from_secs(10), || marked(s.id.as_str()).len() == 1).await);
+    assert_eq!(p.status(&one).await.unwrap(), ObservedStatus::Running);
+    let port = *ports_of(&back).iter().next().unwrap();
+    assert_eq!(get(port, "/").await, Some(200));
+
+    // A scale asked for another revision than the one running is refused.
+    let mut stale = one.clone();
+    stale.spec.revision = Revision(9);
+    assert!(matches!(
+        p.scale(&routed, &stale, 2).await,
+        Err(conan_core::Error::NotSupported { .. })
+    ));
+    p.remove(&ctx, &one).await.unwrap();
+    assert!(marked(s.id.as_str()).is_empty());
+}

@@ -227,7 +227,10 @@ async fn scales_out_to_max_under_load_and_in_to_min_after_the_cool_down() {
 async fn a_growing_load_waits_out_the_scale_out_cool_down() {
     let mut s = setup(Autoscale::in_flight(1, 4, 4.0).cooldowns(30 * SEC, 60 * SEC)).await;
     s.traffic.in_flight.store(6, Ordering::Relaxed);
+    let loaded = Instant::now();
     assert!(wait_until(60 * SEC, || async { replicas(&s.manager) == 2 }).await);
+    // The first change of a deployment needs a full window (5 s), not the cool-down.
+    assert!(loaded.elapsed() <= 7 * SEC, "{:?}", loaded.elapsed());
     let first = Instant::now();
     s.traffic.in_flight.store(14, Ordering::Relaxed);
     assert!(wait_until(120 * SEC, || async { replicas(&s.manager) == 4 }).await);
@@ -411,4 +414,43 @@ async fn autoscaling_needs_a_traffic_layer() {
         "{err}"
     );
     assert!(manager.get("web").is_err(), "nothing was stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cpu_target_follows_the_providers_metrics() {
+    let provider = MemoryProvider::new();
+    let manager = DeploymentManager::builder()
+        .provider(provider.clone())
+        .traffic_arc(Arc::new(FakeTraffic::default()))
+        .build()
+        .await
+        .unwrap();
+    let config = DeploymentConfig::builder("web")
+        .autoscale(Autoscale::cpu(1, 4, 70.0).cooldowns(SEC, 10 * SEC))
+        .build()
+        .unwrap();
+    manager.deploy(config).await.unwrap();
+    let autoscaler = Autoscaler::new(manager.clone())
+        .settings(AutoscalerSettings::new(SEC, 5 * SEC))
+        .spawn();
+    // Three busy cores over one replica: 5 needed, 4 allowed.
+    provider.set_cpu("web", Some(300.0));
+    assert!(wait_until(60 * SEC, || async { replicas(&manager) == 4 }).await);
+    // 100 % over 4 replicas is 25 % each: 2 keep each at 50 % (below 80 % of 70).
+    provider.set_cpu("web", Some(100.0));
+    assert!(wait_until(60 * SEC, || async { replicas(&manager) == 2 }).await);
+    let audit = manager.audit(&AuditQuery::default()).await.unwrap();
+    let reasons: Vec<_> = audit
+        .iter()
+        .filter_map(|e| match &e.action {
+            AuditAction::Scale { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("CPU % 300.0 per replica"),
+        "{reasons:?}"
+    );
+    autoscaler.shutdown().await;
 }

@@ -66,6 +66,7 @@
 //! | [`failed_deploy_leaves_nothing`] | a deploy that never becomes ready fails permanently and leaves nothing behind |
 //! | [`failed_update_keeps_old`] | a failing update leaves the previous revision serving, and nothing of the attempt |
 //! | [`replace_switches_to_fresh_instances`] | `replace` (unless `NotSupported`) ends with fresh instances of the same revision serving alone, after exactly one `cutover` to them; one instance set on the platform; twice in a row too |
+//! | [`scale_changes_the_count_with_one_cutover`] | with `Scale`: `scale` to 2 and back to 1 keeps the serving instances, lists the count, calls `cutover` once each time, stays `Running` |
 //! | [`deploy_honours_cancelled_token`] | a deploy whose token is already cancelled answers `Cancelled` and leaves nothing |
 //! | [`cancellation_mid_deploy`] | cancelling a slow deploy after ~300 ms answers `Cancelled` within a few seconds and leaves nothing |
 //! | [`concurrent_operations_through_manager`] | several deployments deployed, updated, stopped, started and removed at once through a [`DeploymentManager`](crate::manager::DeploymentManager) all end as expected |
@@ -128,6 +129,7 @@ mod manager;
 mod observation;
 mod recovery;
 mod replace;
+mod scale;
 mod updates;
 
 pub use faults::{
@@ -140,6 +142,7 @@ pub use manager::concurrent_operations_through_manager;
 pub use observation::{deploy_emits_progress, logs_answer_queries, metrics_and_health};
 pub use recovery::recovery_across_instances;
 pub use replace::replace_switches_to_fresh_instances;
+pub use scale::scale_changes_the_count_with_one_cutover;
 pub use updates::{
     deploy_is_idempotent, deploy_replaces_failed, deploy_replaces_stopped, failed_update_keeps_old,
     update_is_idempotent, update_rolls_out,
@@ -529,6 +532,7 @@ pub async fn run_all(harness: &ConformanceHarness) {
     failed_deploy_leaves_nothing(harness).await;
     failed_update_keeps_old(harness).await;
     replace_switches_to_fresh_instances(harness).await;
+    scale_changes_the_count_with_one_cutover(harness).await;
     deploy_honours_cancelled_token(harness).await;
     cancellation_mid_deploy(harness).await;
     concurrent_operations_through_manager(harness).await;

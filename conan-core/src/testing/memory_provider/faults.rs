@@ -106,6 +106,8 @@ pub(super) struct Faults {
     pub(super) unhealthy: foldhash::HashMap<String, String>,
     /// Deployments (by name) whose metrics show this resident memory.
     pub(super) memory: foldhash::HashMap<String, u64>,
+    /// Deployments (by name) whose metrics show this CPU percent.
+    pub(super) cpu: foldhash::HashMap<String, f64>,
 }
 
 /// What [`Faults::decide`] makes of one call.

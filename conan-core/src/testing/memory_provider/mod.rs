@@ -202,6 +202,16 @@ impl MemoryProvider {
         };
     }
 
+    /// Makes the metrics of deployment `name` show `percent` of CPU (of one core, all its
+    /// instances together; `None`: the default 0).
+    pub fn set_cpu(&self, name: &str, percent: Option<f64>) {
+        let mut f = self.faults();
+        match percent {
+            Some(p) => f.cpu.insert(name.to_owned(), p),
+            None => f.cpu.remove(name),
+        };
+    }
+
     /// Seeds the random number generator of [`Fault::RandomTransient`].
     pub fn seed(&self, seed: u64) {
         self.faults().rng = Some(fastrand::Rng::with_seed(seed));
@@ -619,10 +629,16 @@ impl Provider for MemoryProvider {
             .get(&known.spec.config.name)
             .copied()
             .unwrap_or(1 << 20);
+        let cpu = self
+            .faults()
+            .cpu
+            .get(&known.spec.config.name)
+            .copied()
+            .unwrap_or(0.0);
         self.read(known.id(), |held| {
             let running = held.state == State::Running;
             let mut m = Metrics::new();
-            m.cpu_percent = running.then_some(0.0);
+            m.cpu_percent = running.then_some(cpu);
             m.memory_bytes = running.then_some(memory);
             m.uptime = running.then(|| held.started_at.elapsed());
             m.restarts = held.restarts;
