@@ -299,13 +299,17 @@ async fn docker_a_websocket_opened_before_an_update_works_until_the_drain_ends()
     let target = name.clone();
     let update = tokio::spawn(async move { manager.update(&target, c2).await });
     // New requests reach r2 while the old socket is still served by r1's container.
-    assert!(
-        wait_until(Duration::from_secs(30), || async {
-            get(endpoint, "/").await.is_some_and(|r| r.1 == "r2")
-        })
-        .await
-    );
-    let switched = Instant::now();
+    // `switched` is when the first request that reached r2 was sent: at most a poll
+    // before the cutover, which then drains for 3 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let switched = loop {
+        let sent = Instant::now();
+        if get(endpoint, "/").await.is_some_and(|r| r.1 == "r2") {
+            break sent;
+        }
+        assert!(Instant::now() < deadline, "r2 never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(ws.echo("b").await.unwrap(), "r1: b");
     let rec = update.await.unwrap().unwrap();
     assert!(
