@@ -145,3 +145,87 @@ fn an_autoscaled_deployment_is_scaled_by_hand_and_keeps_its_count_across_a_daemo
     );
     home.conan(&["rm", &name, "--force"]).ok();
 }
+
+/// The daemon's autoscaler (`[autoscale]` in daemon.toml) follows the proxy's in-flight
+/// counters: four clients looping on 300 ms answers scale a `min = 1, max = 2,
+/// target_in_flight = 1` deployment to 2, and it goes back to 1 once they stop; both
+/// changes in `conan events`, asked for by the autoscaler, and no request failed.
+#[test]
+fn the_daemon_autoscales_on_its_proxys_counters() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    let home = Home::new();
+    std::fs::write(
+        home.path().join("daemon.toml"),
+        "[autoscale]\ninterval = \"200ms\"\nwindow = \"1s\"\n",
+    )
+    .unwrap();
+    let name = unique("autod");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(app("canary")).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("conan.toml"),
+        format!(
+            "name = \"{name}\"\nreplicas = {{ min = 1, max = 2, target_in_flight = 1, scale_out_cooldown = \"1s\", scale_in_cooldown = \"2s\" }}\n[env]\nDELAY_MS = \"300\"\n[health_check]\npath = \"/health\"\n"
+        ),
+    )
+    .unwrap();
+    home.conan(&["deploy", dir.path().to_str().unwrap()]).ok();
+    let view = home.listed(&name).expect("listed");
+    let url = view["url"].as_str().expect("the endpoint").to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match http_get(&url, "/") {
+                        Some(text) if text.starts_with("HTTP/1.1 200") => {
+                            ok.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let replicas = |home: &Home| {
+        home.listed(&name)
+            .map_or(0, |v| v["replicas"].as_u64().unwrap_or(0))
+    };
+    common::wait_until("scaled out to 2", Duration::from_secs(30), || {
+        replicas(&home) == 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "ok: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    common::wait_until("scaled back in to 1", Duration::from_secs(30), || {
+        replicas(&home) == 1
+    });
+
+    let events = home.conan(&["events"]).ok().stdout;
+    assert!(
+        events.contains("scale 1 -> 2 replicas (in-flight requests"),
+        "{events}"
+    );
+    assert!(events.contains("scale 2 -> 1 replicas"), "{events}");
+    assert!(
+        events.contains("scale revision 1 succeeded (by autoscaler)"),
+        "{events}"
+    );
+    home.conan(&["rm", &name, "--force"]).ok();
+}
