@@ -80,6 +80,23 @@ fn an_autoscaled_deployment_is_scaled_by_hand_and_keeps_its_count_across_a_daemo
     for entry in std::fs::read_dir(app("hello")).unwrap().flatten() {
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
     }
+    // A fixed port cannot serve several replicas: refused, nothing stored.
+    std::fs::write(
+        dir.path().join("conan.toml"),
+        format!(
+            "name = \"{name}\"\nport = 24998\nreplicas = {{ min = 1, max = 3, target_in_flight = 50 }}\n"
+        ),
+    )
+    .unwrap();
+    let refused = home
+        .conan(&["deploy", dir.path().to_str().unwrap()])
+        .expect_code(2);
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains("port: a fixed port (24998) allows only one replica"),
+        "{said}"
+    );
+    assert!(home.listed(&name).is_none(), "nothing is left");
     // A target idle traffic never reaches: only `conan scale` changes the count.
     std::fs::write(
         dir.path().join("conan.toml"),

@@ -231,7 +231,7 @@ impl Autoscaler {
     async fn tick(&mut self) {
         let records = self.manager.list();
         let now = Instant::now();
-        let mut seen = Vec::with_capacity(records.len());
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
         for record in records {
             let Some(policy) = record.config.autoscale.clone() else {
                 continue;
@@ -239,7 +239,7 @@ impl Autoscaler {
             if record.status.kind() != StatusKind::Running {
                 continue;
             }
-            seen.push(record.id.clone());
+            seen.insert(record.id.clone());
             self.sample(&record, &policy, now).await;
         }
         self.tracks.retain(|id, _| seen.contains(id));

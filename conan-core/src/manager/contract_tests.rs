@@ -794,3 +794,31 @@ async fn provider_names_are_unique_in_the_builder_and_in_add_provider() {
     let err = m.add_provider(MemoryProviderStandIn).await.unwrap_err();
     assert!(matches!(err, Error::ProviderExists { .. }), "{err}");
 }
+
+/// A provider without `Capability::Scale` (Docker today): an autoscaled config is refused
+/// at `replicas` before anything is stored, and a manual scale of a running deployment
+/// answers `NotSupported` and leaves the count as it was.
+#[tokio::test]
+async fn scaling_needs_a_provider_that_declares_it() {
+    let mut script = MockScript::new();
+    script
+        .expect_deploy()
+        .times(1)
+        .returning(|_, _| Ok(RuntimeInfo::new()));
+    let m = manager_with(Scripted::new(script), Arc::new(MemoryStore::new())).await;
+    let auto = DeploymentConfig::builder("auto")
+        .autoscale(crate::config::Autoscale::in_flight(1, 3, 8.0))
+        .build()
+        .unwrap();
+    let err = m.deploy(auto).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("replicas: provider 'scripted' cannot scale a running deployment"),
+        "{err}"
+    );
+    assert!(m.get("auto").is_err(), "nothing stored");
+    m.deploy(config("web")).await.unwrap();
+    let err = m.scale("web", 2).await.unwrap_err();
+    assert!(matches!(err, Error::NotSupported { .. }), "{err}");
+    assert_eq!(DeploymentManager::replicas_of(&m.get("web").unwrap()), 1);
+}
