@@ -9,7 +9,7 @@
 //!    is in the log store and file) vs the same app with stdout on a file.
 //!
 //! ```text
-//! cargo run --release -p conan-benches --bin local_peer -- [--runs N] [--lines N] [--no-pm2]
+//! cargo run --release -p conan-benches --bin local_peer -- [--runs N] [--lines N] [--no-pm2] [--no-cgroups]
 //! ```
 
 use conan_benches::{app_env, free_port, median, ms, pm2_command, pm2_install, rss_kib};
@@ -76,6 +76,7 @@ async fn conan_ready(runs: usize, state: &Path) -> (Duration, u64) {
     let provider = LocalProvider::builder()
         .state_dir(state)
         .port_range(26000..=26999)
+        .cgroups(!std::env::args().any(|a| a == "--no-cgroups"))
         .build()
         .expect("provider");
     let ctx = OperationContext::detached();
