@@ -64,30 +64,11 @@ fn replicas(m: &DeploymentManager) -> (u32, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_scales_out_to_max_and_back_in_to_min_failing_no_request() {
-    let base = 27200;
-    let dir = tempfile::tempdir().unwrap();
-    let provider = conan_provider_local::LocalProvider::builder()
-        .state_dir(dir.path())
-        .port_range(base..=base + 29)
-        .node_path("/usr/bin/node")
-        .cgroups(false)
-        .build()
-        .unwrap();
-    let proxy = conan_proxy::Proxy::new(conan_proxy::ProxySettings {
-        port_range: base + 30..=base + 39,
-        ..conan_proxy::ProxySettings::default()
-    })
-    .unwrap();
-    let manager = DeploymentManager::builder()
-        .provider(provider)
-        .traffic(proxy.clone())
-        .build()
-        .await
-        .unwrap();
-    let mut guard = Guard(Vec::new());
+    let mut s = setup_below_ephemeral(27200).await;
+    let manager = s.manager.clone();
     let mut events = manager.subscribe();
     let rec = manager.deploy(config("auto")).await.unwrap();
-    guard.0.push(rec.id.to_string());
+    s.guard.0.push(rec.id.to_string());
     assert_eq!(replicas(&manager), (1, 1));
     let endpoint = rec.runtime.as_ref().unwrap().endpoint.expect("an endpoint");
     let url = format!("http://{endpoint}/");

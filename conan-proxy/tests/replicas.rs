@@ -14,36 +14,6 @@ use conan_core::{CanaryPlan, CanaryStep, DeploymentConfig, HealthCheck, UpdateSt
 const RATE: u32 = 600;
 const WORKERS: u32 = 48;
 
-/// Like `setup`, on 40 ports from `base`, below the kernel's ephemeral range (32768 and
-/// up here), so no outgoing connection of the load can hold a port a replica is given.
-async fn setup_below_ephemeral(base: u16) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = conan_provider_local::LocalProvider::builder()
-        .state_dir(dir.path())
-        .port_range(base..=base + 29)
-        .node_path("/usr/bin/node")
-        .cgroups(false)
-        .build()
-        .unwrap();
-    let proxy = conan_proxy::Proxy::new(conan_proxy::ProxySettings {
-        port_range: base + 30..=base + 39,
-        ..conan_proxy::ProxySettings::default()
-    })
-    .unwrap();
-    let manager = conan_core::DeploymentManager::builder()
-        .provider(provider)
-        .traffic(proxy.clone())
-        .build()
-        .await
-        .unwrap();
-    Setup {
-        manager,
-        proxy,
-        _dir: dir,
-        guard: Guard(Vec::new()),
-    }
-}
-
 /// The canary app as revision `rev`, 3 replicas, a fast health gate.
 fn replicas(name: &str, rev: &str, strategy: UpdateStrategy) -> DeploymentConfig {
     let mut c = DeploymentConfig::new(name);

@@ -41,17 +41,28 @@ pub struct Setup {
 /// A manager with a local provider (ports of `slot`) and a proxy (its endpoints on the
 /// upper 10 ports of the slot's range).
 pub async fn setup(slot: u16, settings: impl FnOnce(&mut ProxySettings)) -> Setup {
-    let range = ports(slot);
+    setup_at(*ports(slot).start(), settings).await
+}
+
+/// Like `setup`, on 40 ports from `base`, below the kernel's ephemeral range (32768 and
+/// up here), so no outgoing connection of the load can hold a port a replica is given.
+pub async fn setup_below_ephemeral(base: u16) -> Setup {
+    setup_at(base, |_| {}).await
+}
+
+/// A manager with a local provider on the 30 ports from `base` and a proxy on the 10
+/// after them.
+async fn setup_at(base: u16, settings: impl FnOnce(&mut ProxySettings)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let provider = LocalProvider::builder()
         .state_dir(dir.path())
-        .port_range(*range.start()..=*range.start() + 29)
+        .port_range(base..=base + 29)
         .node_path("/usr/bin/node")
         .cgroups(false)
         .build()
         .unwrap();
     let mut s = ProxySettings {
-        port_range: *range.start() + 30..=*range.end(),
+        port_range: base + 30..=base + 39,
         ..ProxySettings::default()
     };
     settings(&mut s);
