@@ -304,13 +304,15 @@ async fn old_revisions_leave_no_directory_and_an_idle_deployment_holds_no_log_de
     p.remove(&ctx, &k2).await.unwrap();
 }
 
-/// A tmpfs mounted for a test, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
+/// A tmpfs mounted for a test at `.0`, inside the temp dir `.1`: unmounted when dropped,
+/// then the temp dir removed (a field drops after `drop`, so the mount point is free by
+/// then; dropped the other way round, every run left an empty directory in /tmp).
+struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (as `mount -o size=`) at a fresh directory; `None` (with a
     /// printed reason) when this process may not mount.
-    fn mount(size: &str) -> Option<(Self, tempfile::TempDir)> {
+    fn mount(size: &str) -> Option<Self> {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let euid = status
             .lines()
@@ -328,7 +330,7 @@ impl Tmpfs {
             .arg(&mnt)
             .output();
         match out {
-            Ok(o) if o.status.success() => Some((Tmpfs(mnt), dir)),
+            Ok(o) if o.status.success() => Some(Tmpfs(mnt, dir)),
             Ok(o) => {
                 eprintln!(
                     "skipped: cannot mount a tmpfs: {}",
@@ -377,7 +379,7 @@ async fn dropped_volume_full(p: &conan_provider_local::LocalProvider, k: &KnownD
 /// counted, and logging resumes by itself once space is freed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_log_volume_drops_and_counts_lines_and_the_app_keeps_running() {
-    let Some((vol, _tmp)) = Tmpfs::mount("2m") else {
+    let Some(vol) = Tmpfs::mount("2m") else {
         return;
     };
     let p = conan_provider_local::LocalProvider::builder()
@@ -454,7 +456,7 @@ async fn a_full_log_volume_drops_and_counts_lines_and_the_app_keeps_running() {
 /// works once space is freed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_on_a_full_log_volume_is_refused_with_the_cause_and_works_once_space_is_freed() {
-    let Some((vol, _tmp)) = Tmpfs::mount("2m") else {
+    let Some(vol) = Tmpfs::mount("2m") else {
         return;
     };
     let p = conan_provider_local::LocalProvider::builder()
