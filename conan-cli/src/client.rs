@@ -24,10 +24,16 @@ use crate::launch;
 /// How long a command waits for an auto-started daemon to answer.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
+/// How long the connection [`Client::connect`] opened is used for a first request.
+const KEPT_FOR: Duration = Duration::from_secs(1);
+
 /// A connection factory to one daemon.
 #[derive(Clone, Debug)]
 pub struct Client {
     socket: PathBuf,
+    /// The connection [`Client::connect`] opened to see that a daemon answers and when,
+    /// kept for a first request made soon after rather than opening another.
+    first: std::sync::Arc<std::sync::Mutex<Option<(Instant, UnixStream)>>>,
     /// Sent as [`REQUESTED_BY`] with every request: the daemon records it in the audit
     /// entry of each operation it causes.
     requested_by: Option<String>,
@@ -68,10 +74,12 @@ impl Client {
     pub async fn connect(home: &Home) -> CliResult<Self> {
         let client = Self {
             socket: home.socket(),
+            first: std::sync::Arc::default(),
             requested_by: None,
         };
         match UnixStream::connect(&client.socket).await {
-            Ok(_) => {
+            Ok(stream) => {
+                client.keep_first(stream);
                 client.check_settings();
                 return Ok(client);
             }
@@ -84,7 +92,10 @@ impl Client {
         let mut pause = Duration::from_millis(2);
         loop {
             match UnixStream::connect(&client.socket).await {
-                Ok(_) => return Ok(client),
+                Ok(stream) => {
+                    client.keep_first(stream);
+                    return Ok(client);
+                }
                 Err(e) if nobody_home(&e) && started.elapsed() < START_DEADLINE => {
                     // The daemon takes its lock first thing: no lock after a second means
                     // it died (its log says why), so fail now rather than at the deadline.
@@ -137,11 +148,19 @@ impl Client {
         }
     }
 
+    fn keep_first(&self, stream: UnixStream) {
+        *self
+            .first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), stream));
+    }
+
     /// A client of a daemon that may or may not run (never starts one).
     #[must_use]
     pub fn existing(home: &Home) -> Self {
         Self {
             socket: home.socket(),
+            first: std::sync::Arc::default(),
             requested_by: None,
         }
     }
@@ -174,9 +193,19 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> CliResult<hyper::Response<Incoming>> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let kept = self
+            .first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let stream = match kept {
+            // The daemon closes a connection that stays idle; a long-lived client (`conan
+            // mcp`) opens a fresh one.
+            Some((at, stream)) if at.elapsed() < KEPT_FOR => stream,
+            _ => UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| self.unreachable(&e))?,
+        };
         let broken = |e: hyper::Error| {
             CliError::failed(format!(
                 "the Conan daemon broke the connection: {}",

@@ -264,8 +264,12 @@ impl Instance {
         source: &Path,
     ) -> std::io::Result<Proc> {
         let (stdout, stderr) = Capture::open_for_app(&self.dir)?;
-        let mut cmd = tokio::process::Command::new(&launch.program);
-        cmd.args(&launch.args)
+        let path = child_path(settings, launch, spec);
+        let mut cmd =
+            tokio::process::Command::new(resolve_program(&launch.program, path.as_deref()));
+        // The app sees the name it was started by (`node`), as from a shell.
+        cmd.arg0(&launch.program)
+            .args(&launch.args)
             .current_dir(source)
             .env_clear()
             .stdin(Stdio::null())
@@ -274,11 +278,7 @@ impl Instance {
             .process_group(0)
             .kill_on_drop(false);
         for (k, v) in std::env::vars_os() {
-            let name = k.to_string_lossy();
-            let inherit = settings.inherit_all_env
-                || DEFAULT_INHERITED_ENV.contains(&name.as_ref())
-                || settings.inherit_env.iter().any(|n| *n == name);
-            if inherit && !name.starts_with("CONAN_") {
+            if inherited(settings, &k.to_string_lossy()) {
                 cmd.env(&k, &v);
             }
         }
@@ -302,22 +302,10 @@ impl Instance {
                 "CONAN_INSTANCE",
                 format!("{}/{}", self.deployment, self.key),
             );
-        if !launch.path_prepend.is_empty() {
-            let base = spec
-                .config
-                .env
-                .get("PATH")
-                .map(std::ffi::OsString::from)
-                .or_else(|| std::env::var_os("PATH"))
-                .unwrap_or_default();
-            let paths = launch
-                .path_prepend
-                .iter()
-                .cloned()
-                .chain(std::env::split_paths(&base));
-            if let Ok(joined) = std::env::join_paths(paths) {
-                cmd.env("PATH", joined);
-            }
+        if !launch.path_prepend.is_empty()
+            && let Some(path) = &path
+        {
+            cmd.env("PATH", path);
         }
         let child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);
@@ -334,5 +322,107 @@ impl Instance {
             }
         }
         Ok(Proc::Child(child))
+    }
+}
+
+/// Whether the daemon's variable `name` reaches an app under `settings`.
+fn inherited(settings: &LocalSettings, name: &str) -> bool {
+    (settings.inherit_all_env
+        || DEFAULT_INHERITED_ENV.contains(&name)
+        || settings.inherit_env.iter().any(|n| n == name))
+        && !name.starts_with("CONAN_")
+}
+
+/// The `PATH` the app's process gets: the deployment's own, else the daemon's when it is
+/// inherited, with the launch's directories in front.
+fn child_path(
+    settings: &LocalSettings,
+    launch: &Launch,
+    spec: &DeploymentSpec,
+) -> Option<std::ffi::OsString> {
+    let base = spec
+        .config
+        .env
+        .get("PATH")
+        .map(std::ffi::OsString::from)
+        .or_else(|| {
+            inherited(settings, "PATH")
+                .then(|| std::env::var_os("PATH"))
+                .flatten()
+        });
+    if launch.path_prepend.is_empty() {
+        return base;
+    }
+    let base = base.unwrap_or_default();
+    let paths = launch
+        .path_prepend
+        .iter()
+        .cloned()
+        .chain(std::env::split_paths(&base));
+    std::env::join_paths(paths).ok()
+}
+
+/// `program` as an absolute path when it is a bare name found on `path` (the search
+/// `execvp` would make in the child), else unchanged.
+///
+/// Given a bare name and a `PATH` of its own, the standard library cannot use
+/// `posix_spawn` (which searches the parent's `PATH`) and forks the daemon instead: a
+/// copy of its page tables and a copy-on-write fault for every page either side writes
+/// until the child execs, about a millisecond on the path of every start.
+fn resolve_program(program: &Path, path: Option<&std::ffi::OsStr>) -> std::path::PathBuf {
+    let bare = program.components().count() == 1 && !program.as_os_str().is_empty();
+    if !bare || program.is_absolute() {
+        return program.to_path_buf();
+    }
+    let Some(path) = path else {
+        return program.to_path_buf();
+    };
+    for dir in std::env::split_paths(path) {
+        if !dir.is_absolute() {
+            // A relative entry is searched from the child's directory: leave it to execvp.
+            break;
+        }
+        let candidate = dir.join(program);
+        if candidate.is_file()
+            && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+        {
+            return candidate;
+        }
+    }
+    program.to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_bare_program_is_found_on_the_childs_path_like_execvp_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, bin) = (dir.path().join("plain"), dir.path().join("bin"));
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::create_dir(&bin).unwrap();
+        // Not executable: skipped, as execvp skips it.
+        std::fs::write(plain.join("tool"), "").unwrap();
+        std::fs::write(bin.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(bin.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths(["/nonexistent".as_ref(), plain.as_path(), bin.as_path()])
+            .unwrap();
+        let tool = Path::new("tool");
+        assert_eq!(resolve_program(tool, Some(&path)), bin.join("tool"));
+        // Nothing found, no PATH, a relative entry first, or a path: left to the spawn.
+        let none = std::env::join_paths(["/nonexistent".as_ref(), plain.as_path()]).unwrap();
+        assert_eq!(resolve_program(tool, Some(&none)), tool);
+        assert_eq!(resolve_program(tool, None), tool);
+        let relative = std::env::join_paths(["rel".as_ref(), bin.as_path()]).unwrap();
+        assert_eq!(resolve_program(tool, Some(&relative)), tool);
+        let sub = Path::new("sub/tool");
+        assert_eq!(resolve_program(sub, Some(&path)), sub);
+        assert_eq!(
+            resolve_program(Path::new("/bin/sh"), Some(&path)),
+            Path::new("/bin/sh")
+        );
     }
 }

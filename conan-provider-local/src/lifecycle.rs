@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use conan_core::{
@@ -407,7 +407,33 @@ impl Inner {
 
 /// Returns `port` once a TCP connection to it succeeds, probing on the readiness schedule
 /// ([`readiness_delay`]); never returns while nothing listens.
+/// Waits until the app accepts TCP on `host:port`, and answers `port`.
+///
+/// For the first [`FINE_TRIES`] tries (about 200 ms, when most apps start listening) a
+/// blocking thread connects every [`FINE_PACE`]: a refused connection to a local port costs
+/// microseconds, while the runtime's timer has a 1 ms grain, and an async probe paced by it
+/// notices readiness about a millisecond late on average. After that (or for a host that is
+/// not an IP address), the async probe on [`readiness_delay`]'s schedule.
 async fn wait_listening(host: &str, port: u16) -> u16 {
+    if let Some(addr) = ip_of(host).map(|ip| std::net::SocketAddr::new(ip, port)) {
+        let stop = StopOnDrop::default();
+        let stopped = Arc::clone(&stop.0);
+        let fine = tokio::task::spawn_blocking(move || {
+            for _ in 0..FINE_TRIES {
+                if stopped.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if std::net::TcpStream::connect_timeout(&addr, FINE_CONNECT_LIMIT).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(FINE_PACE);
+            }
+            false
+        });
+        if fine.await.unwrap_or(false) {
+            return port;
+        }
+    }
     let probe = conan_core::probe::Probe::tcp(host, port);
     let mut n = 0;
     loop {
@@ -420,6 +446,34 @@ async fn wait_listening(host: &str, port: u16) -> u16 {
         }
         tokio::time::sleep(readiness_delay(n, std::time::Duration::from_millis(250))).await;
         n += 1;
+    }
+}
+
+/// How often [`wait_listening`] tries at first.
+const FINE_PACE: std::time::Duration = std::time::Duration::from_micros(500);
+/// How many fine-paced tries [`wait_listening`] makes (about 200 ms).
+const FINE_TRIES: u32 = 400;
+/// How long one fine-paced connect may take (a full accept backlog drops the SYN).
+const FINE_CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Tells a blocking loop to stop once its waiter is gone.
+#[derive(Default)]
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The address to connect to for an app listening on `host`, when `host` is an IP
+/// address (a wildcard is reached on loopback).
+fn ip_of(host: &str) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match host.trim_start_matches('[').trim_end_matches(']') {
+        "" | "0.0.0.0" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "::" => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        other => other.parse().ok(),
     }
 }
 
@@ -437,4 +491,43 @@ const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 
 
 fn exited(exit: ExitStatus, _min_uptime: std::time::Duration) -> FailureReport {
     FailureReport::new(format!("the process exited before it was ready ({exit})")).with_exit(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn the_fine_readiness_wait_connects_to_ip_addresses_and_loopback_for_wildcards() {
+        let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(ip_of("127.0.0.1"), Some(v4));
+        assert_eq!(ip_of("0.0.0.0"), Some(v4));
+        assert_eq!(ip_of(""), Some(v4));
+        assert_eq!(ip_of("::"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(ip_of("[::1]"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(ip_of("10.1.2.3"), "10.1.2.3".parse().ok());
+        // A name is left to the async probe, which resolves it.
+        assert_eq!(ip_of("localhost"), None);
+    }
+
+    #[tokio::test]
+    async fn the_fine_readiness_wait_answers_once_the_port_listens() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let listen = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()
+        });
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            wait_listening("127.0.0.1", port),
+        )
+        .await;
+        let _listener = listen.await.unwrap();
+        assert_eq!(waited.ok(), Some(port));
+    }
 }
