@@ -52,7 +52,7 @@ impl Op<'_> {
         {
             Ok(runtime) => {
                 revision.state = RevisionState::Succeeded;
-                self.transition_with(DeploymentStatus::Running, Some(&revision), |r| {
+                self.finish_with(DeploymentStatus::Running, Some(&revision), |r| {
                     r.runtime = Some(Arc::new(runtime))
                 })
                 .await

@@ -133,6 +133,17 @@ pub(super) struct Op<'a> {
     /// Set while a restart stops and starts: its `Stopped` in between holds requests
     /// instead of refusing them.
     pub(super) holding: bool,
+    /// What the operation's own audit entry needs, for [`Op::finish_with`].
+    pub(super) outcome: Option<OutcomeEntry>,
+    /// Set once [`Op::finish_with`] wrote the operation's audit entry with its last
+    /// transition, so it is not written again.
+    pub(super) outcome_written: bool,
+}
+
+/// The parts of an operation's audit entry known before it runs.
+pub(super) struct OutcomeEntry {
+    pub(super) kind: OperationKind,
+    pub(super) requested_by: Option<String>,
 }
 
 impl Inner {
@@ -222,6 +233,11 @@ impl Inner {
             cutover: None,
             canary: None,
             holding: false,
+            outcome: kind.map(|kind| OutcomeEntry {
+                kind,
+                requested_by: job.requested_by.clone(),
+            }),
+            outcome_written: false,
         };
         let result = if job.cancel.is_cancelled() || self.cancelled_all.load(Ordering::Acquire) {
             Err(Error::Cancelled {
@@ -249,6 +265,7 @@ impl Inner {
             }
         };
         if let Some(kind) = kind {
+            let written = ctx.outcome_written && result.is_ok();
             let outcome = match &result {
                 Ok(_) => Outcome::Succeeded,
                 Err(Error::Cancelled { .. }) => Outcome::Cancelled,
@@ -268,7 +285,9 @@ impl Inner {
                     requested_by: job.requested_by.take(),
                 },
             );
-            self.persist_audit(&deployment, entry).await;
+            if !written {
+                self.persist_audit(&deployment, entry).await;
+            }
             self.bus.emit_with(|| Event::Finished {
                 deployment: deployment.clone(),
                 operation: op,
@@ -331,6 +350,31 @@ impl Op<'_> {
         revision: Option<&RevisionRecord>,
         update: impl FnOnce(&mut DeploymentRecord),
     ) -> Result<DeploymentRecord> {
+        self.transition_logged(to, revision, update, false).await
+    }
+
+    /// [`transition_with`](Self::transition_with) for the last step of an operation that
+    /// succeeds with it: the operation's own audit entry (`succeeded`) is written in the
+    /// same store call as the transition's, one commit instead of two before the caller
+    /// hears the result.
+    pub(super) async fn finish_with(
+        &mut self,
+        to: DeploymentStatus,
+        revision: Option<&RevisionRecord>,
+        update: impl FnOnce(&mut DeploymentRecord),
+    ) -> Result<DeploymentRecord> {
+        let record = self.transition_logged(to, revision, update, true).await?;
+        self.outcome_written = self.outcome.is_some();
+        Ok(record)
+    }
+
+    async fn transition_logged(
+        &self,
+        to: DeploymentStatus,
+        revision: Option<&RevisionRecord>,
+        update: impl FnOnce(&mut DeploymentRecord),
+        finishing: bool,
+    ) -> Result<DeploymentRecord> {
         let (record, from) = {
             let mut state = self.inner.state();
             let entry = state
@@ -360,8 +404,22 @@ impl Op<'_> {
                 to: record.status.kind(),
             },
         );
+        let mut entries = vec![entry];
+        if finishing && let Some(outcome) = &self.outcome {
+            entries.push(AuditEntry::new(
+                self.deployment.clone(),
+                Some(self.id),
+                AuditAction::Operation {
+                    kind: outcome.kind,
+                    revision: Some(record.revision),
+                    attempts: self.attempts.max(1),
+                    outcome: Outcome::Succeeded,
+                    requested_by: outcome.requested_by.clone(),
+                },
+            ));
+        }
         // Never fails: a write the store refuses is kept and re-written (see `persist`).
-        self.inner.persist_change(&record, revision, entry).await;
+        self.inner.persist_change(&record, revision, entries).await;
         self.inner.bus.emit_with(|| Event::StatusChanged {
             deployment: self.deployment.clone(),
             from,

@@ -153,9 +153,9 @@ impl Inner {
         &self,
         record: &DeploymentRecord,
         revision: Option<&RevisionRecord>,
-        audit: AuditEntry,
+        audit: Vec<AuditEntry>,
     ) {
-        let mut entries = vec![audit];
+        let mut entries = audit;
         if self
             .persist
             .join_if_kept(&record.id, revision, &mut entries, false)

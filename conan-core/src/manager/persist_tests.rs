@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::status::StatusKind;
-use crate::store::{MemoryStore, StatusChange};
+use crate::event::{OperationKind, Outcome};
+use crate::store::{AuditAction, AuditEntry, AuditQuery, MemoryStore, StatusChange};
 use crate::testing::{Fault, MemoryProvider, ProviderOp, wait_until};
 
 /// A [`MemoryStore`] whose writes fail like a full disk while `full` is set.
@@ -256,5 +257,114 @@ async fn an_interrupted_stop_is_resumed_by_the_next_stop() {
     assert_eq!(
         m.start("half").await.unwrap().status,
         DeploymentStatus::Running
+    );
+}
+
+/// A [`MemoryStore`] that records the audit entries of each write call.
+#[derive(Default)]
+struct Recording {
+    inner: MemoryStore,
+    /// One element per call: `(called through save_status_change, entries)`.
+    calls: std::sync::Mutex<Vec<(bool, Vec<AuditAction>)>>,
+}
+
+impl Recording {
+    fn record(&self, status_change: bool, entries: &[AuditEntry]) {
+        self.calls.lock().unwrap().push((
+            status_change,
+            entries.iter().map(|e| e.action.clone()).collect(),
+        ));
+    }
+}
+
+#[async_trait]
+impl StateStore for Recording {
+    async fn save_deployment(&self, record: &DeploymentRecord) -> Result<()> {
+        self.inner.save_deployment(record).await
+    }
+    async fn delete_deployment(&self, id: &DeploymentId) -> Result<()> {
+        self.inner.delete_deployment(id).await
+    }
+    async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        self.inner.load_deployments().await
+    }
+    async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
+        self.inner.save_revision(revision).await
+    }
+    async fn revisions(&self, id: &DeploymentId) -> Result<Vec<RevisionRecord>> {
+        self.inner.revisions(id).await
+    }
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        self.record(false, &entries);
+        self.inner.append_audit(entries).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.inner.audit(query).await
+    }
+    async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
+        self.record(true, change.audit);
+        self.inner.save_status_change(change).await
+    }
+}
+
+/// A deploy's `running` transition and its `succeeded` entry land in one store call (one
+/// commit between the app being ready and the caller hearing so), in that order, with
+/// who asked; a failed deploy still writes its entry on its own.
+#[tokio::test(start_paused = true)]
+async fn a_successful_deploy_writes_its_outcome_with_its_last_transition() {
+    let p = MemoryProvider::new();
+    let store = Arc::new(Recording::default());
+    let m = DeploymentManager::builder()
+        .provider(p.clone())
+        .store_arc(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let options = SubmitOptions {
+        requested_by: Some("test-suite".into()),
+        ..SubmitOptions::default()
+    };
+    m.submit(Request::Deploy(config("web")), options)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let calls = store.calls.lock().unwrap().clone();
+    let last = calls.last().expect("writes").clone();
+    assert!(last.0, "the last write is the status change: {calls:?}");
+    assert!(
+        matches!(
+            &last.1[..],
+            [
+                AuditAction::Transition {
+                    to: StatusKind::Running,
+                    ..
+                },
+                AuditAction::Operation {
+                    kind: OperationKind::Deploy,
+                    outcome: Outcome::Succeeded,
+                    requested_by: Some(who),
+                    ..
+                }
+            ] if who == "test-suite"
+        ),
+        "{last:?}"
+    );
+    let operations = calls
+        .iter()
+        .flat_map(|(_, a)| a)
+        .filter(|a| matches!(a, AuditAction::Operation { .. }))
+        .count();
+    assert_eq!(operations, 1, "{calls:?}");
+
+    p.inject(ProviderOp::Deploy, Fault::Permanent);
+    assert!(m.deploy(config("bad")).await.is_err());
+    let calls = store.calls.lock().unwrap().clone();
+    assert!(
+        matches!(
+            calls.last(),
+            Some((false, a)) if matches!(&a[..], [AuditAction::Operation { outcome: Outcome::Failed { .. }, .. }])
+        ),
+        "{calls:?}"
     );
 }
