@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::*;
-use crate::status::StatusKind;
 use crate::event::{OperationKind, Outcome};
+use crate::status::StatusKind;
 use crate::store::{AuditAction, AuditEntry, AuditQuery, MemoryStore, StatusChange};
 use crate::testing::{Fault, MemoryProvider, ProviderOp, wait_until};
 
