@@ -318,6 +318,44 @@ impl Home {
     }
 }
 
+impl Home {
+    /// Removes the (emptied) instance cgroups of this home's deployments. A test that
+    /// stops the daemon with deployments still running leaves them to the kill above,
+    /// which empties their cgroups but cannot remove them.
+    fn remove_cgroups(&self) {
+        let Ok(deployments) = std::fs::read_dir(self.path().join("local/deployments")) else {
+            return;
+        };
+        let ids: Vec<std::ffi::OsString> = deployments
+            .filter_map(|e| Some(e.ok()?.file_name()))
+            .collect();
+        let mut bases = vec![std::path::PathBuf::from("/sys/fs/cgroup/conan")];
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            bases.extend(hierarchies.filter_map(|h| Some(h.ok()?.path().join("conan"))));
+        }
+        for base in bases.iter().filter(|b| b.is_dir()) {
+            for id in &ids {
+                let dep = base.join(id);
+                let Ok(instances) = std::fs::read_dir(&dep) else {
+                    continue;
+                };
+                for instance in instances.filter_map(Result::ok) {
+                    if instance.path().is_dir() {
+                        // A killed process may take a moment to leave its cgroup.
+                        for _ in 0..50 {
+                            if std::fs::remove_dir(instance.path()).is_ok() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+                let _ = std::fs::remove_dir(&dep);
+            }
+        }
+    }
+}
+
 impl Drop for Home {
     fn drop(&mut self) {
         // Best effort: remove deployments through the daemon, then stop it.
@@ -351,6 +389,7 @@ impl Drop for Home {
         for p in procs::of_home(self.path()) {
             kill(p.pid, 9);
         }
+        self.remove_cgroups();
         if self.mounted {
             let _ = Command::new("umount")
                 .arg("-l")
