@@ -13,14 +13,24 @@ use crate::status::StatusKind;
 use crate::store::{AuditAction, AuditEntry, AuditQuery, MemoryStore, StatusChange};
 use crate::testing::{Fault, MemoryProvider, ProviderOp, wait_until};
 
-/// A [`MemoryStore`] whose writes fail like a full disk while `full` is set.
+/// A [`MemoryStore`] whose writes fail like a full disk while `full` is set, and which
+/// records the audit entries of each audit write it takes.
 #[derive(Default)]
 struct FullDisk {
     inner: MemoryStore,
     full: AtomicBool,
+    /// One element per call: `(called through save_status_change, entries)`.
+    calls: std::sync::Mutex<Vec<(bool, Vec<AuditAction>)>>,
 }
 
 impl FullDisk {
+    fn record(&self, status_change: bool, entries: &[AuditEntry]) {
+        self.calls.lock().unwrap().push((
+            status_change,
+            entries.iter().map(|e| e.action.clone()).collect(),
+        ));
+    }
+
     fn check(&self) -> Result<()> {
         if self.full.load(Ordering::SeqCst) {
             Err(Error::store(
@@ -56,6 +66,7 @@ impl StateStore for FullDisk {
     }
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
         self.check()?;
+        self.record(false, &entries);
         self.inner.append_audit(entries).await
     }
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
@@ -63,6 +74,7 @@ impl StateStore for FullDisk {
     }
     async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
         self.check()?;
+        self.record(true, change.audit);
         self.inner.save_status_change(change).await
     }
 }
@@ -260,66 +272,14 @@ async fn an_interrupted_stop_is_resumed_by_the_next_stop() {
     );
 }
 
-/// A [`MemoryStore`] that records the audit entries of each write call.
-#[derive(Default)]
-struct Recording {
-    inner: MemoryStore,
-    /// One element per call: `(called through save_status_change, entries)`.
-    calls: std::sync::Mutex<Vec<(bool, Vec<AuditAction>)>>,
-}
-
-impl Recording {
-    fn record(&self, status_change: bool, entries: &[AuditEntry]) {
-        self.calls.lock().unwrap().push((
-            status_change,
-            entries.iter().map(|e| e.action.clone()).collect(),
-        ));
-    }
-}
-
-#[async_trait]
-impl StateStore for Recording {
-    async fn save_deployment(&self, record: &DeploymentRecord) -> Result<()> {
-        self.inner.save_deployment(record).await
-    }
-    async fn delete_deployment(&self, id: &DeploymentId) -> Result<()> {
-        self.inner.delete_deployment(id).await
-    }
-    async fn load_deployments(&self) -> Result<Vec<DeploymentRecord>> {
-        self.inner.load_deployments().await
-    }
-    async fn save_revision(&self, revision: &RevisionRecord) -> Result<()> {
-        self.inner.save_revision(revision).await
-    }
-    async fn revisions(&self, id: &DeploymentId) -> Result<Vec<RevisionRecord>> {
-        self.inner.revisions(id).await
-    }
-    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<()> {
-        self.record(false, &entries);
-        self.inner.append_audit(entries).await
-    }
-    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
-        self.inner.audit(query).await
-    }
-    async fn save_status_change(&self, change: StatusChange<'_>) -> Result<()> {
-        self.record(true, change.audit);
-        self.inner.save_status_change(change).await
-    }
-}
-
 /// A deploy's `running` transition and its `succeeded` entry land in one store call (one
 /// commit between the app being ready and the caller hearing so), in that order, with
 /// who asked; a failed deploy still writes its entry on its own.
 #[tokio::test(start_paused = true)]
 async fn a_successful_deploy_writes_its_outcome_with_its_last_transition() {
     let p = MemoryProvider::new();
-    let store = Arc::new(Recording::default());
-    let m = DeploymentManager::builder()
-        .provider(p.clone())
-        .store_arc(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let store = Arc::new(FullDisk::default());
+    let m = manager(&p, &store).await;
     let options = SubmitOptions {
         requested_by: Some("test-suite".into()),
         ..SubmitOptions::default()
