@@ -284,7 +284,25 @@ impl Proxy {
         config: &EndpointConfig,
         want: Option<SocketAddr>,
     ) -> Result<std::net::TcpListener> {
-        let taken = |addr: SocketAddr, e: &std::io::Error| {
+        // A port that is taken (or not ours to bind) is the config's problem; any other
+        // failure (no file descriptor left, no memory) is the machine's, and says so.
+        let config_problem = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::AddrInUse
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::PermissionDenied
+            )
+        };
+        let failed = |addr: SocketAddr, e: std::io::Error| {
+            if !config_problem(&e) {
+                return Error::provider_with_source(
+                    "proxy",
+                    format!("cannot listen on {addr}"),
+                    true,
+                    e,
+                );
+            }
             let field = if config.listen.is_some() {
                 "endpoint.listen"
             } else {
@@ -303,7 +321,7 @@ impl Proxy {
             }
         };
         if let Some(addr) = want {
-            return std::net::TcpListener::bind(addr).map_err(|e| taken(addr, &e));
+            return std::net::TcpListener::bind(addr).map_err(|e| failed(addr, e));
         }
         let used: Vec<u16> = self.sites().values().map(|s| s.addr.port()).collect();
         let range = self.shared.settings.port_range.clone();
@@ -322,10 +340,11 @@ impl Proxy {
             if used.contains(&port) {
                 continue;
             }
-            if let Ok(l) =
-                std::net::TcpListener::bind(SocketAddr::new(self.shared.settings.host, port))
-            {
-                return Ok(l);
+            let addr = SocketAddr::new(self.shared.settings.host, port);
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => return Ok(l),
+                Err(e) if config_problem(&e) => {}
+                Err(e) => return Err(failed(addr, e)),
             }
         }
         Err(Error::InvalidConfig {
@@ -341,12 +360,11 @@ impl Proxy {
     }
 
     fn serve(&self, site: Arc<Site>, listener: std::net::TcpListener) -> Result<()> {
-        listener.set_nonblocking(true).map_err(|e| {
-            Error::provider("proxy", format!("cannot set up {}: {e}", site.addr), false)
-        })?;
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
-            Error::provider("proxy", format!("cannot set up {}: {e}", site.addr), false)
-        })?;
+        let setup = |e: std::io::Error| {
+            Error::provider_with_source("proxy", format!("cannot set up {}", site.addr), true, e)
+        };
+        listener.set_nonblocking(true).map_err(setup)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(setup)?;
         let shared = self.shared.clone();
         tokio::spawn(accept_loop(shared, site, listener));
         Ok(())
