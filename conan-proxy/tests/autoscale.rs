@@ -64,6 +64,7 @@ fn replicas(m: &DeploymentManager) -> (u32, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_scales_out_to_max_and_back_in_to_min_failing_no_request() {
+    let _load = one_load_at_a_time().await;
     let mut s = setup_below_ephemeral(27200).await;
     let manager = s.manager.clone();
     let mut events = manager.subscribe();

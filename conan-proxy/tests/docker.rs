@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Load, Ws, get, wait_until};
+use common::{Load, Ws, get, one_load_at_a_time, wait_until};
 use conan_core::{DeploymentConfig, DeploymentManager, HealthCheck, StatusKind};
 use conan_provider_docker::{DockerOptions, DockerProvider};
 use conan_proxy::{Proxy, ProxySettings};
@@ -201,6 +201,7 @@ fn container_of(rec: &conan_core::DeploymentRecord) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_update_rollback_and_restart_under_load_fail_no_request() {
+    let _load = one_load_at_a_time().await;
     let Some(s) = setup("zd", 27200).await else {
         return;
     };
@@ -329,6 +330,7 @@ async fn docker_a_websocket_opened_before_an_update_works_until_the_drain_ends()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_a_failing_new_revision_never_serves() {
+    let _load = one_load_at_a_time().await;
     let Some(s) = setup("fail", 27220).await else {
         return;
     };
@@ -367,6 +369,7 @@ async fn docker_a_failing_new_revision_never_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_rolling_update_and_restart_of_3_replicas_under_load_fail_no_request() {
+    let _load = one_load_at_a_time().await;
     let Some(s) = setup("roll", 27230).await else {
         return;
     };

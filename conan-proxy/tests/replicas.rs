@@ -47,6 +47,7 @@ fn pids(rec: &conan_core::DeploymentRecord) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_of_three_replicas_and_a_killed_replica_fail_no_request() {
+    let _load = one_load_at_a_time().await;
     let mut s = setup_below_ephemeral(27000).await;
     let rec = s
         .manager
@@ -117,6 +118,7 @@ async fn a_rolling_update_of_three_replicas_and_a_killed_replica_fail_no_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_promoted_and_one_rolled_back_for_5xx_fail_no_request() {
+    let _load = one_load_at_a_time().await;
     let mut s = setup_below_ephemeral(27040).await;
     let rec = s
         .manager

@@ -16,6 +16,7 @@ const WORKERS: u32 = 48;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_rollback_and_restart_under_load_fail_no_request() {
+    let _load = one_load_at_a_time().await;
     let mut s = setup(0, |_| {}).await;
     let rec = s.manager.deploy(config("zd-main", "r1")).await.unwrap();
     s.guard.0.push(rec.id.to_string());
@@ -125,6 +126,7 @@ async fn a_websocket_opened_before_an_update_works_until_the_drain_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_new_revision_never_serves() {
+    let _load = one_load_at_a_time().await;
     let mut s = setup(2, |_| {}).await;
     let rec = s.manager.deploy(config("zd-fail", "r1")).await.unwrap();
     s.guard.0.push(rec.id.to_string());

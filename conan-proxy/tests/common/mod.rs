@@ -165,10 +165,19 @@ impl Report {
     }
 }
 
+/// Held by each test that runs a [`Load`] for its whole length: two loads of 600 requests
+/// a second (and their apps) at once are more than two cores serve in a debug build, and
+/// `cargo test` runs the tests of a binary side by side.
+pub async fn one_load_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOADS.lock().await
+}
+
 /// A keep-alive load at `rate` requests per second over `workers` connections against
 /// `url`, until [`Load::stop`].
 pub struct Load {
     stop: Arc<AtomicBool>,
+    started: Instant,
     task: tokio::task::JoinHandle<Report>,
 }
 
@@ -176,42 +185,64 @@ impl Load {
     pub fn start(url: String, rate: u32, workers: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let task = tokio::spawn(async move { run_load(url, rate, workers, flag).await });
-        Self { stop, task }
+        let started = Instant::now();
+        let task = tokio::spawn(async move { run_load(url, rate, workers, flag, started).await });
+        Self {
+            stop,
+            started,
+            task,
+        }
     }
 
+    /// Stops sending; waits for the requests in flight. The rate is the one offered until
+    /// now: requests sent over the time until the stop (not until the last answer).
     pub async fn stop(self) -> Report {
+        let stopped_at = Instant::now();
         self.stop.store(true, Ordering::Release);
-        self.task.await.unwrap()
+        let mut report = self.task.await.unwrap();
+        report.elapsed = stopped_at - self.started;
+        report
     }
 }
 
-async fn run_load(url: String, rate: u32, workers: u32, stop: Arc<AtomicBool>) -> Report {
+/// `workers` connections take turns at one schedule of `rate` sends a second: each takes
+/// the next slot, waits for its time and sends, so one slow answer does not hold back the
+/// sends after it as long as another connection is free.
+async fn run_load(
+    url: String,
+    rate: u32,
+    workers: u32,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) -> Report {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(workers as usize)
         .build(connector);
     let uri: hyper::Uri = url.parse().unwrap();
-    let interval = Duration::from_secs_f64(f64::from(workers) / f64::from(rate));
-    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let start = tokio::time::Instant::from_std(started);
+    let slots = Arc::new(AtomicU64::new(0));
     let report = Arc::new(std::sync::Mutex::new(Report::default()));
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for w in 0..workers {
-        let (client, uri, stop, report, sent) = (
+    for _ in 0..workers {
+        let (client, uri, stop, report, sent, slots) = (
             client.clone(),
             uri.clone(),
             stop.clone(),
             report.clone(),
             sent.clone(),
+            slots.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut next =
-                tokio::time::Instant::now() + interval.mul_f64(f64::from(w) / f64::from(workers));
             while !stop.load(Ordering::Acquire) {
-                tokio::time::sleep_until(next).await;
-                next += interval;
+                let slot = slots.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep_until(start + interval.mul_f64(slot as f64)).await;
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
                 sent.fetch_add(1, Ordering::Relaxed);
                 let req = hyper::Request::get(uri.clone()).body(Empty::new()).unwrap();
                 let outcome = tokio::time::timeout(Duration::from_secs(10), async {
@@ -269,7 +300,6 @@ async fn run_load(url: String, rate: u32, workers: u32, stop: Arc<AtomicBool>) -
     }
     let mut r = report.lock().unwrap().clone();
     r.sent = sent.load(Ordering::Relaxed);
-    r.elapsed = started.elapsed();
     r
 }
 
