@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::Shared;
 use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::pool::{Link, Pool, SendFailure};
 use crate::retry::{AttemptFailure, may_retry};
 use crate::site::{InFlight, RouteSet, Site, read_lock};
 
@@ -62,6 +63,9 @@ pub enum ResponseBody {
         body: Incoming,
         /// Released at the end of the body.
         guard: Option<InFlightGuard>,
+        /// The pooled connection the body comes over: driven while the body streams,
+        /// given back to the pool at its end (closed if the body ends early).
+        lease: Option<Lease>,
     },
     /// Made by the proxy.
     Own(Option<Bytes>),
@@ -69,6 +73,18 @@ pub enum ResponseBody {
 
 /// Keeps a request counted in flight (opaque).
 pub struct InFlightGuard(#[allow(dead_code)] pub(crate) InFlight);
+
+/// A pooled backend connection lent to a response body (opaque).
+pub struct Lease {
+    link: Link,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    fn give_back(self) {
+        self.pool.put(self.link);
+    }
+}
 
 impl ResponseBody {
     fn own(text: impl Into<Bytes>) -> Self {
@@ -85,10 +101,23 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Self::Backend { body, guard } => {
+            Self::Backend { body, guard, lease } => {
+                if let Some(lease) = lease {
+                    lease.link.drive(cx);
+                }
                 let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-                    guard.take();
+                match &polled {
+                    Poll::Ready(None) => {
+                        guard.take();
+                        if let Some(lease) = lease.take() {
+                            lease.give_back();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        guard.take();
+                        lease.take();
+                    }
+                    _ => {}
                 }
                 polled
             }
@@ -105,6 +134,19 @@ impl Body for ResponseBody {
         match self {
             Self::Backend { body, .. } => body.size_hint(),
             Self::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body the server did not read to its end because it knew it was over (a
+        // `Content-Length` reached, a bodiless status) leaves its connection reusable.
+        if let Self::Backend { body, lease, .. } = self
+            && body.is_end_stream()
+            && let Some(lease) = lease.take()
+        {
+            lease.give_back();
         }
     }
 }
@@ -192,11 +234,7 @@ async fn serve(
     strip_hop_by_hop(&mut parts.headers, false);
     set_forwarded(&mut parts.headers, conn.peer.ip(), host.as_ref());
     parts.version = hyper::Version::HTTP_11;
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    to_origin_form(&mut parts.uri);
     // Kept only when a retry is possible at all (another instance, an idempotent
     // bodiless request).
     let others = routes.backends.len().saturating_sub(1);
@@ -212,12 +250,21 @@ async fn serve(
         let Some(parts) = head.take() else {
             return proxy_answer(StatusCode::INTERNAL_SERVER_ERROR, String::new());
         };
-        let mut out = Request::from_parts(parts, body.take().unwrap_or(RequestBody::Empty));
-        *out.uri_mut() = backend_uri(live.backend.addr, &path);
-        let sent =
-            tokio::time::timeout(shared.settings.header_timeout, shared.client.request(out)).await;
+        let mut parts = parts;
+        if !parts.headers.contains_key(header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 requires one.
+            if let Ok(v) = HeaderValue::from_str(&live.backend.addr.to_string()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        let out = Request::from_parts(parts, body.take().unwrap_or(RequestBody::Empty));
+        let sent = tokio::time::timeout(
+            shared.settings.header_timeout,
+            shared.pool.send(live.backend.addr, out),
+        )
+        .await;
         let failure = match sent {
-            Ok(Ok(res)) => {
+            Ok(Ok((res, link))) => {
                 let (mut head, incoming) = res.into_parts();
                 strip_hop_by_hop(&mut head.headers, false);
                 live.counters
@@ -227,11 +274,15 @@ async fn serve(
                     ResponseBody::Backend {
                         body: incoming,
                         guard: Some(InFlightGuard(guard)),
+                        lease: Some(Lease {
+                            link,
+                            pool: shared.pool.clone(),
+                        }),
                     },
                 );
             }
-            Ok(Err(e)) if e.is_connect() => (AttemptFailure::Connect, error_text(&e)),
-            Ok(Err(e)) => (AttemptFailure::AfterSend, error_text(&e)),
+            Ok(Err(SendFailure::Connect(why))) => (AttemptFailure::Connect, why),
+            Ok(Err(SendFailure::AfterSend(why))) => (AttemptFailure::AfterSend, why),
             Err(_) => (AttemptFailure::Timeout, String::new()),
         };
         drop(guard);
@@ -281,10 +332,14 @@ async fn serve(
     }
 }
 
-pub(crate) fn backend_uri(addr: SocketAddr, path: &str) -> Uri {
-    format!("http://{addr}{path}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"))
+/// Makes `uri` origin-form (`/path?query`), as a request to a backend is sent: a client
+/// may have sent absolute-form (`http://host/path`) to the proxy.
+pub(crate) fn to_origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
 }
 
 /// The error and its causes on one line.

@@ -23,9 +23,10 @@
 //!
 //! # What it does
 //!
-//! - **HTTP/1.1** on both sides (hyper), keep-alive to clients and a pooled keep-alive
-//!   connection per backend (hyper-util's pool), bodies streamed both ways (never
-//!   buffered), trailers passed.
+//! - **HTTP/1.1** on both sides (hyper), keep-alive to clients and pooled keep-alive
+//!   connections to each backend, bodies streamed both ways (never buffered), trailers
+//!   passed. A backend connection is driven by the request that uses it (no task of its
+//!   own), and one idle for 4 s is closed, below Node's 5 s `keepAliveTimeout`.
 //! - **Upgrades** (WebSocket, anything with `Connection: upgrade`) on a connection of
 //!   their own, spliced after `101`.
 //! - **Headers**: hop-by-hop fields removed both ways, with every field `Connection`
@@ -56,6 +57,7 @@
 mod forward;
 pub mod headers;
 mod holder;
+mod pool;
 pub mod retry;
 mod site;
 mod stats;
@@ -72,15 +74,14 @@ use bytes::Bytes;
 use conan_core::config::ConfigProblem;
 use conan_core::traffic::{Routes, Traffic, TrafficStats};
 use conan_core::{DeploymentId, EndpointConfig, Error, Result};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use serde::Deserialize;
 
 pub use forward::ResponseBody;
 pub use holder::holder_of;
 
-use forward::{Conn, RequestBody};
+use forward::Conn;
+use pool::Pool;
 use site::{Pause, Site, write};
 
 /// The proxy's settings (`[proxy]` in the daemon's `daemon.toml`).
@@ -156,7 +157,7 @@ impl Default for ProxySettings {
 
 pub(crate) struct Shared {
     pub(crate) settings: ProxySettings,
-    pub(crate) client: Client<HttpConnector, RequestBody>,
+    pub(crate) pool: Arc<pool::Pool>,
     sites: Mutex<foldhash::HashMap<DeploymentId, Arc<Site>>>,
 }
 
@@ -190,20 +191,11 @@ impl Proxy {
                 )],
             });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(settings.pool_idle_per_backend)
-            .build(connector);
+        let pool = Pool::new(settings.pool_idle_per_backend, settings.connect_timeout);
         Ok(Self {
             shared: Arc::new(Shared {
                 settings,
-                client,
+                pool,
                 sites: Mutex::new(foldhash::HashMap::default()),
             }),
         })

@@ -67,14 +67,7 @@ pub(crate) async fn forward(
         }
     });
     let mut out = Request::from_parts(parts, RequestBody::Client(body));
-    let path = out
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *out.uri_mut() = path
-        .parse()
-        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    crate::forward::to_origin_form(out.uri_mut());
     let mut res = match tokio::time::timeout(
         shared.settings.header_timeout,
         sender.send_request(out),
@@ -95,6 +88,7 @@ pub(crate) async fn forward(
             ResponseBody::Backend {
                 body: incoming,
                 guard: Some(InFlightGuard(guard)),
+                lease: None,
             },
         );
     }
