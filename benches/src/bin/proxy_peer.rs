@@ -10,7 +10,8 @@
 //! 2. **Proxy overhead** with `wrk` (`-t2 -c64 -d10s --latency`): the app directly, through
 //!    the endpoint of a real `conan` daemon (its proxy runs on the daemon's one thread) and
 //!    through nginx (2 workers, `upstream` with `keepalive 64`), the same app instance;
-//!    `--rounds N` (3) rounds of the three, interleaved, and the median of each.
+//!    a 2 s warm-up of each, then `--rounds N` (3) rounds of the three, interleaved, each
+//!    round starting at the next one, and the median of each.
 //! 3. **Memory**: the daemon's RSS with 50 proxied deployments (each endpoint used once).
 //!
 //! `wrk` and `nginx` come from Debian (`.ci/apt-need.sh` installs them), PM2 from npm into a
@@ -199,8 +200,13 @@ fn pm2_reload(pm2: &Path, home: &Path, cluster: bool, port: u16) -> Option<Failu
 
 /// `wrk` against `url`: (requests per second, p99 latency in ms, errors as text).
 fn wrk(url: &str) -> Option<(f64, f64, String)> {
+    wrk_for(url, "10s")
+}
+
+/// `wrk` against `url` for `duration` (`10s`).
+fn wrk_for(url: &str, duration: &str) -> Option<(f64, f64, String)> {
     let out = Command::new("wrk")
-        .args(["-t2", "-c64", "-d10s", "--latency", url])
+        .args(["-t2", "-c64", "-d", duration, "--latency", url])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -443,7 +449,7 @@ impl Drop for Daemon {
 /// the three, interleaved, and the median of each.
 fn overhead(daemon: &Daemon, dir: &Path, rounds: u64) {
     println!(
-        "## proxy overhead: wrk -t2 -c64 -d10s --latency, GET / of ws-echo, {rounds} rounds interleaved (median)"
+        "## proxy overhead: wrk -t2 -c64 -d10s --latency, GET / of ws-echo, after a 2 s warm-up of each, {rounds} rounds interleaved in rotating order (median)"
     );
     let app = app_dir();
     daemon.ok(&[
@@ -463,8 +469,18 @@ fn overhead(daemon: &Daemon, dir: &Path, rounds: u64) {
         ("nginx", format!("http://127.0.0.1:{nginx_port}/")),
     ];
     let mut results: Vec<Vec<(f64, f64, String)>> = vec![Vec::new(); targets.len()];
-    for _ in 0..rounds {
-        for (i, (label, url)) in targets.iter().enumerate() {
+    // A warm-up of each (node's JIT, the connection pools), not counted.
+    for (label, url) in &targets {
+        if *label == "nginx" && ng.is_none() {
+            continue;
+        }
+        let _ = wrk_for(url, "2s");
+    }
+    for round in 0..rounds {
+        // Each round starts at the next target, so none always follows the same one.
+        for k in 0..targets.len() {
+            let i = (k + round as usize) % targets.len();
+            let (label, url) = &targets[i];
             if *label == "nginx" && ng.is_none() {
                 continue;
             }
