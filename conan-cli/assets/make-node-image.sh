@@ -17,8 +17,10 @@ busybox="$(command -v busybox || true)"
 if { [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; } && [ ! -x /bin/busybox ] \
     && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "make-node-image: installing busybox-static" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
+    # A concurrent apt-get (another build, the CI's installs) holds dpkg's lock: wait for it.
+    wait_lock=(-o DPkg::Lock::Timeout=300)
+    DEBIAN_FRONTEND=noninteractive apt-get "${wait_lock[@]}" install -y -qq busybox-static >/dev/null 2>&1 \
+        || { apt-get "${wait_lock[@]}" update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get "${wait_lock[@]}" install -y -qq busybox-static >/dev/null; }
     busybox="$(command -v busybox || true)"
 fi
 if [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then

@@ -24,13 +24,18 @@ fn docker_ready() {
         "this test needs a Docker daemon and none answered: start one with `.ci/docker-up.sh` \
          (from the workspace root) and run the tests again"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/make-node-image.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(BASE_IMAGE)
-        .status()
-        .expect("run make-node-image.sh");
-    assert!(status.success(), "building {BASE_IMAGE} failed");
+    // Once per test binary: the tests run in parallel, and on a fresh machine each would
+    // race the others to install busybox-static.
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/make-node-image.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg(BASE_IMAGE)
+            .status()
+            .expect("run make-node-image.sh");
+        assert!(status.success(), "building {BASE_IMAGE} failed");
+    });
 }
 
 fn containers(name: &str) -> Vec<String> {
