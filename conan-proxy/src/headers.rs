@@ -54,8 +54,8 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `Connection: upgrade` is set again, since the upgrade is what is being forwarded.
 /// A `TE: trailers` is kept (the only value a proxy forwards).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them (or only `Connection: keep-alive`): a scan of the
-    // few names present is cheaper than a lookup for each hop-by-hop name.
+    // Most messages carry none of them (not even `Connection`): a scan of the few names
+    // present is cheaper than a removal for each hop-by-hop name.
     let any = headers
         .keys()
         .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k));

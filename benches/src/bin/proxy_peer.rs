@@ -203,7 +203,7 @@ fn wrk(url: &str) -> Option<(f64, f64, String)> {
     wrk_for(url, "10s")
 }
 
-/// `wrk` against `url` for `duration` (`10s`).
+/// `wrk` against `url` for `duration` (wrk's syntax, e.g. `2s`).
 fn wrk_for(url: &str, duration: &str) -> Option<(f64, f64, String)> {
     let out = Command::new("wrk")
         .args(["-t2", "-c64", "-d", duration, "--latency", url])
