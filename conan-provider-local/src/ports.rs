@@ -361,26 +361,28 @@ mod tests {
     #[test]
     fn a_port_locked_by_another_manager_is_skipped_and_freed_on_release() {
         let dir = tempfile::tempdir().unwrap();
-        // Another manager (another open file description, as in another process) holds
-        // 39_200: this allocator must skip it although the port is free to bind.
+        // Ports below the ephemeral range (32768-60999 here), so no other test's outgoing
+        // connection can hold one. Another manager (another open file description, as in
+        // another process) holds 31_872: this allocator must skip it although the port is
+        // free to bind.
         let other = MachineLocks::new(dir.path().to_path_buf());
-        assert!(other.try_lock(39_200));
-        let a = PortAllocator::new(39_200..=39_201, dir.path().to_path_buf());
-        assert_eq!(a.allocate().unwrap(), 39_201);
+        assert!(other.try_lock(31_872));
+        let a = PortAllocator::new(31_872..=31_873, dir.path().to_path_buf());
+        assert_eq!(a.allocate().unwrap(), 31_873);
         assert!(matches!(
-            a.reserve(39_200),
-            Err(Error::PortInUse { port: 39_200, .. })
+            a.reserve(31_872),
+            Err(Error::PortInUse { port: 31_872, .. })
         ));
-        other.unlock(39_200);
-        assert!(!dir.path().join("39200").exists(), "lock file removed");
-        a.reserve(39_200).unwrap();
-        assert!(!other.try_lock(39_200), "now this allocator holds it");
-        a.release(39_200);
-        a.release(39_201);
-        assert!(other.try_lock(39_200));
-        assert!(other.try_lock(39_201));
-        other.unlock(39_200);
-        other.unlock(39_201);
+        other.unlock(31_872);
+        assert!(!dir.path().join("31872").exists(), "lock file removed");
+        a.reserve(31_872).unwrap();
+        assert!(!other.try_lock(31_872), "now this allocator holds it");
+        a.release(31_872);
+        a.release(31_873);
+        assert!(other.try_lock(31_872));
+        assert!(other.try_lock(31_873));
+        other.unlock(31_872);
+        other.unlock(31_873);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
