@@ -9,7 +9,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Fields that only concern one connection (RFC 9110 §7.6.1; `Proxy-Connection` and
 /// `Keep-Alive` are the legacy ones every proxy still strips; `TE` and `Upgrade` are
 /// handled by the caller: `Upgrade` is kept for an upgrade request).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -27,8 +27,13 @@ fn named_by_connection(headers: &HeaderMap) -> Vec<HeaderName> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("keep-alive")
+        })
+        // `HeaderName` lowercases what it parses.
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect()
 }

@@ -37,8 +37,11 @@ fn report(view: &DeploymentView, headline: &str, json: bool) {
     } else {
         style.paint(Color::Green, "✓")
     };
-    println!("{mark} {headline}");
-    output::print_deployment(view, None, style);
+    // One write for the whole answer: it is the last thing between the result and exit.
+    print!(
+        "{mark} {headline}\n{}",
+        output::deployment_text(view, None, style)
+    );
 }
 
 /// `conan deploy`.

@@ -8,7 +8,10 @@ pub mod table;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-pub use render::{event_line, failure_lines, format_value, log_line, print_deployment, short_time};
+pub use render::{
+    deployment_text, event_line, failure_lines, format_value, log_line, print_deployment,
+    short_time,
+};
 
 /// Whether and how to colour one output stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

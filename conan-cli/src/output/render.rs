@@ -1,5 +1,7 @@
 //! Human renderings of deployments, log lines, events and failure bundles.
 
+use std::fmt::Write as _;
+
 use conan::{Event, EventEnvelope, FailureReport, LogLine, OutputStream, Timestamp};
 
 use super::{Color, Style, bytes, short_duration};
@@ -168,6 +170,12 @@ pub fn event_line(envelope: &EventEnvelope, name: &str, style: Style) -> String 
 
 /// A deployment as `key  value` lines (used by `deploy`, `status` and friends).
 pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, style: Style) {
+    print!("{}", deployment_text(view, status, style));
+}
+
+/// The `key  value` lines of [`print_deployment`], each ending in a newline: printed with
+/// one write rather than one a line (stdout is line-buffered).
+pub fn deployment_text(view: &DeploymentView, status: Option<&StatusView>, style: Style) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("name", style.paint(Color::Bold, &view.name)),
         ("id", view.id.clone()),
@@ -298,9 +306,15 @@ pub fn print_deployment(view: &DeploymentView, status: Option<&StatusView>, styl
     if !view.env.is_empty() {
         rows.push(("env", view.env.join(", ")));
     }
+    let mut text = String::new();
     for (key, value) in rows {
-        println!("{}  {value}", style.paint(Color::Dim, &format!("{key:<9}")));
+        let _ = writeln!(
+            text,
+            "{}  {value}",
+            style.paint(Color::Dim, &format!("{key:<9}"))
+        );
     }
+    text
 }
 
 /// An alert's value with at most three decimals and no trailing zeros (`3`, `0.912`).
