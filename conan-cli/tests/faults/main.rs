@@ -384,8 +384,7 @@ fn sigkill_at_the_fd_limit() {
     for points in rounds(&FD_LIMIT_SEEDS) {
         // Make room for the round: each of its deployments takes a filler's place (so the
         // daemon is about as near its limit again once they run), and one more for what
-        // the concurrent setup deploys hold while they start. A fixed room of 4 fillers
-        // was too little for 5 setup deploys at once when the limit came after only 6.
+        // the concurrent setup deploys hold while they start.
         let room = fillers.len().min(points.len() + 1);
         for name in fillers.drain(..room) {
             let _ = suite.conan(&["rm", "--force", &name]);
