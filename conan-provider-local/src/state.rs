@@ -140,8 +140,8 @@ pub(crate) enum Loaded<T> {
     Damaged(String),
 }
 
-/// Writes `bytes` to `dir/name` atomically, mode 0600: a temporary file renamed over the
-/// old one, so a reader (or a manager killed mid-write) sees the old or the new content,
+/// Writes `bytes` to `dir/name` atomically, mode 0600: a temporary file put in place of
+/// the old one, so a reader (or a manager killed mid-write) sees the old or the new content,
 /// never a mix.
 ///
 /// No `fsync`: these files guard against the *manager's* death, which leaves the page
@@ -149,6 +149,12 @@ pub(crate) enum Loaded<T> {
 /// reported as damaged and handled (see the module docs). Measured on this machine's
 /// ext4 under load, an `fsync` of file and directory cost ~16 ms per write, and a
 /// launch writes four, on the runtime's threads.
+///
+/// An existing file is swapped with the new one (`RENAME_EXCHANGE`) and the old content
+/// then unlinked, rather than renamed over: ext4 (`auto_da_alloc`) starts writing a file
+/// out when a rename replaces another, which made each write cost 0.15–0.6 ms instead of
+/// about 0.04 ms, several times on the way to a deploy's answer. A file system without the
+/// exchange gets the plain rename.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = std::fs::OpenOptions::new()
@@ -159,7 +165,29 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<(
         .open(&tmp)?;
     file.write_all(bytes)?;
     drop(file);
-    std::fs::rename(&tmp, dir.join(name))
+    let target = dir.join(name);
+    if exchange(&tmp, &target) {
+        // `tmp` now holds the old content; a manager killed here leaves it for the next
+        // write to truncate.
+        return match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    std::fs::rename(&tmp, target)
+}
+
+/// Swaps `a` and `b` in one step; `false` when `b` does not exist or the file system
+/// cannot (the caller renames instead).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn exchange(a: &Path, b: &Path) -> bool {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).is_ok()
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn exchange(_: &Path, _: &Path) -> bool {
+    false
 }
 
 fn save_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
@@ -288,5 +316,39 @@ mod tests {
             Loaded::Damaged(why) => assert!(why.contains("state.json"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_rewrite_swaps_the_content_in_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        write_atomic(dir.path(), "x.json", b"first").unwrap();
+        assert_eq!(listing(), ["x.json"]);
+        // A reader that has the old file open keeps reading the old content.
+        let mut old = std::fs::File::open(dir.path().join("x.json")).unwrap();
+        for n in 0..3 {
+            let content = format!("rewrite {n}, longer than the first");
+            write_atomic(dir.path(), "x.json", content.as_bytes()).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("x.json")).unwrap(),
+                content
+            );
+            assert_eq!(listing(), ["x.json"], "no temporary file is left");
+        }
+        let mode = std::fs::metadata(dir.path().join("x.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut seen = String::new();
+        std::io::Read::read_to_string(&mut old, &mut seen).unwrap();
+        assert_eq!(seen, "first");
     }
 }

@@ -263,6 +263,86 @@ async fn a_second_open_store_sees_committed_writes() {
     assert_holds(&a, &records[..2], &remaining, &log).await;
 }
 
+/// Commits `n` audit entries one call (one commit) at a time.
+async fn commit_one_by_one(store: &SqliteStore, id: &DeploymentId, n: u64) {
+    for i in 0..n {
+        let e = entry(
+            id,
+            Some(i),
+            transition(StatusKind::Running, StatusKind::Stopping),
+        );
+        store.append_audit(vec![e]).await.unwrap();
+    }
+}
+
+/// Waits until the database file itself (not only its WAL) is `larger` than `than`.
+async fn until_checkpointed(db: &Path, than: u64) -> u64 {
+    let t = Instant::now();
+    loop {
+        let len = std::fs::metadata(db).map_or(0, |m| m.len());
+        if len > than {
+            return len;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "no checkpoint copied the WAL into {} (still {len} bytes)",
+            db.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_run_on_their_own_thread_and_the_wal_starts_over() {
+    let (_dir, path) = temp_db();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let store = SqliteStore::open(&path).unwrap();
+    // The writer's connection leaves checkpoints to the thread but for its backstop.
+    let auto: i64 = store
+        .writer
+        .call(false, |c| {
+            c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .map_err(|e| schema::sql_error("reading wal_autocheckpoint", e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(auto, checkpoint::BACKSTOP_PAGES);
+
+    let id = DeploymentId::from("dep-ckpt");
+    let before = std::fs::metadata(&path).unwrap().len();
+    // 1,200 commits take the WAL to about 2,500 pages: past SQLite's default threshold
+    // (1,000), short of the writer's backstop, so only the thread copies them.
+    commit_one_by_one(&store, &id, 1_200).await;
+    until_checkpointed(&path, before).await;
+
+    // Once everything was copied, a write starts the WAL over: the checkpoint sequence
+    // number in the WAL header (bytes 12..16) moves on.
+    let sequence = || {
+        let header = std::fs::read(&wal).unwrap();
+        u32::from_be_bytes([header[12], header[13], header[14], header[15]])
+    };
+    let first = sequence();
+    let t = Instant::now();
+    let mut n = 1_200;
+    while sequence() == first {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "the WAL never started over after the checkpoints"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        commit_one_by_one(&store, &id, 1).await;
+        n += 1;
+    }
+    let all = store
+        .audit(&AuditQuery {
+            deployment: Some(id.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), n);
+}
+
 #[tokio::test]
 async fn dropping_the_store_completes_pending_writes() {
     let (_dir, path) = temp_db();

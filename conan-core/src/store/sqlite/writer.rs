@@ -14,6 +14,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::backup::Backups;
+use super::checkpoint::Checkpointer;
 use super::schema::{is_transient, sql_error};
 use crate::error::{Error, Result};
 
@@ -72,12 +73,17 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Moves `conn` to a new thread, which also schedules `backups` (for a file store).
-    pub(super) fn spawn(conn: Connection, backups: Option<Backups>) -> Result<Self> {
+    /// Moves `conn` to a new thread, which also schedules `backups` and tells
+    /// `checkpoints` about its commits (for a file store).
+    pub(super) fn spawn(
+        conn: Connection,
+        backups: Option<Backups>,
+        checkpoints: Option<Checkpointer>,
+    ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("conan-sqlite".into())
-            .spawn(move || run(conn, &receiver, backups))
+            .spawn(move || run(conn, &receiver, backups, checkpoints))
             .map_err(|e| {
                 Error::store(
                     "sqlite: cannot start the writer thread",
@@ -133,7 +139,12 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, receiver: &mpsc::Receiver<Command>, mut backups: Option<Backups>) {
+fn run(
+    conn: Connection,
+    receiver: &mpsc::Receiver<Command>,
+    mut backups: Option<Backups>,
+    checkpoints: Option<Checkpointer>,
+) {
     if let Some(backups) = &mut backups {
         // The file passed its check at open: keep a copy of this good state.
         backups.start();
@@ -183,7 +194,14 @@ fn run(conn: Connection, receiver: &mpsc::Receiver<Command>, mut backups: Option
         if let Some(backups) = &mut backups {
             backups.committed(written);
         }
+        if written > 0
+            && let Some(checkpoints) = &checkpoints
+        {
+            checkpoints.written(written);
+        }
     }
+    // Its connection closes first, so this one, the last, checkpoints the WAL as it closes.
+    drop(checkpoints);
     if let Some(backups) = &mut backups {
         backups.finish();
     }
